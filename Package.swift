@@ -1,0 +1,39 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+/// Layers, bottom to top: Tensors (float32 kernels over OpenBLAS) → Weights (safetensors, configs,
+/// diffusers folders) → Tokenization (CLIP BPE) → Models (CLIP text encoder, UNet, VAE) →
+/// Schedulers (DDIM) → the `panorama` command line.
+let optimise: [SwiftSetting] = [.unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release))]
+
+let package = Package(
+    name: "panorama",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "panorama", targets: ["PanoramaCLI"]),
+        .library(name: "Models", targets: ["Models"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS",
+                       providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CPNG", path: "Sources/CPNG", providers: [.apt(["libpng-dev"])]),
+        .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3", "-fno-math-errno", "-ffp-contract=fast"])]),
+        .target(name: "Tensors", dependencies: ["COpenBLAS", "CKernels"], swiftSettings: optimise),
+        .target(name: "Weights", dependencies: ["Tensors"], swiftSettings: optimise),
+        .target(name: "Tokenization", swiftSettings: optimise),
+        .target(name: "Models", dependencies: ["Tensors", "Weights", "Tokenization"], swiftSettings: optimise),
+        .target(name: "Schedulers", dependencies: ["Tensors", "Weights"], swiftSettings: optimise),
+        .executableTarget(name: "PanoramaCLI", dependencies: [
+            "Models", "Schedulers", "Tokenization", "Weights", "Tensors",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], swiftSettings: optimise),
+        .testTarget(name: "TensorsTests", dependencies: ["Tensors"]),
+        .testTarget(name: "WeightsTests", dependencies: ["Weights"]),
+        .testTarget(name: "TokenizationTests", dependencies: ["Tokenization"]),
+        .testTarget(name: "ModelsTests", dependencies: ["Models", "Weights", "Tokenization"]),
+        .testTarget(name: "SchedulersTests", dependencies: ["Schedulers", "Weights"]),
+    ]
+)

@@ -1,0 +1,23 @@
+#ifndef PANORAMA_CKERNELS_H
+#define PANORAMA_CKERNELS_H
+
+#include <stddef.h>
+
+/// Hot element-wise loops in C so they vectorise (Swift's baseline x86-64 target does not);
+/// each has AVX-512, AVX2 and baseline versions chosen at run time.
+
+/// In-place softmax of `rows` rows of `columns` floats. Row r may attend to the first
+/// `valid0 + r` columns when `valid0` > 0 (causal masking; the rest become 0); all columns
+/// when `valid0` == 0.
+void pk_softmax_rows(float *p, size_t rows, size_t columns, size_t valid0);
+
+/// y = x * sigmoid(x), in place.
+void pk_silu(float *p, size_t n);
+
+/// y = (x * scale + shift), optionally followed by SiLU, for one channel plane.
+void pk_scale_shift(const float *x, float *y, size_t n, float scale, float shift, int silu);
+
+/// exp(x) for x in float range, accurate to about 2 ulp.
+float pk_expf(float x);
+
+#endif

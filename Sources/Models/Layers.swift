@@ -1,0 +1,73 @@
+import Tensors
+
+/// `torch.nn.Conv2d` with its weights.
+struct Conv2D: Sendable {
+    let weight: Tensor
+    let bias: Tensor?
+    let stride: Int
+    let padding: Padding2D
+
+    init(_ p: Parameters, in cin: Int, out cout: Int, kernel: Int, stride: Int = 1,
+         padding: Padding2D? = nil, bias: Bool = true) throws {
+        weight = try p.tensor("weight", [cout, cin, kernel, kernel])
+        self.bias = bias ? try p.tensor("bias", [cout]) : nil
+        self.stride = stride
+        self.padding = padding ?? .uniform(kernel / 2)
+    }
+
+    func callAsFunction(_ x: Tensor) -> Tensor {
+        conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding)
+    }
+}
+
+/// `torch.nn.Linear` with its weights. Also loads 1x1 convolution weights ([out, in, 1, 1]),
+/// which some checkpoints use for the same projections.
+struct Linear: Sendable {
+    let weight: Tensor
+    let bias: Tensor?
+
+    init(_ p: Parameters, in fin: Int, out fout: Int, bias: Bool = true) throws {
+        if p.shape(of: "weight") == [fout, fin, 1, 1] {
+            weight = try p.tensor("weight", [fout, fin, 1, 1]).reshaped([fout, fin])
+        } else {
+            weight = try p.tensor("weight", [fout, fin])
+        }
+        self.bias = bias ? try p.tensor("bias", [fout]) : nil
+    }
+
+    func callAsFunction(_ x: Tensor) -> Tensor { linear(x, weight: weight, bias: bias) }
+}
+
+/// `torch.nn.GroupNorm` (affine).
+struct GroupNorm: Sendable {
+    let groups: Int
+    let eps: Float
+    let weight: Tensor
+    let bias: Tensor
+
+    init(_ p: Parameters, groups: Int, channels: Int, eps: Float) throws {
+        self.groups = groups
+        self.eps = eps
+        weight = try p.tensor("weight", [channels])
+        bias = try p.tensor("bias", [channels])
+    }
+
+    func callAsFunction(_ x: Tensor, activation: FusedActivation = .none) -> Tensor {
+        groupNorm(x, groups: groups, weight: weight, bias: bias, eps: eps, activation: activation)
+    }
+}
+
+/// `torch.nn.LayerNorm` (affine) over the last dimension.
+struct LayerNorm: Sendable {
+    let eps: Float
+    let weight: Tensor
+    let bias: Tensor
+
+    init(_ p: Parameters, channels: Int, eps: Float) throws {
+        self.eps = eps
+        weight = try p.tensor("weight", [channels])
+        bias = try p.tensor("bias", [channels])
+    }
+
+    func callAsFunction(_ x: Tensor) -> Tensor { layerNorm(x, weight: weight, bias: bias, eps: eps) }
+}

@@ -1,0 +1,10 @@
+import ArgumentParser
+
+/// The `panorama` command line.
+@main
+struct Panorama: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "panorama",
+        abstract: "Wide images with Stable Diffusion and MultiDiffusion, on the CPU.",
+        subcommands: [Tokenize.self])
+}

@@ -1,0 +1,71 @@
+import Foundation
+import Weights
+
+/// The training noise schedule (betas and their cumulative alpha products), computed in float32
+/// the way diffusers computes it.
+public struct NoiseSchedule: Sendable, Equatable {
+    public let betas: [Float]
+    public let alphasCumprod: [Float]
+
+    public init(config c: DDIMSchedulerConfig) throws {
+        let n = c.numTrainTimesteps
+        var betas: [Float]
+        if let trained = c.trainedBetas {
+            betas = trained.map { Float($0) }
+        } else {
+            switch c.betaSchedule {
+            case "linear":
+                betas = torchLinspace(Float(c.betaStart), Float(c.betaEnd), n)
+            case "scaled_linear":
+                betas = torchLinspace(Float(c.betaStart.squareRoot()), Float(c.betaEnd.squareRoot()), n).map { $0 * $0 }
+            case "squaredcos_cap_v2":
+                func alphaBar(_ t: Double) -> Double {
+                    let c = cos((t + 0.008) / 1.008 * Double.pi / 2)
+                    return c * c
+                }
+                betas = (0..<n).map { i in
+                    let t1 = Double(i) / Double(n), t2 = Double(i + 1) / Double(n)
+                    return Float(min(1 - alphaBar(t2) / alphaBar(t1), 0.999))
+                }
+            default:
+                throw SchedulerError.unsupported("beta_schedule \"\(c.betaSchedule)\"")
+            }
+        }
+        if c.rescaleBetasZeroSnr { betas = rescaledForZeroTerminalSNR(betas) }
+        self.betas = betas
+        var product: Float = 1
+        alphasCumprod = betas.map { beta in
+            product *= 1 - beta
+            return product
+        }
+    }
+}
+
+/// `torch.linspace` in float32: computed from both ends toward the middle, as torch does.
+func torchLinspace(_ start: Float, _ end: Float, _ count: Int) -> [Float] {
+    guard count > 1 else { return [start] }
+    let step = (end - start) / Float(count - 1)
+    let half = count / 2
+    return (0..<count).map { i in
+        i < half ? start + step * Float(i) : end - step * Float(count - i - 1)
+    }
+}
+
+/// "Common Diffusion Noise Schedules and Sample Steps are Flawed" (Lin et al.), algorithm 1:
+/// shift and scale sqrt(ᾱ) so the last timestep has zero signal.
+private func rescaledForZeroTerminalSNR(_ betas: [Float]) -> [Float] {
+    var product: Float = 1
+    var sqrtBar = betas.map { beta -> Float in
+        product *= 1 - beta
+        return product.squareRoot()
+    }
+    let first = sqrtBar[0], last = sqrtBar[sqrtBar.count - 1]
+    for i in sqrtBar.indices {
+        sqrtBar[i] -= last
+        sqrtBar[i] *= first / (first - last)
+    }
+    let bar = sqrtBar.map { $0 * $0 }
+    var alphas = [bar[0]]
+    for i in 1..<bar.count { alphas.append(bar[i] / bar[i - 1]) }
+    return alphas.map { 1 - $0 }
+}

@@ -1,0 +1,47 @@
+import Tensors
+
+/// A denoising scheduler as the renderer drives it: a fixed list of timesteps and a step that
+/// maps the model's output at one timestep to the sample at the next.
+///
+/// Multistep schedulers keep history per sample; MultiDiffusion steps many windows with one
+/// scheduler, so that history lives in a value of `ViewState` that the caller keeps per window.
+public protocol Scheduler: Sendable {
+    /// Per-window history (e.g. previous model outputs). Stateless schedulers use `NoState`.
+    associatedtype ViewState: Sendable
+
+    /// Timesteps to run, in order (descending).
+    var timesteps: [Int] { get }
+    /// Standard deviation of the initial noise (1 for DDIM).
+    var initNoiseSigma: Float { get }
+    /// Whether `step` needs fresh noise (stochastic samplers such as DDIM with eta > 0).
+    var needsNoise: Bool { get }
+
+    /// A fresh state for one window.
+    func makeViewState() -> ViewState
+    /// The model input for `sample` at `timestep` (identity for DDIM).
+    func scaleModelInput(_ sample: Tensor, timestep: Int) -> Tensor
+    /// The sample at the next timestep. `noise` has the sample's shape when `needsNoise`.
+    func step(_ modelOutput: Tensor, timestep: Int, sample: Tensor, state: inout ViewState,
+              noise: Tensor?) -> Tensor
+    /// Forward diffusion of a clean sample to `timestep` (img2img's starting point).
+    func addNoise(_ original: Tensor, noise: Tensor, timestep: Int) -> Tensor
+}
+
+/// The view state of schedulers that keep no history.
+public struct NoState: Sendable, Equatable {
+    public init() {}
+}
+
+/// Errors from configuring a scheduler.
+public enum SchedulerError: Error, CustomStringConvertible, Equatable {
+    case unsupported(String)
+    case invalidSteps(Int, trainTimesteps: Int)
+
+    public var description: String {
+        switch self {
+        case .unsupported(let what): return "scheduler: \(what) is not supported"
+        case .invalidSteps(let n, let train):
+            return "scheduler: \(n) inference steps is not possible; use 1 to \(train) (the model was trained with \(train) timesteps)"
+        }
+    }
+}

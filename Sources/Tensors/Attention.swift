@@ -1,0 +1,78 @@
+import CKernels
+import Foundation
+
+/// Floats of the score block (query rows x keys): small enough to stay in L2 between the
+/// GEMM that writes it, the softmax, and the GEMM that reads it.
+private let scoreBlockFloats = 1 << 17
+
+/// Multi-head scaled dot-product attention, softmax(Q Kᵀ · scale [+ causal mask]) V.
+///
+/// `q` is [B, Nq, heads·d], `k` and `v` are [B, Nk, heads·d] with heads interleaved in the
+/// channel dimension exactly as diffusers' and transformers' projections produce them, so no
+/// head transposition is needed: each head is a strided view. Returns [B, Nq, heads·d].
+public func scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, heads: Int,
+                                      scale: Float? = nil, causal: Bool = false) -> Tensor {
+    let b = q.shape[0], nq = q.shape[1], channels = q.shape[2]
+    let nk = k.shape[1]
+    precondition(k.shape == [b, nk, channels] && v.shape == k.shape,
+                 "attention: q \(q.shape), k \(k.shape), v \(v.shape)")
+    precondition(channels % heads == 0, "attention: \(channels) channels, \(heads) heads")
+    let d = channels / heads
+    let scale = scale ?? 1 / Float(d).squareRoot()
+    let rowsPerBlock = max(1, min(nq, scoreBlockFloats / max(1, nk)))
+
+    return Tensor(uninitializedShape: [b, nq, channels]) { out in
+        q.withUnsafeBufferPointer { qp in
+            k.withUnsafeBufferPointer { kp in
+                v.withUnsafeBufferPointer { vp in
+                    let job = { (job: Int) in
+                        let (bi, h) = (job / heads, job % heads)
+                        let qh = qp.baseAddress! + bi * nq * channels + h * d
+                        let kh = kp.baseAddress! + bi * nk * channels + h * d
+                        let vh = vp.baseAddress! + bi * nk * channels + h * d
+                        let oh = out.baseAddress! + bi * nq * channels + h * d
+                        let s = UnsafeMutablePointer<Float>.allocate(capacity: rowsPerBlock * nk)
+                        defer { s.deallocate() }
+                        var r0 = 0
+                        while r0 < nq {
+                            let rows = min(rowsPerBlock, nq - r0)
+                            sgemm(transB: true, m: rows, n: nk, k: d, alpha: scale,
+                                  a: qh + r0 * channels, lda: channels, b: kh, ldb: channels, c: s, ldc: nk)
+                            pk_softmax_rows(s, rows, nk, causal ? r0 + 1 : 0)
+                            sgemm(m: rows, n: d, k: nk, a: s, lda: nk, b: vh, ldb: channels,
+                                  c: oh + r0 * channels, ldc: channels)
+                            r0 += rows
+                        }
+                    }
+                    if b * heads >= Compute.threads {
+                        // One (batch, head) pair per worker with single-threaded GEMMs: per-head
+                        // products are too small for OpenBLAS's threading, which then spends its
+                        // time synchronising.
+                        Compute.withSingleThreadedBLAS { Compute.parallelFor(b * heads, job) }
+                    } else {
+                        for j in 0..<(b * heads) { job(j) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// In-place softmax of each row of a [rows, columns] matrix.
+func softmaxRows(_ p: UnsafeMutablePointer<Float>, rows: Int, columns: Int) {
+    let chunk = 16
+    Compute.parallelFor((rows + chunk - 1) / chunk) { c in
+        let r0 = c * chunk
+        pk_softmax_rows(p + r0 * columns, min(chunk, rows - r0), columns, 0)
+    }
+}
+
+/// Softmax over the last dimension.
+public func softmax(_ x: Tensor) -> Tensor {
+    var y = x
+    let columns = x.shape.last!
+    y.withUnsafeMutableBufferPointer { p in
+        softmaxRows(p.baseAddress!, rows: x.count / columns, columns: columns)
+    }
+    return y
+}

@@ -1,0 +1,121 @@
+/// Zero padding of a 2-D convolution's input, per side (asymmetric padding serves the VAE
+/// encoder's stride-2 convolutions, which pad only the bottom and right).
+public struct Padding2D: Sendable, Equatable {
+    public var top: Int, bottom: Int, left: Int, right: Int
+    public init(top: Int, bottom: Int, left: Int, right: Int) {
+        self.top = top; self.bottom = bottom; self.left = left; self.right = right
+    }
+    public static func uniform(_ p: Int) -> Padding2D { Padding2D(top: p, bottom: p, left: p, right: p) }
+}
+
+/// Bytes of scratch space for one im2col block: large enough for efficient GEMMs, small enough
+/// that a 512x4096 VAE decode does not need gigabytes of column buffer.
+private let im2colBudget = 8 << 20  // floats
+
+/// 2-D convolution, NCHW, as `torch.nn.Conv2d` (groups = 1, dilation = 1).
+/// `weight` is [out, in, kh, kw]. 1x1 stride-1 convolutions are a single GEMM; others go through
+/// im2col in blocks of output rows.
+public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int = 1,
+                   padding: Padding2D) -> Tensor {
+    precondition(x.rank == 4 && weight.rank == 4, "conv2d: input \(x.shape), weight \(weight.shape)")
+    let (n, cin, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+    let (cout, kh, kw) = (weight.shape[0], weight.shape[2], weight.shape[3])
+    precondition(weight.shape[1] == cin, "conv2d: input has \(cin) channels, weight expects \(weight.shape[1])")
+    let hout = (h + padding.top + padding.bottom - kh) / stride + 1
+    let wout = (w + padding.left + padding.right - kw) / stride + 1
+    let kdim = cin * kh * kw
+    let plane = hout * wout
+
+    var out = Tensor(zeros: [n, cout, hout, wout])
+    out.withUnsafeMutableBufferPointer { op in
+        x.withUnsafeBufferPointer { xp in
+            weight.withUnsafeBufferPointer { wp in
+                let pointwise = kh == 1 && kw == 1 && stride == 1 && padding == .uniform(0)
+                if pointwise {
+                    for b in 0..<n {
+                        sgemm(m: cout, n: plane, k: cin, a: wp.baseAddress!, lda: cin,
+                              b: xp.baseAddress! + b * cin * h * w, ldb: h * w,
+                              c: op.baseAddress! + b * cout * plane, ldc: plane)
+                    }
+                    return
+                }
+                let rowsPerBlock = max(1, min(hout, im2colBudget / max(1, kdim * wout)))
+                var col = [Float](repeating: 0, count: kdim * rowsPerBlock * wout)
+                col.withUnsafeMutableBufferPointer { cp in
+                    for b in 0..<n {
+                        let input = xp.baseAddress! + b * cin * h * w
+                        var y0 = 0
+                        while y0 < hout {
+                            let rows = min(rowsPerBlock, hout - y0)
+                            let cols = rows * wout
+                            im2col(input, channels: cin, height: h, width: w, kh: kh, kw: kw,
+                                   stride: stride, padding: padding, outWidth: wout,
+                                   firstRow: y0, rows: rows, into: cp.baseAddress!)
+                            sgemm(m: cout, n: cols, k: kdim, a: wp.baseAddress!, lda: kdim,
+                                  b: cp.baseAddress!, ldb: cols,
+                                  c: op.baseAddress! + b * cout * plane + y0 * wout, ldc: plane)
+                            y0 += rows
+                        }
+                    }
+                }
+            }
+        }
+        if let bias { addChannelBias(op.baseAddress!, batch: n, channels: cout, plane: plane, bias: bias) }
+    }
+    return out
+}
+
+/// Convenience for the common symmetric case.
+public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int = 1, padding: Int) -> Tensor {
+    conv2d(x, weight: weight, bias: bias, stride: stride, padding: .uniform(padding))
+}
+
+/// Writes the [cin·kh·kw, rows·outWidth] column matrix for output rows firstRow..<firstRow+rows.
+private func im2col(_ input: UnsafePointer<Float>, channels: Int, height: Int, width: Int,
+                    kh: Int, kw: Int, stride: Int, padding: Padding2D, outWidth: Int,
+                    firstRow: Int, rows: Int, into col: UnsafeMutablePointer<Float>) {
+    let cols = rows * outWidth
+    Compute.parallelFor(channels) { c in
+        let src = input + c * height * width
+        for ky in 0..<kh {
+            for kx in 0..<kw {
+                let dst = col + ((c * kh + ky) * kw + kx) * cols
+                for r in 0..<rows {
+                    let iy = (firstRow + r) * stride - padding.top + ky
+                    let drow = dst + r * outWidth
+                    if iy < 0 || iy >= height {
+                        drow.update(repeating: 0, count: outWidth)
+                        continue
+                    }
+                    let srow = src + iy * width
+                    if stride == 1 {
+                        // Valid output columns are those whose input column lies inside the row.
+                        let lo = min(outWidth, max(0, padding.left - kx))
+                        let hi = max(lo, min(outWidth, width + padding.left - kx))
+                        if lo > 0 { drow.update(repeating: 0, count: lo) }
+                        if hi > lo { (drow + lo).update(from: srow + (lo - padding.left + kx), count: hi - lo) }
+                        if hi < outWidth { (drow + hi).update(repeating: 0, count: outWidth - hi) }
+                    } else {
+                        for ox in 0..<outWidth {
+                            let ix = ox * stride - padding.left + kx
+                            drow[ox] = (ix >= 0 && ix < width) ? srow[ix] : 0
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adds `bias[c]` to every value of channel c in an NCHW buffer.
+@inline(__always)
+func addChannelBias(_ p: UnsafeMutablePointer<Float>, batch: Int, channels: Int, plane: Int, bias: Tensor) {
+    bias.withUnsafeBufferPointer { bp in
+        let bias = bp.baseAddress!
+        Compute.parallelFor(batch * channels, minimumPerThread: 4) { i in
+            let v = bias[i % channels]
+            let row = p + i * plane
+            for j in 0..<plane { row[j] += v }
+        }
+    }
+}

@@ -1,0 +1,121 @@
+import Foundation
+
+/// diffusers' `DDIMScheduler` configuration (`scheduler/scheduler_config.json`). Defaults are the
+/// constructor's in diffusers 0.42 (`schedulers/scheduling_ddim.py`); SD's files override most of
+/// them (scaled_linear 0.00085…0.012, set_alpha_to_one false, steps_offset 1, clip_sample false).
+/// Other schedulers' files (e.g. SD 1.5's PNDMScheduler) share these keys and decode too; check
+/// `className` to know which one the model shipped with.
+public struct DDIMSchedulerConfig: JSONConfiguration, Equatable {
+    /// `_class_name` as written in the file (nil if absent).
+    public var className: String?
+    public var numTrainTimesteps: Int
+    public var betaStart: Double
+    public var betaEnd: Double
+    /// "linear", "scaled_linear" or "squaredcos_cap_v2".
+    public var betaSchedule: String
+    /// Explicit betas that replace the schedule when given.
+    public var trainedBetas: [Double]?
+    public var clipSample: Bool
+    public var setAlphaToOne: Bool
+    public var stepsOffset: Int
+    /// "epsilon", "sample" or "v_prediction".
+    public var predictionType: String
+    public var thresholding: Bool
+    public var dynamicThresholdingRatio: Double
+    public var clipSampleRange: Double
+    public var sampleMaxValue: Double
+    /// "leading", "trailing" or "linspace".
+    public var timestepSpacing: String
+    public var rescaleBetasZeroSnr: Bool
+
+    public init(
+        className: String? = "DDIMScheduler",
+        numTrainTimesteps: Int = 1000,
+        betaStart: Double = 0.0001,
+        betaEnd: Double = 0.02,
+        betaSchedule: String = "linear",
+        trainedBetas: [Double]? = nil,
+        clipSample: Bool = true,
+        setAlphaToOne: Bool = true,
+        stepsOffset: Int = 0,
+        predictionType: String = "epsilon",
+        thresholding: Bool = false,
+        dynamicThresholdingRatio: Double = 0.995,
+        clipSampleRange: Double = 1,
+        sampleMaxValue: Double = 1,
+        timestepSpacing: String = "leading",
+        rescaleBetasZeroSnr: Bool = false
+    ) {
+        self.className = className
+        self.numTrainTimesteps = numTrainTimesteps
+        self.betaStart = betaStart
+        self.betaEnd = betaEnd
+        self.betaSchedule = betaSchedule
+        self.trainedBetas = trainedBetas
+        self.clipSample = clipSample
+        self.setAlphaToOne = setAlphaToOne
+        self.stepsOffset = stepsOffset
+        self.predictionType = predictionType
+        self.thresholding = thresholding
+        self.dynamicThresholdingRatio = dynamicThresholdingRatio
+        self.clipSampleRange = clipSampleRange
+        self.sampleMaxValue = sampleMaxValue
+        self.timestepSpacing = timestepSpacing
+        self.rescaleBetasZeroSnr = rescaleBetasZeroSnr
+    }
+
+    /// Stable Diffusion 1.x/2.x's settings (as in their scheduler_config.json, with DDIM).
+    public static let stableDiffusion = DDIMSchedulerConfig(
+        betaStart: 0.00085, betaEnd: 0.012, betaSchedule: "scaled_linear", clipSample: false,
+        setAlphaToOne: false, stepsOffset: 1)
+
+    enum CodingKeys: String, CodingKey {
+        case className = "_class_name"
+        case numTrainTimesteps = "num_train_timesteps"
+        case betaStart = "beta_start"
+        case betaEnd = "beta_end"
+        case betaSchedule = "beta_schedule"
+        case trainedBetas = "trained_betas"
+        case clipSample = "clip_sample"
+        case setAlphaToOne = "set_alpha_to_one"
+        case stepsOffset = "steps_offset"
+        case predictionType = "prediction_type"
+        case thresholding
+        case dynamicThresholdingRatio = "dynamic_thresholding_ratio"
+        case clipSampleRange = "clip_sample_range"
+        case sampleMaxValue = "sample_max_value"
+        case timestepSpacing = "timestep_spacing"
+        case rescaleBetasZeroSnr = "rescale_betas_zero_snr"
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let d = DDIMSchedulerConfig()
+        className = try c.decodeIfPresent(String.self, forKey: .className)
+        numTrainTimesteps = try c.value(.numTrainTimesteps, or: d.numTrainTimesteps)
+        betaStart = try c.value(.betaStart, or: d.betaStart)
+        betaEnd = try c.value(.betaEnd, or: d.betaEnd)
+        betaSchedule = try c.value(.betaSchedule, or: d.betaSchedule)
+        trainedBetas = try c.nullable(.trainedBetas, or: d.trainedBetas)
+        clipSample = try c.value(.clipSample, or: d.clipSample)
+        setAlphaToOne = try c.value(.setAlphaToOne, or: d.setAlphaToOne)
+        stepsOffset = try c.value(.stepsOffset, or: d.stepsOffset)
+        predictionType = try c.value(.predictionType, or: d.predictionType)
+        thresholding = try c.value(.thresholding, or: d.thresholding)
+        dynamicThresholdingRatio = try c.value(.dynamicThresholdingRatio, or: d.dynamicThresholdingRatio)
+        clipSampleRange = try c.value(.clipSampleRange, or: d.clipSampleRange)
+        sampleMaxValue = try c.value(.sampleMaxValue, or: d.sampleMaxValue)
+        timestepSpacing = try c.value(.timestepSpacing, or: d.timestepSpacing)
+        rescaleBetasZeroSnr = try c.value(.rescaleBetasZeroSnr, or: d.rescaleBetasZeroSnr)
+    }
+}
+
+extension DDIMSchedulerConfig: ConsistencyChecked {
+    func inconsistency() -> (key: String, problem: String)? {
+        if numTrainTimesteps <= 0 { return ("num_train_timesteps", "must be positive, not \(numTrainTimesteps)") }
+        if let betas = trainedBetas, betas.count != numTrainTimesteps {
+            return ("trained_betas", "has \(betas.count) values but num_train_timesteps is \(numTrainTimesteps)")
+        }
+        return nil
+    }
+}
