@@ -3,7 +3,7 @@ import PackageDescription
 
 /// Layers, bottom to top: Tensors (float32 kernels over OpenBLAS) → Weights (safetensors, configs,
 /// diffusers folders) → Tokenization (CLIP BPE) → Models (CLIP text encoder, UNet, VAE) →
-/// Schedulers (DDIM) → the `panorama` command line.
+/// Schedulers (DDIM) → Renderer (MultiDiffusion) and Imaging (PNG) → the `panorama` command line.
 let optimise: [SwiftSetting] = [.unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release))]
 
 let package = Package(
@@ -21,13 +21,17 @@ let package = Package(
                        providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CPNG", path: "Sources/CPNG", providers: [.apt(["libpng-dev"])]),
         .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3", "-fno-math-errno", "-ffp-contract=fast"])]),
+        .target(name: "CImaging", dependencies: ["CPNG"], linkerSettings: [.linkedLibrary("png16")]),
         .target(name: "Tensors", dependencies: ["COpenBLAS", "CKernels"], swiftSettings: optimise),
+        .target(name: "Imaging", dependencies: ["CImaging", "Tensors"], swiftSettings: optimise),
         .target(name: "Weights", dependencies: ["Tensors"], swiftSettings: optimise),
         .target(name: "Tokenization", swiftSettings: optimise),
         .target(name: "Models", dependencies: ["Tensors", "Weights", "Tokenization"], swiftSettings: optimise),
         .target(name: "Schedulers", dependencies: ["Tensors", "Weights"], swiftSettings: optimise),
+        .target(name: "Renderer", dependencies: ["Models", "Schedulers", "Tensors", "Weights"],
+                swiftSettings: optimise),
         .executableTarget(name: "PanoramaCLI", dependencies: [
-            "Models", "Schedulers", "Tokenization", "Weights", "Tensors",
+            "Renderer", "Imaging", "Models", "Schedulers", "Tokenization", "Weights", "Tensors",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: optimise),
         .testTarget(name: "TensorsTests", dependencies: ["Tensors"]),
@@ -35,5 +39,7 @@ let package = Package(
         .testTarget(name: "TokenizationTests", dependencies: ["Tokenization"]),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Weights", "Tokenization"]),
         .testTarget(name: "SchedulersTests", dependencies: ["Schedulers", "Weights"]),
+        .testTarget(name: "ImagingTests", dependencies: ["Imaging", "Tensors"]),
+        .testTarget(name: "RendererTests", dependencies: ["Renderer", "Imaging", "Models", "Schedulers", "Weights"]),
     ]
 )

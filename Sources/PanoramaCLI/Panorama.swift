@@ -6,5 +6,6 @@ struct Panorama: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "panorama",
         abstract: "Wide images with Stable Diffusion and MultiDiffusion, on the CPU.",
-        subcommands: [Tokenize.self])
+        subcommands: [Render.self, Tokenize.self, Presets.self],
+        defaultSubcommand: Render.self)
 }

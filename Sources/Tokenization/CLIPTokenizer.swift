@@ -19,7 +19,7 @@ public struct TokenizedPrompt: Sendable, Equatable {
 ///
 /// Pipeline: special tokens typed literally in the prompt are matched first (and become their ids); the rest is
 /// NFC-normalized, whitespace-collapsed and lowercased, split into words by CLIP's regex (whitespace dropped,
-/// letters runs, single digits, runs of other characters, English contractions), and each word's UTF-8 bytes are
+/// runs of letters, single digits, runs of other characters, English contractions), and each word's UTF-8 bytes are
 /// BPE-encoded with `</w>` marking the word end. `encode` wraps the result in BOS/EOS.
 public struct CLIPTokenizer: Sendable {
     /// Length of the padded/truncated id sequence (`model_max_length`, 77 for SD).
@@ -36,7 +36,8 @@ public struct CLIPTokenizer: Sendable {
     private let normalizedTokens: LiteralMatcher
 
     /// Loads `vocab.json` and `merges.txt`, like `CLIPTokenizer(vocab=..., merges=..., pad_token=padToken)`:
-    /// BOS `<|startoftext|>`, EOS and UNK `<|endoftext|>`; special tokens are matched in the raw prompt.
+    /// BOS `<|startoftext|>`, EOS and UNK `<|endoftext|>`; special tokens are matched in the raw prompt. The pad
+    /// token is one of them: with `"!"` (SD 2.x) every "!" in a prompt becomes its own id 0, as in transformers.
     public init(vocabulary: URL, merges: URL, padToken: String = "<|endoftext|>", maxLength: Int = 77) throws {
         try self.init(vocabulary: vocabulary, merges: merges, maxLength: maxLength, specials: SpecialTokens(
             bos: .init(content: "<|startoftext|>"), eos: .init(content: "<|endoftext|>"),
@@ -149,6 +150,8 @@ struct SpecialTokens {
 }
 
 /// `tokenizer_config.json` + `special_tokens_map.json`, resolved as transformers 5's `from_pretrained` does.
+/// Added-token flags other than `normalized` (`lstrip`, `rstrip`, `single_word`; all false in SD folders) are
+/// ignored, and a `tokenizer.json` in the folder is not read.
 struct TokenizerConfiguration {
     var maxLength = 77
     var specials: SpecialTokens

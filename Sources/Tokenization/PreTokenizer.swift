@@ -1,5 +1,3 @@
-import Foundation
-
 /// A token matched literally in the prompt before BPE (`tokenizers`' added tokens: BOS, EOS, UNK, PAD and any
 /// `added_tokens_decoder` entry). Non-normalized ones are found in the raw text, normalized ones in the
 /// normalized (NFC, whitespace-collapsed, lowercased) text; both leftmost-longest.

@@ -1,0 +1,147 @@
+#include "cimaging.h"
+#include <png.h>
+#include <setjmp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct error_context {
+    jmp_buf jump;
+    char *message;
+    size_t size;
+};
+
+static void on_error(png_structp png, png_const_charp message) {
+    struct error_context *context = png_get_error_ptr(png);
+    snprintf(context->message, context->size, "%s", message);
+    longjmp(context->jump, 1);
+}
+
+static void on_warning(png_structp png, png_const_charp message) {
+    (void)png;
+    (void)message;
+}
+
+int pk_png_write(const char *path, const uint8_t *pixels, uint32_t width, uint32_t height, int channels,
+                 const char *const *text_keys, const char *const *text_values, int text_count,
+                 char *error, size_t error_size) {
+    FILE *file = fopen(path, "wb");
+    if (!file) {
+        snprintf(error, error_size, "cannot open for writing");
+        return -1;
+    }
+    struct error_context context = {.message = error, .size = error_size};
+    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &context, on_error, on_warning);
+    png_infop info = png ? png_create_info_struct(png) : NULL;
+    png_textp text = NULL;
+    if (!png || !info) {
+        snprintf(error, error_size, "out of memory");
+        png_destroy_write_struct(&png, &info);
+        fclose(file);
+        return -1;
+    }
+    if (setjmp(context.jump)) {
+        free(text);
+        png_destroy_write_struct(&png, &info);
+        fclose(file);
+        return -1;
+    }
+    png_init_io(png, file);
+    png_set_IHDR(png, info, width, height, 8, channels == 4 ? PNG_COLOR_TYPE_RGBA : PNG_COLOR_TYPE_RGB,
+                 PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    if (text_count > 0) {
+        text = calloc((size_t)text_count, sizeof(png_text));
+        for (int i = 0; i < text_count; i++) {
+            // iTXt would be needed for non-Latin-1 text in strict readers; A1111 and ComfyUI read
+            // "parameters" from tEXt and treat its bytes as UTF-8, so tEXt it is.
+            text[i].compression = PNG_TEXT_COMPRESSION_NONE;
+            text[i].key = (png_charp)text_keys[i];
+            text[i].text = (png_charp)text_values[i];
+        }
+        png_set_text(png, info, text, text_count);
+    }
+    png_write_info(png, info);
+    for (uint32_t y = 0; y < height; y++) {
+        png_write_row(png, (png_const_bytep)(pixels + (size_t)y * width * (size_t)channels));
+    }
+    png_write_end(png, NULL);
+    free(text);
+    png_destroy_write_struct(&png, &info);
+    if (fclose(file) != 0) {
+        snprintf(error, error_size, "write failed (disk full?)");
+        return -1;
+    }
+    return 0;
+}
+
+int pk_png_read_rgb8(const char *path, uint8_t **pixels, uint32_t *width, uint32_t *height,
+                     uint64_t max_pixels, char *error, size_t error_size) {
+    *pixels = NULL;
+    FILE *file = fopen(path, "rb");
+    if (!file) {
+        snprintf(error, error_size, "cannot open for reading");
+        return -1;
+    }
+    uint8_t signature[8];
+    if (fread(signature, 1, 8, file) != 8 || png_sig_cmp(signature, 0, 8) != 0) {
+        snprintf(error, error_size, "not a PNG file");
+        fclose(file);
+        return -1;
+    }
+    struct error_context context = {.message = error, .size = error_size};
+    png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &context, on_error, on_warning);
+    png_infop info = png ? png_create_info_struct(png) : NULL;
+    uint8_t *volatile buffer = NULL;
+    png_bytep *volatile rows = NULL;
+    if (!png || !info) {
+        snprintf(error, error_size, "out of memory");
+        png_destroy_read_struct(&png, &info, NULL);
+        fclose(file);
+        return -1;
+    }
+    if (setjmp(context.jump)) {
+        free(buffer);
+        free(rows);
+        png_destroy_read_struct(&png, &info, NULL);
+        fclose(file);
+        return -1;
+    }
+    png_init_io(png, file);
+    png_set_sig_bytes(png, 8);
+    png_read_info(png, info);
+    uint32_t w = png_get_image_width(png, info), h = png_get_image_height(png, info);
+    if (max_pixels && (uint64_t)w * h > max_pixels) {
+        snprintf(error, error_size, "image of %ux%u pixels is larger than allowed", w, h);
+        longjmp(context.jump, 1);
+    }
+    int color = png_get_color_type(png, info), depth = png_get_bit_depth(png, info);
+    if (depth == 16) png_set_strip_16(png);
+    if (color == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(png);
+    if (color == PNG_COLOR_TYPE_GRAY && depth < 8) png_set_expand_gray_1_2_4_to_8(png);
+    if (png_get_valid(png, info, PNG_INFO_tRNS)) png_set_tRNS_to_alpha(png);
+    if (color == PNG_COLOR_TYPE_GRAY || color == PNG_COLOR_TYPE_GRAY_ALPHA) png_set_gray_to_rgb(png);
+    // Alpha is dropped (composited over nothing): the models take RGB.
+    png_set_strip_alpha(png);
+    png_set_interlace_handling(png);
+    png_read_update_info(png, info);
+    if (png_get_rowbytes(png, info) != (size_t)w * 3) {
+        snprintf(error, error_size, "unsupported PNG layout");
+        longjmp(context.jump, 1);
+    }
+    buffer = malloc((size_t)w * h * 3);
+    rows = malloc(sizeof(png_bytep) * h);
+    if (!buffer || !rows) {
+        snprintf(error, error_size, "out of memory for a %ux%u image", w, h);
+        longjmp(context.jump, 1);
+    }
+    for (uint32_t y = 0; y < h; y++) rows[y] = buffer + (size_t)y * w * 3;
+    png_read_image(png, rows);
+    png_read_end(png, NULL);
+    free(rows);
+    png_destroy_read_struct(&png, &info, NULL);
+    fclose(file);
+    *pixels = buffer;
+    *width = w;
+    *height = h;
+    return 0;
+}

@@ -1,0 +1,46 @@
+import Foundation
+
+/// Step progress on standard error: a redrawn bar with ETA on a terminal, one line per step
+/// otherwise (logs, CI), nothing with `--quiet`.
+struct ProgressReporter {
+    private let quiet: Bool
+    private let interactive: Bool
+    private let start = Date()
+    private var lastStep = Date()
+
+    init(quiet: Bool) {
+        self.quiet = quiet
+        interactive = isatty(2) != 0
+    }
+
+    mutating func step(_ index: Int, of count: Int, views: Int) {
+        guard !quiet else { return }
+        let now = Date()
+        let perStep = now.timeIntervalSince(lastStep)
+        lastStep = now
+        let elapsed = now.timeIntervalSince(start)
+        let eta = elapsed / Double(index) * Double(count - index)
+        let text = "step \(index)/\(count) · \(views) views · \(String(format: "%.1f", perStep)) s/step · ETA \(Self.clock(eta))"
+        if interactive {
+            let width = 24, filled = width * index / count
+            let bar = String(repeating: "█", count: filled) + String(repeating: "░", count: width - filled)
+            FileHandle.standardError.write("\r\u{1B}[K\(bar) \(text)".data(using: .utf8)!)
+            if index == count { FileHandle.standardError.write("\n".data(using: .utf8)!) }
+        } else {
+            note(text)
+        }
+    }
+
+    /// A line of status (loading, decoding, saving).
+    func note(_ text: String) {
+        guard !quiet else { return }
+        FileHandle.standardError.write((text + "\n").data(using: .utf8)!)
+    }
+
+    static func clock(_ seconds: Double) -> String {
+        guard seconds.isFinite else { return "--:--" }
+        let s = Int(seconds.rounded())
+        return s >= 3600 ? String(format: "%d:%02d:%02d", s / 3600, s / 60 % 60, s % 60)
+            : String(format: "%d:%02d", s / 60, s % 60)
+    }
+}

@@ -1,0 +1,122 @@
+import Models
+import Schedulers
+import Tensors
+
+/// Classifier-free guidance as the Stable Diffusion pipelines apply it.
+public struct Guidance: Sendable, Equatable {
+    /// The scale g in ε = ε_u + g (ε_c − ε_u). At g ≤ 1 the unconditional pass is skipped and the
+    /// conditional prediction is used alone, as diffusers does.
+    public var scale: Float
+    /// Conditional text embeddings [1, tokens, dim].
+    public var conditional: Tensor
+    /// Unconditional (negative prompt) embeddings [1, tokens, dim].
+    public var unconditional: Tensor
+
+    public init(scale: Float, conditional: Tensor, unconditional: Tensor) {
+        self.scale = scale
+        self.conditional = conditional
+        self.unconditional = unconditional
+    }
+
+    public var isActive: Bool { scale > 1 }
+}
+
+/// What one denoising step did, for progress reports.
+public struct StepReport: Sendable {
+    /// 0-based index of the step just finished.
+    public let index: Int
+    public let count: Int
+    public let timestep: Int
+    public let views: Int
+    /// The fused latents after the step.
+    public let latents: Tensor
+}
+
+/// MultiDiffusion's denoising loop, one step per `next()`.
+///
+/// At each timestep every window of the canvas goes through the UNet (batched `viewBatchSize`
+/// windows at a time, each with its unconditional and conditional half interleaved as
+/// [v0ᵤ, v0꜀, v1ᵤ, v1꜀, …] like diffusers), the scheduler steps each window with that window's own
+/// state, and the fuser averages the windows back into the canvas.
+public struct DenoisingLoop<S: Scheduler>: IteratorProtocol, Sequence {
+    public private(set) var latents: Tensor
+    public let views: [LatentView]
+    private let unet: UNet2DConditionModel
+    private let scheduler: S
+    private let guidance: Guidance
+    private let viewBatchSize: Int
+    private var states: [S.ViewState]
+    private var generator: TorchGenerator
+    private var stepIndex = 0
+    /// Per-window fusion weights (nil: uniform), flattened [height · width].
+    public var viewWeights: [[Float]?]
+
+    /// - Parameters:
+    ///   - latents: the starting canvas [1, C, h, w], already scaled by the scheduler's initial sigma.
+    ///   - generator: the source of any noise the scheduler needs (DDIM with eta > 0), drawn per
+    ///     batch of windows in order, as diffusers draws it.
+    public init(unet: UNet2DConditionModel, scheduler: S, guidance: Guidance, latents: Tensor,
+                tiler: ViewTiler, viewBatchSize: Int = 1, generator: TorchGenerator) {
+        precondition(viewBatchSize >= 1, "viewBatchSize must be at least 1")
+        self.unet = unet
+        self.scheduler = scheduler
+        self.guidance = guidance
+        self.latents = latents
+        self.views = tiler.views(height: latents.shape[2], width: latents.shape[3])
+        self.viewBatchSize = viewBatchSize
+        self.states = views.map { _ in scheduler.makeViewState() }
+        self.generator = generator
+        self.viewWeights = Array(repeating: nil, count: views.count)
+    }
+
+    public var stepCount: Int { scheduler.timesteps.count }
+
+    public mutating func next() -> StepReport? {
+        guard stepIndex < scheduler.timesteps.count else { return nil }
+        let t = scheduler.timesteps[stepIndex]
+        var fuser = Fuser(channels: latents.shape[1], height: latents.shape[2], width: latents.shape[3])
+        var start = 0
+        while start < views.count {
+            let batch = start..<Swift.min(views.count, start + viewBatchSize)
+            let windows = batch.map { latents.crop(views[$0]) }
+            let predictions = predictNoise(windows, timestep: t)
+            let noise = scheduler.needsNoise
+                ? generator.randn([batch.count] + windows[0].shape.dropFirst()) : nil
+            for (k, v) in batch.enumerated() {
+                let stepped = scheduler.step(predictions.batch(k), timestep: t, sample: windows[k],
+                                             state: &states[v], noise: noise?.batch(k))
+                fuser.add(stepped, at: views[v], weight: viewWeights[v])
+            }
+            start = batch.upperBound
+        }
+        latents = fuser.fused()
+        stepIndex += 1
+        return StepReport(index: stepIndex - 1, count: scheduler.timesteps.count, timestep: t,
+                          views: views.count, latents: latents)
+    }
+
+    /// The guided noise prediction for each window, [windows, C, h, w].
+    private func predictNoise(_ windows: [Tensor], timestep t: Int) -> Tensor {
+        let inputs = windows.map { scheduler.scaleModelInput($0, timestep: t) }
+        guard guidance.isActive else {
+            let context = Tensor.concatenate(Array(repeating: guidance.conditional, count: windows.count),
+                                             dimension: 0)
+            return unet(Tensor.concatenate(inputs, dimension: 0), timestep: Float(t), encoderHiddenStates: context)
+        }
+        let sample = Tensor.concatenate(inputs.flatMap { [$0, $0] }, dimension: 0)
+        let context = Tensor.concatenate(Array(repeating: [guidance.unconditional, guidance.conditional],
+                                               count: windows.count).flatMap { $0 }, dimension: 0)
+        let eps = unet(sample, timestep: Float(t), encoderHiddenStates: context)
+        let per = eps.count / eps.shape[0]
+        let g = guidance.scale
+        return Tensor(uninitializedShape: [windows.count] + eps.shape.dropFirst()) { out in
+            eps.withUnsafeBufferPointer { e in
+                for v in 0..<windows.count {
+                    let u = e.baseAddress! + (2 * v) * per, c = u + per
+                    let o = out.baseAddress! + v * per
+                    for i in 0..<per { o[i] = u[i] + g * (c[i] - u[i]) }
+                }
+            }
+        }
+    }
+}

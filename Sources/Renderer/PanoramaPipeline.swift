@@ -1,0 +1,223 @@
+import Foundation
+import Models
+import Schedulers
+import Tensors
+import Weights
+
+/// Everything that determines a panorama, with diffusers' defaults.
+public struct PanoramaSettings: Sendable, Equatable {
+    public var prompt: String
+    public var negativePrompt = ""
+    /// Image size in pixels; multiples of 8, at least the model's window (512 for SD 1.x/2.x).
+    public var width: Int
+    public var height: Int
+    public var steps = 50
+    public var guidanceScale: Float = 7.5
+    public var seed: UInt64 = 0
+    /// DDIM's η (0: deterministic).
+    public var eta: Float = 0
+    /// Distance between neighbouring windows, in latent pixels.
+    public var stride = 8
+    /// Windows per UNet call.
+    public var viewBatchSize = 1
+    /// 360° mode: windows and decode wrap around the left/right edge.
+    public var circular = false
+    /// Use the text encoder's output this many layers before the last.
+    public var clipSkip = 0
+
+    public init(prompt: String, width: Int, height: Int) {
+        self.prompt = prompt
+        self.width = width
+        self.height = height
+    }
+}
+
+/// Errors in the request, before any work starts.
+public enum RenderError: Error, CustomStringConvertible, Equatable {
+    case invalidSize(String)
+    case invalidSetting(String)
+    case tooLarge(estimatedBytes: Int, availableBytes: Int, what: String)
+    case invalidLatents(String)
+
+    public var description: String {
+        switch self {
+        case .invalidSize(let s), .invalidSetting(let s), .invalidLatents(let s): return s
+        case .tooLarge(let need, let have, let what):
+            return "\(what) needs about \(formatBytes(need)) of memory, but this machine has \(formatBytes(have)) available"
+        }
+    }
+}
+
+/// Human-readable byte counts ("3.2 GiB").
+public func formatBytes(_ bytes: Int) -> String {
+    let units = ["bytes", "KiB", "MiB", "GiB", "TiB"]
+    var value = Double(bytes), unit = 0
+    while value >= 1024 && unit < units.count - 1 {
+        value /= 1024
+        unit += 1
+    }
+    return unit == 0 ? "\(bytes) bytes" : String(format: "%.1f %@", value, units[unit])
+}
+
+/// Text-to-panorama with MultiDiffusion on one Stable Diffusion model: the pieces the command
+/// line (and tests) put together — validation, prompt encoding, seeded latents, the denoising
+/// loop and the decode.
+public struct PanoramaPipeline: Sendable {
+    public let model: StableDiffusionModel
+
+    public init(model: StableDiffusionModel) {
+        self.model = model
+    }
+
+    /// The VAE's spatial factor (8 for SD).
+    public var vaeScale: Int { 1 << (model.vae.config.blockOutChannels.count - 1) }
+
+    /// Latent channels × height × width of the canvas for `settings`.
+    public func latentShape(_ settings: PanoramaSettings) -> [Int] {
+        [1, model.unet.config.inChannels, settings.height / vaeScale, settings.width / vaeScale]
+    }
+
+    /// Checks sizes and settings; the message says what is wrong and what would work.
+    public func validate(_ settings: PanoramaSettings, availableMemory: Int? = systemAvailableMemory()) throws {
+        let window = model.latentWindow * vaeScale
+        for (name, value) in [("width", settings.width), ("height", settings.height)] {
+            guard value % vaeScale == 0 else {
+                let lower = value / vaeScale * vaeScale
+                throw RenderError.invalidSize("\(name) \(value) is not a multiple of \(vaeScale); use \(lower) or \(lower + vaeScale)")
+            }
+            guard value >= window else {
+                throw RenderError.invalidSize("\(name) \(value) is smaller than the model's \(window)-pixel window; use at least \(window)")
+            }
+        }
+        guard settings.steps >= 1 && settings.steps <= model.schedulerConfig.numTrainTimesteps else {
+            throw RenderError.invalidSetting("steps must be between 1 and \(model.schedulerConfig.numTrainTimesteps), not \(settings.steps)")
+        }
+        guard settings.stride >= 1 && settings.stride <= model.latentWindow else {
+            throw RenderError.invalidSetting("stride must be between 1 and the window, \(model.latentWindow) latent pixels, not \(settings.stride)")
+        }
+        guard settings.viewBatchSize >= 1 else {
+            throw RenderError.invalidSetting("view batch size must be at least 1, not \(settings.viewBatchSize)")
+        }
+        guard settings.eta >= 0 && settings.eta.isFinite else {
+            throw RenderError.invalidSetting("eta must be 0 or more, not \(settings.eta)")
+        }
+        guard settings.guidanceScale.isFinite else {
+            throw RenderError.invalidSetting("guidance scale must be a finite number")
+        }
+        guard settings.clipSkip >= 0 && settings.clipSkip < model.textEncoder.config.numHiddenLayers else {
+            throw RenderError.invalidSetting("clip skip must be between 0 and \(model.textEncoder.config.numHiddenLayers - 1)")
+        }
+        if let availableMemory {
+            let need = estimatedMemory(settings)
+            if need > availableMemory {
+                throw RenderError.tooLarge(estimatedBytes: need, availableBytes: availableMemory,
+                                           what: "a \(settings.width)x\(settings.height) panorama")
+            }
+        }
+    }
+
+    /// Peak memory of a render beyond the loaded weights: the UNet's activations for one batch of
+    /// windows and the VAE decode of the whole canvas, whose largest layers hold a few
+    /// full-resolution feature maps of the decoder's widest channel count at once.
+    public func estimatedMemory(_ settings: PanoramaSettings) -> Int {
+        let window = model.latentWindow
+        let unetChannels = model.unet.config.blockOutChannels[0]
+        let cfg = settings.guidanceScale > 1 ? 2 : 1
+        let unet = settings.viewBatchSize * cfg * window * window * unetChannels * 4 * 24
+        let padding = settings.circular ? 2 * Self.circularDecodePadding * vaeScale : 0
+        let pixels = (settings.width + padding) * settings.height
+        let decoderChannels = model.vae.config.blockOutChannels[0]
+        let vae = pixels * decoderChannels * 4 * 5
+        return max(unet, vae)
+    }
+
+    /// Latent columns added on each side before a 360° decode, so the image's edges see each other.
+    public static let circularDecodePadding = 8
+
+    /// The scheduler for `settings`.
+    public func makeScheduler(_ settings: PanoramaSettings) throws -> DDIMScheduler {
+        try DDIMScheduler(config: model.schedulerConfig, steps: settings.steps, eta: settings.eta)
+    }
+
+    /// Conditional and unconditional text embeddings.
+    public func guidance(_ settings: PanoramaSettings) throws -> Guidance {
+        let prompts = settings.guidanceScale > 1 ? [settings.negativePrompt, settings.prompt] : [settings.prompt]
+        let embeddings = try model.encode(prompts, clipSkip: settings.clipSkip)
+        let conditional = embeddings.batch(prompts.count - 1)
+        return Guidance(scale: settings.guidanceScale, conditional: conditional,
+                        unconditional: prompts.count == 2 ? embeddings.batch(0) : conditional)
+    }
+
+    /// Starting latents from the seed (torch.randn with `Generator().manual_seed(seed)`), and the
+    /// generator in the state the denoising loop continues from.
+    public func seededLatents(_ settings: PanoramaSettings, initNoiseSigma: Float = 1) -> (Tensor, TorchGenerator) {
+        var generator = TorchGenerator(seed: settings.seed)
+        let latents = generator.randn(latentShape(settings))
+        return (initNoiseSigma == 1 ? latents : latents * initNoiseSigma, generator)
+    }
+
+    /// Checks user-supplied starting latents against the canvas.
+    public func checkLatents(_ latents: Tensor, for settings: PanoramaSettings) throws {
+        let expected = latentShape(settings)
+        guard latents.shape == expected else {
+            throw RenderError.invalidLatents("the latents have shape \(latents.shape) but a \(settings.width)x\(settings.height) canvas needs \(expected)")
+        }
+    }
+
+    /// The denoising loop from `latents` (nil: from the seed).
+    public func denoisingLoop(_ settings: PanoramaSettings, latents: Tensor? = nil) throws -> DenoisingLoop<DDIMScheduler> {
+        let scheduler = try makeScheduler(settings)
+        var start: Tensor, generator: TorchGenerator
+        if let latents {
+            try checkLatents(latents, for: settings)
+            start = latents * scheduler.initNoiseSigma
+            generator = TorchGenerator(seed: settings.seed)
+        } else {
+            (start, generator) = seededLatents(settings, initNoiseSigma: scheduler.initNoiseSigma)
+        }
+        return DenoisingLoop(unet: model.unet, scheduler: scheduler, guidance: try guidance(settings),
+                             latents: start,
+                             tiler: ViewTiler(window: model.latentWindow, stride: settings.stride,
+                                              circular: settings.circular),
+                             viewBatchSize: settings.viewBatchSize, generator: generator)
+    }
+
+    /// Decodes final latents to an image [1, 3, H, W] in [-1, 1]. In 360° mode the canvas is
+    /// padded with 8 latent columns from the opposite edge on each side before decoding and the
+    /// padding cropped after, as diffusers does, so the left and right edges of the image join.
+    public func decode(_ latents: Tensor, circular: Bool) -> Tensor {
+        let scaled = latents / model.vae.scalingFactor
+        guard circular else { return model.vae.decode(scaled) }
+        let w = scaled.shape[3], pad = min(Self.circularDecodePadding, w)
+        let padded = Tensor.concatenate([scaled.columns((w - pad)..<w), scaled, scaled.columns(0..<pad)], dimension: 3)
+        let image = model.vae.decode(padded)
+        let crop = pad * vaeScale
+        return image.columns(crop..<(image.shape[3] - crop))
+    }
+}
+
+extension Tensor {
+    /// Columns `range` (last dimension) of an NCHW tensor.
+    func columns(_ range: Range<Int>) -> Tensor {
+        let w = shape[3]
+        let rows = count / w
+        return Tensor(uninitializedShape: Array(shape.dropLast()) + [range.count]) { out in
+            withUnsafeBufferPointer { src in
+                for r in 0..<rows {
+                    (out.baseAddress! + r * range.count).update(from: src.baseAddress! + r * w + range.lowerBound,
+                                                                count: range.count)
+                }
+            }
+        }
+    }
+}
+
+/// Memory the kernel reports as available (MemAvailable), or nil where unknown.
+public func systemAvailableMemory() -> Int? {
+    guard let text = try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8) else { return nil }
+    for line in text.split(separator: "\n") where line.hasPrefix("MemAvailable:") {
+        let parts = line.split(separator: " ")
+        if parts.count >= 2, let kb = Int(parts[1]) { return kb * 1024 }
+    }
+    return nil
+}

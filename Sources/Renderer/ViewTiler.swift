@@ -1,0 +1,53 @@
+/// One window of the latent canvas, in latent pixels. In 360° mode a view may run past the right
+/// edge; its columns then wrap to the start of the canvas.
+public struct LatentView: Hashable, Sendable, CustomStringConvertible {
+    public let row: Int
+    public let column: Int
+    public let height: Int
+    public let width: Int
+
+    public init(row: Int, column: Int, height: Int, width: Int) {
+        self.row = row
+        self.column = column
+        self.height = height
+        self.width = width
+    }
+
+    public var description: String { "[\(row)..<\(row + height), \(column)..<\(column + width)]" }
+}
+
+/// Lays overlapping square windows over a latent canvas.
+///
+/// The windows are diffusers' `get_views` (row-major, `stride` apart) whenever those cover the
+/// canvas. Where diffusers would leave the last rows or columns uncovered (the canvas minus the
+/// window is not a multiple of the stride), one more window is placed flush with the edge, so every
+/// latent pixel is denoised. In 360° mode there are ⌈width / stride⌉ columns of windows, the last
+/// ones wrapping around the right edge; rows never wrap.
+public struct ViewTiler: Sendable, Equatable {
+    public var window: Int
+    public var stride: Int
+    public var circular: Bool
+
+    public init(window: Int, stride: Int, circular: Bool = false) {
+        precondition(window > 0 && stride > 0, "ViewTiler: window and stride must be positive")
+        self.window = window
+        self.stride = stride
+        self.circular = circular
+    }
+
+    /// The windows for a latent canvas of `height` x `width`; both must be at least the window.
+    public func views(height: Int, width: Int) -> [LatentView] {
+        precondition(height >= window && width >= window,
+                     "ViewTiler: canvas \(height)x\(width) is smaller than the \(window) window")
+        let rows = starts(extent: height)
+        let columns = circular ? Array(Swift.stride(from: 0, to: width, by: stride)) : starts(extent: width)
+        return rows.flatMap { r in columns.map { LatentView(row: r, column: $0, height: window, width: window) } }
+    }
+
+    /// 0, stride, 2·stride, … while the window fits, plus a final window flush with the end.
+    private func starts(extent: Int) -> [Int] {
+        var positions = Array(Swift.stride(from: 0, through: extent - window, by: stride))
+        if positions.last! + window < extent { positions.append(extent - window) }
+        return positions
+    }
+}
