@@ -41,5 +41,6 @@ let package = Package(
         .testTarget(name: "SchedulersTests", dependencies: ["Schedulers", "Weights"]),
         .testTarget(name: "ImagingTests", dependencies: ["Imaging", "Tensors"]),
         .testTarget(name: "RendererTests", dependencies: ["Renderer", "Imaging", "Models", "Schedulers", "Weights"]),
+        .testTarget(name: "PanoramaCLITests", dependencies: ["PanoramaCLI", "Imaging", "Weights", "Tensors"]),
     ]
 )

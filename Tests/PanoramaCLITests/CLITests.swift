@@ -1,0 +1,149 @@
+import Foundation
+import Imaging
+import Tensors
+import Weights
+import XCTest
+
+/// The `panorama` executable run as a user runs it.
+final class CLITests: XCTestCase {
+    static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("Fixtures")
+    static let tinyModel = fixtures.appendingPathComponent("models/tiny-pano").path
+    private var folder: URL!
+
+    override func setUpWithError() throws {
+        folder = FileManager.default.temporaryDirectory.appendingPathComponent("cli-tests-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+    }
+
+    override func tearDownWithError() throws {
+        try? FileManager.default.removeItem(at: folder)
+    }
+
+    struct Result {
+        let status: Int32
+        let stdout: String
+        let stderr: String
+    }
+
+    /// Runs the built `panorama` beside the test bundle.
+    func run(_ arguments: [String]) throws -> Result {
+        let executable = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+            .appendingPathComponent("panorama")
+        let process = Process()
+        process.executableURL = executable
+        process.arguments = arguments
+        process.currentDirectoryURL = folder
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let stdout = out.fileHandleForReading.readDataToEndOfFile()
+        let stderr = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return Result(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self),
+                      stderr: String(decoding: stderr, as: UTF8.self))
+    }
+
+    private var pngFiles: [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? []).filter { $0.hasSuffix(".png") || $0.contains("partial") }
+    }
+
+    func assertFails(_ arguments: [String], saying parts: [String], file: StaticString = #filePath, line: UInt = #line) throws {
+        let r = try run(arguments)
+        XCTAssertNotEqual(r.status, 0, "expected failure: \(arguments)", file: file, line: line)
+        for part in parts {
+            XCTAssertTrue(r.stderr.contains(part), "stderr “\(r.stderr)” lacks “\(part)”", file: file, line: line)
+        }
+        XCTAssertEqual(pngFiles, [], "no output file after a failure", file: file, line: line)
+    }
+
+    func testTokenizeJSON() throws {
+        let r = try run(["tokenize", "--model", Self.tinyModel, "--json", "a photo", ""])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let objects = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [[String: Any]]
+        XCTAssertEqual(objects.count, 2)
+        XCTAssertEqual((objects[0]["ids"] as! [Int]).count, 77)
+        XCTAssertEqual(objects[1]["length"] as? Int, 2)
+        XCTAssertEqual(Array((objects[1]["ids"] as! [Int]).prefix(3)), [998, 999, 999])
+    }
+
+    func testRenderWritesAPNGWithParameters() throws {
+        let r = try run(["--model", Self.tinyModel, "--W", "576", "--H", "512", "--prompt", "snowy mountains",
+                         "--negative-prompt", "fog", "--steps", "2", "--seed", "42", "--stride", "16",
+                         "--latents-out", "l.safetensors", "-o", "out.png"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stderr.contains("step 2/2"), r.stderr)
+        let url = folder.appendingPathComponent("out.png")
+        let image = try PNG.read(url)
+        XCTAssertEqual([image.width, image.height], [576, 512])
+        let text = try PNG.textChunks(of: url)["parameters"]
+        XCTAssertEqual(text, "snowy mountains\nNegative prompt: fog\nSteps: 2, Sampler: DDIM, CFG scale: 7.5, Seed: 42, Size: 576x512, Model: tiny-pano, MultiDiffusion stride: 16")
+        let latents = try SafeTensorsFile(url: folder.appendingPathComponent("l.safetensors")).tensor("latents")
+        XCTAssertEqual(latents.shape, [1, 4, 64, 72])
+
+        try assertFails(["--model", Self.tinyModel, "--W", "576", "--H", "512", "--prompt", "x", "-o", "out.png"],
+                        saying: ["exists", "--overwrite"], allowExisting: true)
+    }
+
+    func assertFails(_ arguments: [String], saying parts: [String], allowExisting: Bool) throws {
+        let before = pngFiles
+        let r = try run(arguments)
+        XCTAssertNotEqual(r.status, 0)
+        for part in parts { XCTAssertTrue(r.stderr.contains(part), "“\(r.stderr)” lacks “\(part)”") }
+        XCTAssertEqual(pngFiles, before)
+    }
+
+    func testBadSizes() throws {
+        try assertFails(["--model", Self.tinyModel, "--W", "1020", "--H", "512", "--prompt", "x"],
+                        saying: ["width 1020 is not a multiple of 8"])
+        try assertFails(["--model", Self.tinyModel, "--W", "1024", "--H", "256", "--prompt", "x"],
+                        saying: ["height 256 is smaller than the model's 512-pixel window"])
+    }
+
+    func testCanvasTooLargeForTheMachine() throws {
+        try assertFails(["--model", Self.tinyModel, "--W", "800000", "--H", "65536", "--prompt", "x"],
+                        saying: ["needs about", "available"])
+    }
+
+    func testMissingOrIncompleteModel() throws {
+        try assertFails(["--model", folder.appendingPathComponent("nothing").path, "--prompt", "x"],
+                        saying: ["model_index.json"])
+        let broken = folder.appendingPathComponent("broken")
+        try FileManager.default.copyItem(at: URL(fileURLWithPath: Self.tinyModel), to: broken)
+        try FileManager.default.removeItem(at: broken.appendingPathComponent("unet"))
+        try assertFails(["--model", broken.path, "--prompt", "x"], saying: ["unet"])
+    }
+
+    func testUnknownSchedulerAndPreset() throws {
+        try assertFails(["--model", Self.tinyModel, "--prompt", "x", "--scheduler", "euler"],
+                        saying: ["unknown scheduler \"euler\"", "ddim"])
+        try assertFails(["--model", Self.tinyModel, "--prompt", "x", "--preset", "nope"],
+                        saying: ["unknown preset \"nope\"", "wrap-360"])
+    }
+
+    func testBadLatentsIn() throws {
+        try assertFails(["--model", Self.tinyModel, "--prompt", "x", "--W", "512", "--H", "512",
+                         "--latents-in", "absent.safetensors"], saying: ["absent.safetensors"])
+        let wrong = folder.appendingPathComponent("wrong.safetensors")
+        try SafeTensorsWriter.write([(name: "latents", tensor: Tensor(zeros: [1, 4, 8, 8]))], dtype: .f32, to: wrong)
+        try assertFails(["--model", Self.tinyModel, "--prompt", "x", "--W", "512", "--H", "512",
+                         "--latents-in", wrong.path], saying: ["[1, 4, 8, 8]", "[1, 4, 64, 64]"])
+        let garbage = folder.appendingPathComponent("garbage.safetensors")
+        try Data("not a tensor file at all".utf8).write(to: garbage)
+        try assertFails(["--model", Self.tinyModel, "--prompt", "x", "--W", "512", "--H", "512",
+                         "--latents-in", garbage.path], saying: ["garbage.safetensors"])
+    }
+
+    func testUnwritableOutput() throws {
+        try assertFails(["--model", Self.tinyModel, "--prompt", "x", "-o", "no/such/folder/out.png"],
+                        saying: ["does not exist"])
+        try assertFails(["--model", Self.tinyModel, "--prompt", "x", "-o", "out.jpg"], saying: [".png"])
+    }
+
+    func testPresetsList() throws {
+        let r = try run(["presets"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        for name in ["sd15", "sd21-base", "panorama-4096x512", "wrap-360"] { XCTAssertTrue(r.stdout.contains(name)) }
+    }
+}

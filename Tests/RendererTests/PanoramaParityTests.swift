@@ -1,0 +1,133 @@
+import Foundation
+import Imaging
+import Models
+import Renderer
+import Tensors
+import Weights
+import XCTest
+
+/// End-to-end parity with diffusers' StableDiffusionPanoramaPipeline on the tiny-pano model
+/// (tools/reference/make_panorama_fixtures.py): 512x1024, 8 DDIM steps, guidance 7.5, seed 1234.
+/// Latents within max|a − b| ≤ 1e-3 · max|b|; images within 1/255 mean absolute difference.
+final class PanoramaParityTests: XCTestCase {
+    static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("Fixtures")
+    nonisolated(unsafe) static var loaded: PanoramaPipeline?
+
+    func pipeline() throws -> PanoramaPipeline {
+        if let p = Self.loaded { return p }
+        let p = PanoramaPipeline(model: try StableDiffusionModel(folder: Self.fixtures.appendingPathComponent("models/tiny-pano")))
+        Self.loaded = p
+        return p
+    }
+
+    func golden(_ name: String) throws -> SafeTensorsFile {
+        try SafeTensorsFile(url: Self.fixtures.appendingPathComponent("golden/tiny-pano/\(name).safetensors"))
+    }
+
+    func settings(_ configure: (inout PanoramaSettings) -> Void = { _ in }) -> PanoramaSettings {
+        var s = PanoramaSettings(prompt: "snowy mountains at sunset", width: 1024, height: 512)
+        s.steps = 8
+        s.seed = 1234
+        configure(&s)
+        return s
+    }
+
+    /// Runs the loop, checking the first step and final latents, then the decoded image.
+    func assertMatches(_ name: String, _ s: PanoramaSettings, latentsIn: Tensor? = nil,
+                       file: StaticString = #filePath, line: UInt = #line) throws {
+        let p = try pipeline(), g = try golden(name)
+        var loop = try p.denoisingLoop(s, latents: latentsIn)
+        XCTAssertLessThanOrEqual(loop.latents.maxAbsDifference(try g.tensor("initial_latent")), 1e-5,
+                                 "\(name): initial latents", file: file, line: line)
+        var first: Tensor?
+        while let report = loop.next() { if report.index == 0 { first = report.latents } }
+        if g.contains("latents_step0"), let first {
+            let expected = try g.tensor("latents_step0")
+            XCTAssertLessThanOrEqual(first.maxAbsDifference(expected), 1e-3 * expected.maxAbs,
+                                     "\(name): after step 1", file: file, line: line)
+        }
+        let expected = try g.tensor("final_latent")
+        let diff = loop.latents.maxAbsDifference(expected)
+        XCTAssertLessThanOrEqual(diff, 1e-3 * expected.maxAbs, "\(name): final latents, max diff \(diff)", file: file, line: line)
+
+        let image = RGBImage(decoded: p.decode(loop.latents, circular: s.circular))
+        let reference = try g.integers("image_u8")
+        XCTAssertEqual(image.pixels.count, reference.count, file: file, line: line)
+        let mad = zip(image.pixels, reference).reduce(0.0) { $0 + abs(Double($1.0) - Double($1.1)) } / Double(reference.count) / 255
+        XCTAssertLessThanOrEqual(mad, 1.0 / 255, "\(name): image mean absolute difference \(mad * 255)/255", file: file, line: line)
+    }
+
+    func testPlainFromSeed() throws { try assertMatches("pano_plain", settings()) }
+
+    func testCircularFromSeed() throws { try assertMatches("pano_circular", settings { $0.circular = true }) }
+
+    func testFromGivenLatents() throws {
+        let latents = try golden("pano_latents_in").tensor("latents_in")
+        try assertMatches("pano_latents_in", settings(), latentsIn: latents)
+    }
+
+    func testStochasticDDIMDrawsNoiseLikeDiffusers() throws {
+        try assertMatches("pano_eta", settings { $0.eta = 0.5 })
+    }
+
+    func testGuidanceOneSkipsTheUnconditionalPass() throws {
+        try assertMatches("pano_guidance1", settings { $0.guidanceScale = 1 })
+    }
+
+    func testBatchedViewsGiveTheSameResult() throws {
+        // Also checked against diffusers' own batched run.
+        try assertMatches("pano_batch4", settings { $0.viewBatchSize = 4 })
+        let p = try pipeline()
+        var one = try p.denoisingLoop(settings { $0.steps = 2 })
+        var four = try p.denoisingLoop(settings { $0.steps = 2; $0.viewBatchSize = 4 })
+        while one.next() != nil {}
+        while four.next() != nil {}
+        XCTAssertLessThanOrEqual(one.latents.maxAbsDifference(four.latents), 1e-5 * one.latents.maxAbs)
+    }
+
+    func testViewsMatchDiffusersWhereItCoversTheCanvas() throws {
+        let data = try Data(contentsOf: Self.fixtures.appendingPathComponent("golden/tiny-pano/views.json"))
+        let all = try JSONDecoder().decode([String: [[Int]]].self, from: data)
+        XCTAssertGreaterThan(all.count, 8)
+        for (key, reference) in all {
+            let parts = key.split(separator: "_")
+            let size = parts[0].split(separator: "x").map { Int($0)! / 8 }
+            let circular = parts.count > 1
+            let ours = ViewTiler(window: 64, stride: 8, circular: circular).views(height: size[0], width: size[1])
+                .map { [$0.row, $0.row + $0.height, $0.column, $0.column + $0.width] }
+            let covers = (size[0] - 64) % 8 == 0 && (circular || (size[1] - 64) % 8 == 0)
+            if covers {
+                XCTAssertEqual(ours, reference, key)
+            } else {
+                // diffusers leaves the edge uncovered; ours adds flush windows.
+                XCTAssertTrue(Set(reference.map { $0 }).isSubset(of: Set(ours)), key)
+                XCTAssertGreaterThan(ours.count, reference.count, key)
+            }
+        }
+    }
+
+    func testWrapAt768PixelsJoinsLeftAndRightEdges() throws {
+        let p = try pipeline()
+        var s = settings { $0.height = 768; $0.circular = true; $0.steps = 2; $0.stride = 16 }
+        s.seed = 7
+        var loop = try p.denoisingLoop(s)
+        while loop.next() != nil {}
+        let image = RGBImage(decoded: p.decode(loop.latents, circular: true))
+        let w = image.width
+        func columnDifference(_ a: Int, _ b: Int) -> Double {
+            var total = 0.0
+            for y in 0..<image.height {
+                for c in 0..<3 {
+                    total += abs(Double(image.pixels[(y * w + a) * 3 + c]) - Double(image.pixels[(y * w + b) * 3 + c]))
+                }
+            }
+            return total / Double(image.height * 3)
+        }
+        let seam = columnDifference(w - 1, 0)
+        let interior = (1..<(w - 1)).map { columnDifference($0 - 1, $0) }
+        let typical = interior.reduce(0, +) / Double(interior.count)
+        print("360° seam at 768x1024: \(seam) vs mean neighbouring-column difference \(typical)")
+        XCTAssertLessThanOrEqual(seam, 1.5 * typical)
+    }
+}
