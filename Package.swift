@@ -11,6 +11,7 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .executable(name: "panorama", targets: ["PanoramaCLI"]),
+        .executable(name: "panorama-benchmarks", targets: ["PanoramaBenchmarks"]),
         .library(name: "Models", targets: ["Models"]),
     ],
     dependencies: [
@@ -34,6 +35,9 @@ let package = Package(
             "Renderer", "Imaging", "Models", "Schedulers", "Tokenization", "Weights", "Tensors",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: optimise),
+        .executableTarget(name: "PanoramaBenchmarks",
+                          dependencies: ["Renderer", "Models", "Schedulers", "Weights", "Tensors", "Tokenization"],
+                          path: "benchmarks/Sources/PanoramaBenchmarks", swiftSettings: optimise),
         .testTarget(name: "TensorsTests", dependencies: ["Tensors"]),
         .testTarget(name: "WeightsTests", dependencies: ["Weights"]),
         .testTarget(name: "TokenizationTests", dependencies: ["Tokenization"]),

@@ -117,8 +117,10 @@ public struct PanoramaPipeline: Sendable {
     }
 
     /// Peak memory of a render beyond the loaded weights: the UNet's activations for one batch of
-    /// windows and the VAE decode of the whole canvas, whose largest layers hold a few
-    /// full-resolution feature maps of the decoder's widest channel count at once.
+    /// windows, or the VAE decode of the whole canvas, whichever is larger. The decoder's last
+    /// upsampling makes a full-resolution map of twice its output width, and its first resnet then
+    /// holds that, its normalised copy and a few maps of the output width: about eight
+    /// full-resolution maps of the output width at once.
     public func estimatedMemory(_ settings: PanoramaSettings) -> Int {
         let window = model.latentWindow
         let unetChannels = model.unet.config.blockOutChannels[0]
@@ -127,7 +129,7 @@ public struct PanoramaPipeline: Sendable {
         let padding = settings.circular ? 2 * Self.circularDecodePadding * vaeScale : 0
         let pixels = (settings.width + padding) * settings.height
         let decoderChannels = model.vae.config.blockOutChannels[0]
-        let vae = pixels * decoderChannels * 4 * 5
+        let vae = pixels * decoderChannels * 4 * 8
         return max(unet, vae)
     }
 
