@@ -27,36 +27,40 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int = 1,
     let plane = hout * wout
 
     var out = Tensor(zeros: [n, cout, hout, wout])
+    let pointwise = kh == 1 && kw == 1 && stride == 1 && padding == .uniform(0)
+    let rowsPerBlock = max(1, min(hout, im2colBudget / max(1, kdim * wout)))
     out.withUnsafeMutableBufferPointer { op in
         x.withUnsafeBufferPointer { xp in
             weight.withUnsafeBufferPointer { wp in
-                let pointwise = kh == 1 && kw == 1 && stride == 1 && padding == .uniform(0)
-                if pointwise {
-                    for b in 0..<n {
-                        sgemm(m: cout, n: plane, k: cin, a: wp.baseAddress!, lda: cin,
-                              b: xp.baseAddress! + b * cin * h * w, ldb: h * w,
-                              c: op.baseAddress! + b * cout * plane, ldc: plane)
+                /// One image of the batch; `parallel` spreads im2col over the workers.
+                func convolve(_ b: Int, parallel: Bool) {
+                    let input = xp.baseAddress! + b * cin * h * w
+                    let output = op.baseAddress! + b * cout * plane
+                    if pointwise {
+                        sgemm(m: cout, n: plane, k: cin, a: wp.baseAddress!, lda: cin, b: input, ldb: h * w,
+                              c: output, ldc: plane)
+                        return
                     }
-                    return
+                    let col = UnsafeMutablePointer<Float>.allocate(capacity: kdim * rowsPerBlock * wout)
+                    defer { col.deallocate() }
+                    var y0 = 0
+                    while y0 < hout {
+                        let rows = min(rowsPerBlock, hout - y0)
+                        let cols = rows * wout
+                        im2col(input, channels: cin, height: h, width: w, kh: kh, kw: kw, stride: stride,
+                               padding: padding, outWidth: wout, firstRow: y0, rows: rows, into: col,
+                               parallel: parallel)
+                        sgemm(m: cout, n: cols, k: kdim, a: wp.baseAddress!, lda: kdim, b: col, ldb: cols,
+                              c: output + y0 * wout, ldc: plane)
+                        y0 += rows
+                    }
                 }
-                let rowsPerBlock = max(1, min(hout, im2colBudget / max(1, kdim * wout)))
-                var col = [Float](repeating: 0, count: kdim * rowsPerBlock * wout)
-                col.withUnsafeMutableBufferPointer { cp in
-                    for b in 0..<n {
-                        let input = xp.baseAddress! + b * cin * h * w
-                        var y0 = 0
-                        while y0 < hout {
-                            let rows = min(rowsPerBlock, hout - y0)
-                            let cols = rows * wout
-                            im2col(input, channels: cin, height: h, width: w, kh: kh, kw: kw,
-                                   stride: stride, padding: padding, outWidth: wout,
-                                   firstRow: y0, rows: rows, into: cp.baseAddress!)
-                            sgemm(m: cout, n: cols, k: kdim, a: wp.baseAddress!, lda: kdim,
-                                  b: cp.baseAddress!, ldb: cols,
-                                  c: op.baseAddress! + b * cout * plane + y0 * wout, ldc: plane)
-                            y0 += rows
-                        }
-                    }
+                if n >= Compute.threads && Compute.threads > 1 {
+                    // A batch (classifier-free guidance makes at least 2) is split across the
+                    // workers with single-threaded GEMMs: no synchronisation inside the products.
+                    Compute.withSingleThreadedBLAS { Compute.parallelFor(n) { convolve($0, parallel: false) } }
+                } else {
+                    for b in 0..<n { convolve(b, parallel: true) }
                 }
             }
         }
@@ -73,9 +77,9 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int = 1, 
 /// Writes the [cin·kh·kw, rows·outWidth] column matrix for output rows firstRow..<firstRow+rows.
 private func im2col(_ input: UnsafePointer<Float>, channels: Int, height: Int, width: Int,
                     kh: Int, kw: Int, stride: Int, padding: Padding2D, outWidth: Int,
-                    firstRow: Int, rows: Int, into col: UnsafeMutablePointer<Float>) {
+                    firstRow: Int, rows: Int, into col: UnsafeMutablePointer<Float>, parallel: Bool) {
     let cols = rows * outWidth
-    Compute.parallelFor(channels) { c in
+    let channel = { (c: Int) in
         let src = input + c * height * width
         for ky in 0..<kh {
             for kx in 0..<kw {
@@ -104,6 +108,11 @@ private func im2col(_ input: UnsafePointer<Float>, channels: Int, height: Int, w
                 }
             }
         }
+    }
+    if parallel {
+        Compute.parallelFor(channels, channel)
+    } else {
+        for c in 0..<channels { channel(c) }
     }
 }
 

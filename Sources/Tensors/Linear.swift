@@ -9,9 +9,24 @@ public func linear(_ x: Tensor, weight: Tensor, bias: Tensor?) -> Tensor {
     return Tensor(uninitializedShape: outShape) { out in
         x.withUnsafeBufferPointer { xp in
             weight.withUnsafeBufferPointer { wp in
-                sgemm(transB: true, m: rows, n: outFeatures, k: inFeatures,
-                      a: xp.baseAddress!, lda: inFeatures, b: wp.baseAddress!, ldb: inFeatures,
-                      c: out.baseAddress!, ldc: outFeatures)
+                let workers = Compute.threads
+                guard workers > 1 && rows >= 64 * workers else {
+                    sgemm(transB: true, m: rows, n: outFeatures, k: inFeatures,
+                          a: xp.baseAddress!, lda: inFeatures, b: wp.baseAddress!, ldb: inFeatures,
+                          c: out.baseAddress!, ldc: outFeatures)
+                    return
+                }
+                // Row blocks on separate workers with single-threaded GEMMs avoid OpenBLAS's
+                // per-call thread synchronisation, which dominates the many mid-sized products.
+                Compute.withSingleThreadedBLAS {
+                    Compute.parallelFor(workers) { part in
+                        let r0 = rows * part / workers, r1 = rows * (part + 1) / workers
+                        sgemm(transB: true, m: r1 - r0, n: outFeatures, k: inFeatures,
+                              a: xp.baseAddress! + r0 * inFeatures, lda: inFeatures,
+                              b: wp.baseAddress!, ldb: inFeatures,
+                              c: out.baseAddress! + r0 * outFeatures, ldc: outFeatures)
+                    }
+                }
             }
         }
         if let bias { addRowBias(out.baseAddress!, rows: rows, columns: outFeatures, bias: bias) }
