@@ -22,15 +22,27 @@ struct Preset: Decodable {
         case negativePrompt = "negative_prompt"
     }
 
-    /// Every preset in the presets folder, by name.
-    static func all() throws -> [(name: String, preset: Preset)] {
+    /// Every preset in the presets folder, by name. Without the folder: an error, or none when
+    /// not `required`.
+    static func all(required: Bool = true) throws -> [(name: String, preset: Preset)] {
         guard let folder = Resources.presets else {
+            if !required { return [] }
             throw ValidationError("the presets folder was not found (set PANORAMA_PRESETS to its path)")
         }
         let files = try FileManager.default.contentsOfDirectory(at: folder, includingPropertiesForKeys: nil)
             .filter { $0.pathExtension == "json" }
             .sorted { $0.lastPathComponent < $1.lastPathComponent }
         return try files.map { ($0.deletingPathExtension().lastPathComponent, try load($0)) }
+    }
+
+    /// This preset with unset fields taken from `base`.
+    func over(_ base: Preset?) -> Preset {
+        guard let base else { return self }
+        return Preset(description: description, width: width ?? base.width, height: height ?? base.height,
+                      steps: steps ?? base.steps, guidance: guidance ?? base.guidance,
+                      scheduler: scheduler ?? base.scheduler, eta: eta ?? base.eta, stride: stride ?? base.stride,
+                      viewBatchSize: viewBatchSize ?? base.viewBatchSize, circular: circular ?? base.circular,
+                      negativePrompt: negativePrompt ?? base.negativePrompt)
     }
 
     static func named(_ name: String) throws -> Preset {

@@ -60,7 +60,7 @@ struct Render: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("A Stable Diffusion 1.x/2.x diffusers folder (default: the bundled \(Resources.defaultModelName) model).", valueName: "dir"))
     var model: String?
 
-    @Option(name: .long, help: ArgumentHelp("Named defaults from presets/ (see `panorama presets`); flags override it.", valueName: "name"))
+    @Option(name: .long, help: ArgumentHelp("Named defaults from presets/ (see `panorama presets`); flags override it. A preset named like the model's folder applies by itself.", valueName: "name"))
     var preset: String?
 
     @Option(name: .shortAndLong, help: ArgumentHelp("Output PNG (default: panorama-WxH-SEED.png).", valueName: "file.png"))
@@ -87,7 +87,10 @@ struct Render: ParsableCommand {
             guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
             Compute.threads = threads
         }
-        let preset = try preset.map(Preset.named)
+        let modelURL = try modelLocation()
+        // A preset named after the model folder holds that model's recommended settings.
+        let modelPreset = try Preset.all(required: false).first { $0.name == modelURL.lastPathComponent }?.preset
+        let preset = try self.preset.map(Preset.named).map { $0.over(modelPreset) } ?? modelPreset
         let schedulerName = scheduler ?? preset?.scheduler ?? "ddim"
         guard schedulerName == "ddim" else {
             throw ValidationError("unknown scheduler \"\(schedulerName)\"; available: ddim")
@@ -106,7 +109,6 @@ struct Render: ParsableCommand {
 
         let outputURL = try outputLocation(settings)
         let latentsOutURL = try latentsOut.map { try checkedWritable(URL(fileURLWithPath: $0), replace: true) }
-        let modelURL = try modelLocation()
 
         let loadStart = Date()
         progress.note("loading \(modelURL.path)")

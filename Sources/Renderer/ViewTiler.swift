@@ -21,7 +21,7 @@ public struct LatentView: Hashable, Sendable, CustomStringConvertible {
 /// The windows are diffusers' `get_views` (row-major, `stride` apart) whenever those cover the
 /// canvas. Where diffusers would leave the last rows or columns uncovered (the canvas minus the
 /// window is not a multiple of the stride), one more window is placed flush with the edge, so every
-/// latent pixel is denoised. In 360° mode there are ⌈width / stride⌉ columns of windows, the last
+/// latent pixel is denoised. In 360° mode there are ⌊width / stride⌋ columns of windows, the last
 /// ones wrapping around the right edge; rows never wrap.
 public struct ViewTiler: Sendable, Equatable {
     public var window: Int
@@ -40,7 +40,11 @@ public struct ViewTiler: Sendable, Equatable {
         precondition(height >= window && width >= window,
                      "ViewTiler: canvas \(height)x\(width) is smaller than the \(window) window")
         let rows = starts(extent: height)
-        let columns = circular ? Array(Swift.stride(from: 0, to: width, by: stride)) : starts(extent: width)
+        // ⌊width / stride⌋ wrapping columns, as diffusers; its windows overlap past the seam, so
+        // they cover the canvas even when the stride does not divide the width. (diffusers uses a
+        // single window when the width equals the window, which leaves the seam unblended; here
+        // the windows wrap at every width.)
+        let columns = circular ? (0..<(width / stride)).map { $0 * stride } : starts(extent: width)
         return rows.flatMap { r in columns.map { LatentView(row: r, column: $0, height: window, width: window) } }
     }
 

@@ -97,11 +97,14 @@ final class PanoramaParityTests: XCTestCase {
             let ours = ViewTiler(window: 64, stride: 8, circular: circular).views(height: size[0], width: size[1])
                 .map { [$0.row, $0.row + $0.height, $0.column, $0.column + $0.width] }
             let covers = (size[0] - 64) % 8 == 0 && (circular || (size[1] - 64) % 8 == 0)
-            if covers {
+            if circular && size[1] == 64 {
+                // diffusers' single unwrapped window at width = window; ours wrap (README).
+                XCTAssertTrue(Set(reference).isSubset(of: Set(ours)), key)
+            } else if covers {
                 XCTAssertEqual(ours, reference, key)
             } else {
                 // diffusers leaves the edge uncovered; ours adds flush windows.
-                XCTAssertTrue(Set(reference.map { $0 }).isSubset(of: Set(ours)), key)
+                XCTAssertTrue(Set(reference).isSubset(of: Set(ours)), key)
                 XCTAssertGreaterThan(ours.count, reference.count, key)
             }
         }

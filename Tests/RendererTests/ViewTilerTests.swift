@@ -24,6 +24,7 @@ final class ViewTilerTests: XCTestCase {
     func testCircularViewsWrapAndCropWraps() {
         let views = ViewTiler(window: 4, stride: 2, circular: true).views(height: 4, width: 6)
         XCTAssertEqual(views.map(\.column), [0, 2, 4])
+        XCTAssertEqual(ViewTiler(window: 4, stride: 2, circular: true).views(height: 4, width: 7).map(\.column), [0, 2, 4])
         let canvas = Tensor(shape: [1, 1, 4, 6], data: (0..<24).map(Float.init))
         let last = canvas.crop(views[2])
         XCTAssertEqual(Array(last.data[0..<4]), [4, 5, 0, 1])
