@@ -1,0 +1,199 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+import Models
+import Renderer
+import Tensors
+import Tokenization
+import Weights
+
+/// The rows `panorama-benchmarks` measures, in the order `all` runs them.
+let rowNames = ["sgemm", "text-encoder", "unet", "vae-decode-512", "vae-decode-4096", "panorama-step", "load"]
+
+/// Command-line settings shared by every row.
+struct Options {
+    var cache: URL
+    var layout: URL
+    var runs: Int?
+    var warmups: Int?
+    var threads = 2
+    var sgemmGflops: Double?
+    var json = false
+    var skip4096 = false
+    var cold = false
+}
+
+/// One GEMM shape, row-major C[m, n] = A[m, k] · op(B), as the kernels call it.
+struct GemmShape {
+    let m: Int, n: Int, k: Int, transB: Bool, label: String
+    var flop: Double { 2 * Double(m) * Double(n) * Double(k) }
+}
+
+/// Shapes of the UNet's 3x3 convolutions as `conv2d` issues them (M = Cout, N = pixels,
+/// K = Cin·9) at the three busiest resolutions, plus a square GEMM: the ceiling reference.
+let convLikeShapes = [
+    GemmShape(m: 320, n: 4096, k: 2880, transB: false, label: "320x4096x2880 (64x64 conv, 320 ch)"),
+    GemmShape(m: 640, n: 1024, k: 5760, transB: false, label: "640x1024x5760 (32x32 conv, 640 ch)"),
+    GemmShape(m: 1280, n: 256, k: 11520, transB: false, label: "1280x256x11520 (16x16 conv, 1280 ch)"),
+    GemmShape(m: 2048, n: 2048, k: 2048, transB: false, label: "2048x2048x2048"),
+]
+/// Attention-like shapes (one head at 64x64: QKᵀ and P·V), for information only.
+let attentionShapes = [
+    GemmShape(m: 4096, n: 4096, k: 40, transB: true, label: "4096x4096x40 (QK^T, one head)"),
+    GemmShape(m: 4096, n: 40, k: 4096, transB: false, label: "4096x40x4096 (PV, one head)"),
+]
+
+/// Best-of-`runs` seconds of each shape, after one warm-up, with OpenBLAS on `Compute.threads` threads.
+func timeGemms(_ shapes: [GemmShape], runs: Int) -> [[Double]] {
+    var generator = TorchGenerator(seed: 7)
+    return shapes.map { s in
+        let a = generator.randn([s.m * s.k]), b = generator.randn([s.k * s.n])
+        var c = Tensor(zeros: [s.m * s.n])
+        return a.withUnsafeBufferPointer { ap in
+            b.withUnsafeBufferPointer { bp in
+                c.withUnsafeMutableBufferPointer { cp in
+                    time(warmups: 1, runs: runs) {
+                        sgemm(transB: s.transB, m: s.m, n: s.n, k: s.k, a: ap.baseAddress!, lda: s.k,
+                              b: bp.baseAddress!, ldb: s.transB ? s.k : s.n, c: cp.baseAddress!, ldc: s.n)
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The reference rate: total FLOP of the conv-like shapes over the sum of their best times.
+func measureSgemmRate(runs: Int = 3) -> Double {
+    let times = timeGemms(convLikeShapes, runs: runs)
+    return convLikeShapes.map(\.flop).reduce(0, +) / 1e9 / times.map { $0.min()! }.reduce(0, +)
+}
+
+/// Runs one row in this process.
+func runRow(_ row: String, _ o: Options) throws -> RowResult {
+    Compute.threads = o.threads
+    let folderURL = try RandomWeights.ensure(cache: o.cache, layout: o.layout)
+    let folder = try DiffusersFolder(url: folderURL)
+    var generator = TorchGenerator(seed: 0)
+    let sgemmRate = row == "sgemm" ? nil : (o.sgemmGflops ?? measureSgemmRate())
+    var result: RowResult
+    let probe: LoadProbe
+
+    switch row {
+    case "sgemm":
+        let runs = o.runs ?? 5
+        probe = LoadProbe()
+        let times = timeGemms(convLikeShapes, runs: runs)
+        let attention = timeGemms(attentionShapes, runs: max(1, runs / 2))
+        // One "run" = one GEMM of every conv-like shape; its total time per run, best first.
+        let perRun = (0..<runs).map { r in times.map { $0[r] }.reduce(0, +) }
+        result = RowResult(row: row, what: "OpenBLAS cblas_sgemm, conv-like shapes (one of each per run)",
+                           seconds: perRun, warmups: 1, gflop: convLikeShapes.map(\.flop).reduce(0, +) / 1e9)
+        // The ceiling is the sum of the per-shape best times, which can beat the best single run.
+        let rate = result.gflop! / times.map { $0.min()! }.reduce(0, +)
+        result.sgemmGflops = rate
+        for (s, t) in zip(convLikeShapes + attentionShapes, times + attention) {
+            result.extra["GFLOP/s " + s.label] = s.flop / 1e9 / t.min()!
+        }
+
+    case "unet":
+        let unet = try UNet2DConditionModel(config: folder.config(UNetConfig.self, for: "unet"),
+                                            weights: folder.weights(for: "unet"))
+        let sample = generator.randn([2, 4, 64, 64]), context = generator.randn([2, 77, 768])
+        var out = sample
+        probe = LoadProbe()
+        let seconds = time(warmups: o.warmups ?? 1, runs: o.runs ?? 3) {
+            out = unet(sample, timestep: 981, encoderHiddenStates: context)
+        }
+        let flops = unetFlops(unet.config, batch: 2, height: 64, width: 64, tokens: 77)
+        result = RowResult(row: row, what: "UNet, batch 2 (one CFG call), 64x64 latent, 77x768 context",
+                           seconds: seconds, warmups: o.warmups ?? 1, gflop: flops.gflop)
+        result.flopBreakdown = flops.breakdown
+        result.extra["output max |x|"] = Double(out.maxAbs)
+
+    case "vae-decode-512", "vae-decode-4096":
+        let wide = row == "vae-decode-4096"
+        let vae = try AutoencoderKL(config: folder.config(AutoencoderKLConfig.self, for: "vae"),
+                                    weights: folder.weights(for: "vae"))
+        let latents = generator.randn([1, 4, 64, wide ? 512 : 64])
+        var out = latents
+        let warmups = o.warmups ?? (wide ? 0 : 1), runs = o.runs ?? (wide ? 1 : 3)
+        probe = LoadProbe()
+        let seconds = time(warmups: warmups, runs: runs) { out = vae.decode(latents) }
+        let flops = vaeDecodeFlops(vae.config, batch: 1, height: 64, width: wide ? 512 : 64)
+        result = RowResult(row: row, what: "VAE decode 64x\(wide ? 512 : 64) latent -> 512x\(wide ? 4096 : 512)",
+                           seconds: seconds, warmups: warmups, gflop: flops.gflop)
+        result.flopBreakdown = flops.breakdown
+        result.extra["output max |x|"] = Double(out.maxAbs)
+
+    case "text-encoder":
+        let encoder = try CLIPTextModel(config: folder.config(CLIPTextConfig.self, for: "text_encoder"),
+                                        weights: folder.weights(for: "text_encoder"))
+        let tokenizer = try CLIPTokenizer(directory: folder.componentDirectory("tokenizer"))
+        let ids = ["", "snowy mountains at sunset, a wide panorama"].map { tokenizer($0).ids }
+        var out = Tensor(zeros: [1])
+        let warmups = o.warmups ?? 1
+        probe = LoadProbe()
+        let seconds = try time(warmups: warmups, runs: o.runs ?? 10) { out = try encoder(ids) }
+        let flops = textEncoderFlops(encoder.config, batch: 2, tokens: ids[0].count)
+        result = RowResult(row: row, what: "CLIP text encoder, 2 x \(ids[0].count) tokens",
+                           seconds: seconds, warmups: warmups, gflop: flops.gflop)
+        result.flopBreakdown = flops.breakdown
+        result.extra["output max |x|"] = Double(out.maxAbs)
+
+    case "panorama-step":
+        let model = try StableDiffusionModel(folder: folderURL)
+        let pipeline = PanoramaPipeline(model: model)
+        var settings = PanoramaSettings(prompt: "snowy mountains at sunset", width: 2048, height: 512)
+        settings.seed = 1
+        try pipeline.validate(settings)
+        var loop = try pipeline.denoisingLoop(settings)
+        let warmups = o.warmups ?? 0
+        probe = LoadProbe()
+        let seconds = time(warmups: warmups, runs: o.runs ?? 1) { _ = loop.next() }
+        let views = loop.views.count
+        let flops = unetFlops(model.unet.config, batch: 2, height: 64, width: 64, tokens: 77) * Double(views)
+        result = RowResult(row: row, what: "one MultiDiffusion DDIM step, 512x2048 canvas, \(views) views, CFG, view batch 1",
+                           seconds: seconds, warmups: warmups, gflop: flops.gflop)
+        result.flopBreakdown = flops.breakdown
+        result.extra["views"] = views
+        result.extra["seconds per view (min)"] = seconds.min()! / Double(views)
+        result.extra["50 steps, hours (from min)"] = seconds.min()! * 50 / 3600
+
+    case "load":
+        if o.cold { evictFromPageCache(folderURL) }
+        probe = LoadProbe()
+        let t0 = now()
+        let model = try StableDiffusionModel(folder: folderURL)
+        let t1 = now()
+        let rssAfterLoad = procStatusBytes("VmRSS")
+        let sample = generator.randn([2, 4, 64, 64]), context = generator.randn([2, 77, 768])
+        _ = model.unet(sample, timestep: 981, encoderHiddenStates: context)
+        let t2 = now()
+        result = RowResult(row: row, what: "StableDiffusionModel(folder:) on the fp16 folder + first CFG UNet call"
+                           + (o.cold ? " (weights evicted from the page cache first)" : " (weights in the page cache)"),
+                           seconds: [t2 - t0], warmups: 0, gflop: nil)
+        result.extra["open seconds"] = t1 - t0
+        result.extra["first UNet call seconds"] = t2 - t1
+        result.extra["RSS after open, GiB"] = Double(rssAfterLoad) / Double(1 << 30)
+
+    default:
+        throw BenchmarkError("unknown row \(row); rows: \(rowNames.joined(separator: ", ")), all")
+    }
+    (result.otherLoadCores, result.stealCores) = probe.finish()
+    if row != "sgemm" { result.sgemmGflops = sgemmRate }
+    result.peakRSS = procStatusBytes("VmHWM")
+    return result
+}
+
+/// Drops the folder's weight files from the page cache (posix_fadvise DONTNEED), for a cold load.
+func evictFromPageCache(_ folder: URL) {
+    for (component, file) in RandomWeights.components {
+        let path = folder.appendingPathComponent(component).appendingPathComponent(file).path
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { continue }
+        fdatasync(fd)
+        _ = posix_fadvise(fd, 0, 0, Int32(POSIX_FADV_DONTNEED))
+        close(fd)
+    }
+}

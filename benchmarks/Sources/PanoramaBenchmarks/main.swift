@@ -1,0 +1,105 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `panorama-benchmarks ROW… [options]`: times SD 1.5-sized components with seeded random
+/// weights. `all` runs every row in a fresh process of its own, so each peak RSS is clean.
+let usage = """
+    usage: panorama-benchmarks ROW... [--json] [--runs N] [--warmups N] [--threads N]
+                               [--cache DIR] [--layout DIR] [--sgemm-gflops X] [--skip-4096] [--cold]
+    rows: \(rowNames.joined(separator: ", ")), all; `flops` prints the counted FLOPs only
+      --json           print JSON (one object per row, an array for several rows) instead of a table
+      --runs/--warmups timed and untimed repetitions (defaults per row: unet 3+1, vae-decode-512 3+1,
+                       vae-decode-4096 1+0, text-encoder 10+1, panorama-step 1+0, load 1, sgemm 5+1)
+      --cache DIR      the random-weight folder (default benchmarks/.cache/sd15-random; written if absent)
+      --layout DIR     configs + tensor listing (default benchmarks/sd15)
+      --sgemm-gflops X use X as the ceiling instead of measuring sgemm in each row's process
+      --skip-4096      leave vae-decode-4096 out of `all`
+      --cold           `load`: evict the weight files from the page cache first
+    """
+
+/// benchmarks/, found from this source file's location.
+let benchmarksDirectory = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+    .deletingLastPathComponent().deletingLastPathComponent()
+
+func parse(_ arguments: [String]) throws -> (rows: [String], options: Options) {
+    var o = Options(cache: benchmarksDirectory.appendingPathComponent(".cache/sd15-random"),
+                    layout: benchmarksDirectory.appendingPathComponent("sd15"))
+    var rows: [String] = []
+    var i = 0
+    func value() throws -> String {
+        i += 1
+        guard i < arguments.count else { throw BenchmarkError("\(arguments[i - 1]) needs a value") }
+        return arguments[i]
+    }
+    func int() throws -> Int {
+        let v = try value()
+        guard let n = Int(v), n >= 0 else { throw BenchmarkError("\(arguments[i - 1]): bad number \(v)") }
+        return n
+    }
+    while i < arguments.count {
+        switch arguments[i] {
+        case "--json": o.json = true
+        case "--runs": o.runs = max(1, try int())
+        case "--warmups": o.warmups = try int()
+        case "--threads": o.threads = max(1, try int())
+        case "--cache": o.cache = URL(fileURLWithPath: try value())
+        case "--layout": o.layout = URL(fileURLWithPath: try value())
+        case "--sgemm-gflops":
+            let v = try value()
+            guard let x = Double(v), x > 0 else { throw BenchmarkError("--sgemm-gflops: bad number \(v)") }
+            o.sgemmGflops = x
+        case "--skip-4096": o.skip4096 = true
+        case "--cold": o.cold = true
+        case "-h", "--help": print(usage); exit(0)
+        case let row where rowNames.contains(row) || row == "all" || row == "flops": rows.append(row)
+        default: throw BenchmarkError("unknown argument \(arguments[i])\n\(usage)")
+        }
+        i += 1
+    }
+    if rows.isEmpty { throw BenchmarkError(usage) }
+    return (rows, o)
+}
+
+/// Runs `row` in a child process of this executable with `--json` and reads its result.
+func runInChild(_ row: String, passing arguments: [String]) throws -> RowResult {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
+    process.arguments = [row, "--json"] + arguments
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    try process.run()
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    guard process.terminationStatus == 0,
+          let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+          let result = RowResult(json: object) else {
+        throw BenchmarkError("row \(row) failed (exit status \(process.terminationStatus))")
+    }
+    return result
+}
+
+do {
+    let (rows, options) = try parse(Array(CommandLine.arguments.dropFirst()))
+    var results: [RowResult] = []
+    if rows == ["flops"] {
+        print(flopReport(layout: options.layout))
+    } else if rows == ["all"] || rows.count > 1 {
+        // Several rows: one fresh process each, with the options passed through.
+        let expanded = rows.flatMap { $0 == "all" ? rowNames.filter { !(options.skip4096 && $0 == "vae-decode-4096") } : [$0] }
+        let passed = Array(CommandLine.arguments.dropFirst()).filter { !rowNames.contains($0) && $0 != "all" && $0 != "--json" }
+        _ = try RandomWeights.ensure(cache: options.cache, layout: options.layout)
+        for row in expanded {
+            log("[\(row)]")
+            results.append(try runInChild(row, passing: passed))
+        }
+        if options.json { print(jsonText(results.map(\.json))) } else { print(table(results)) }
+    } else {
+        let result = try runRow(rows[0], options)
+        if options.json { print(jsonText(result.json)) } else { print(table([result])) }
+    }
+} catch {
+    log("panorama-benchmarks: \(error)")
+    exit(1)
+}
