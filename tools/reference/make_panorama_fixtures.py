@@ -589,8 +589,8 @@ def make_pano_goldens(pipe, out_dir):
             "latents_in": "pano_latents_in only",
             "encoder_hidden_states": "pano_plain only: [uncond(\"\"), cond] prompt embeddings, F32 [2,77,32]",
         },
-        "image_conversion": "decoded = vae.decode(final_latent / 0.18215).sample (plain) or "
-                            "decode_latents_with_padding(final_latent) (circular); image_np = (decoded / 2 + 0.5)"
+        "image_conversion": "decoded = vae.decode(final_latent / 0.18215f).sample (plain, float32 division) or "
+                            "decode_latents_with_padding(final_latent) (circular); image_np = (decoded * 0.5 + 0.5)"
                             ".clamp(0, 1).permute(0,2,3,1) float32; image_u8 = round(image_np * 255) as uint8",
         "image_u8_exact_half_ties": ties,
         "circular_decode": {
