@@ -5,12 +5,18 @@ import Foundation
 struct ProgressReporter {
     private let quiet: Bool
     private let interactive: Bool
-    private let start = Date()
+    private var start = Date()
     private var lastStep = Date()
 
     init(quiet: Bool) {
         self.quiet = quiet
         interactive = isatty(2) != 0
+    }
+
+    /// Starts the clock for steps (so loading time does not inflate the ETA).
+    mutating func beginSteps() {
+        start = Date()
+        lastStep = start
     }
 
     mutating func step(_ index: Int, of count: Int, views: Int) {

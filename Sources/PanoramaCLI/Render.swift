@@ -121,6 +121,7 @@ struct Render: ParsableCommand {
 
         var loop = try pipeline.denoisingLoop(settings, latents: startLatents)
         progress.note("\(settings.width)x\(settings.height): \(loop.views.count) windows x \(loop.stepCount) steps")
+        progress.beginSteps()
         while let report = loop.next() {
             progress.step(report.index + 1, of: report.count, views: report.views)
         }

@@ -9,6 +9,9 @@ import Foundation
 /// (cosine for j, sine for j + 8). When the count is not a multiple of 16 the last 16 elements
 /// are recomputed from 16 fresh uniforms. Smaller tensors use double-precision Box–Muller with
 /// 53-bit uniforms and a cached second value.
+///
+/// torch's AVX2 kernel evaluates log/sin/cos with Cephes polynomials rather than libm, so values
+/// here can differ from it in the last bits (≤ 2e-6; see Tests/Fixtures/golden/README.md).
 public struct TorchGenerator: Sendable {
     private var state = [UInt32](repeating: 0, count: 624)
     private var index = 624
@@ -99,7 +102,7 @@ public struct TorchGenerator: Sendable {
             return cached
         }
         let u1 = nextUniformDouble(), u2 = nextUniformDouble()
-        let radius = (-2 * log(1 - u2)).squareRoot()
+        let radius = (-2 * log1p(-u2)).squareRoot()
         let theta = 2 * Double.pi * u1
         cachedNormal = radius * sin(theta)
         return radius * cos(theta)
