@@ -9,7 +9,8 @@ import Tokenization
 import Weights
 
 /// The rows `panorama-benchmarks` measures, in the order `all` runs them.
-let rowNames = ["sgemm", "text-encoder", "unet", "vae-decode-512", "vae-decode-4096", "panorama-step", "load"]
+let rowNames = ["sgemm", "text-encoder", "unet", "unet-layers", "vae-decode-512", "vae-layers", "vae-decode-4096",
+                "panorama-step", "load"]
 
 /// Command-line settings shared by every row.
 struct Options {
@@ -22,6 +23,11 @@ struct Options {
     var json = false
     var skip4096 = false
     var cold = false
+    /// `vae-layers`: latent width (64 = the 512x512 decode, 512 = the 512x4096 one).
+    var latentWidth = 64
+    /// `unet-layers` / `vae-layers`: replay only this kind of layer (conv, linear, attention, …).
+    var only: String?
+    var verbose = false
 }
 
 /// One GEMM shape, row-major C[m, n] = A[m, k] · op(B), as the kernels call it.
@@ -125,6 +131,34 @@ func runRow(_ row: String, _ o: Options) throws -> RowResult {
                            seconds: seconds, warmups: warmups, gflop: flops.gflop)
         result.flopBreakdown = flops.breakdown
         result.extra["output max |x|"] = Double(out.maxAbs)
+
+    case "unet-layers", "vae-layers":
+        // The layers of the unet / vae-decode-512 rows replayed kind by kind (see LayerReplay).
+        let unet = row == "unet-layers"
+        let flops = unet
+            ? unetFlops(try folder.config(UNetConfig.self, for: "unet"), batch: 2, height: 64, width: 64, tokens: 77)
+            : vaeDecodeFlops(try folder.config(AutoencoderKLConfig.self, for: "vae"), batch: 1, height: 64,
+                             width: o.latentWidth)
+        let ops = flops.ops.filter { o.only == nil || $0.kind == o.only }
+        var replay = LayerReplay()
+        replay.verbose = o.verbose
+        let warmups = o.warmups ?? 1
+        for _ in 0..<warmups { _ = replay.run(ops) }
+        probe = LoadProbe()
+        let passes = (0..<(o.runs ?? 2)).map { _ in replay.run(ops) }
+        let source = unet ? "unet" : "vae-decode (64x\(o.latentWidth) latent)"
+        result = RowResult(row: row, what: "the \(source) row's \(o.only ?? "") layers replayed one kernel call at a time",
+                           seconds: passes.map { $0.values.reduce(0, +) }, warmups: warmups,
+                           gflop: o.only == nil ? flops.gflop : nil)
+        result.flopBreakdown = flops.breakdown
+        let gflop = ["conv": flops.conv, "linear": flops.linear, "attention": flops.attention]
+        for kind in ["conv", "linear", "attention", "groupnorm", "layernorm"] {
+            let best = passes.compactMap { $0[kind] }.min() ?? 0
+            guard best > 0 else { continue }
+            result.extra["\(kind) seconds"] = best
+            if let g = gflop[kind] { result.extra["\(kind) GFLOP/s"] = g / 1e9 / best }
+        }
+        result.note = "kernel time only; the whole-model row minus this is the time outside these kernels"
 
     case "text-encoder":
         let encoder = try CLIPTextModel(config: folder.config(CLIPTextConfig.self, for: "text_encoder"),

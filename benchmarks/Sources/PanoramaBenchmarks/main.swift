@@ -11,12 +11,16 @@ let usage = """
     rows: \(rowNames.joined(separator: ", ")), all; `flops` prints the counted FLOPs only
       --json           print JSON (one object per row, an array for several rows) instead of a table
       --runs/--warmups timed and untimed repetitions (defaults per row: unet 3+1, vae-decode-512 3+1,
-                       vae-decode-4096 1+0, text-encoder 10+1, panorama-step 1+0, load 1, sgemm 5+1)
+                       vae-decode-4096 1+0, text-encoder 10+1, panorama-step 1+0, load 1, sgemm 5+1,
+                       unet-layers / vae-layers 2+1)
       --cache DIR      the random-weight folder (default benchmarks/.cache/sd15-random; written if absent)
       --layout DIR     configs + tensor listing (default benchmarks/sd15)
       --sgemm-gflops X use X as the ceiling instead of measuring sgemm in each row's process
       --skip-4096      leave vae-decode-4096 out of `all`
       --cold           `load`: evict the weight files from the page cache first
+      --latent-width N `vae-layers`: latent width (64: the 512x512 decode; 512: the 512x4096 one)
+      --only KIND      `unet-layers`/`vae-layers`: replay only conv, linear, attention, groupnorm or layernorm
+      --verbose        `unet-layers`/`vae-layers`: print every layer's time to standard error
     """
 
 /// benchmarks/, found from this source file's location.
@@ -52,6 +56,9 @@ func parse(_ arguments: [String]) throws -> (rows: [String], options: Options) {
             o.sgemmGflops = x
         case "--skip-4096": o.skip4096 = true
         case "--cold": o.cold = true
+        case "--latent-width": o.latentWidth = max(8, try int())
+        case "--only": o.only = try value()
+        case "--verbose": o.verbose = true
         case "-h", "--help": print(usage); exit(0)
         case let row where rowNames.contains(row) || row == "all" || row == "flops": rows.append(row)
         default: throw BenchmarkError("unknown argument \(arguments[i])\n\(usage)")
