@@ -2,8 +2,11 @@ import CKernels
 import Foundation
 
 /// Floats of the score block (query rows x keys): small enough to stay in L2 between the
-/// GEMM that writes it, the softmax, and the GEMM that reads it.
+/// GEMM that writes it, the softmax, and the GEMM that reads it...
 private let scoreBlockFloats = 1 << 17
+/// ...but at least this many query rows, or the GEMMs become too skinny to run fast (the VAE's
+/// mid-block attends over 32768 keys at 512x4096).
+private let minimumBlockRows = 64
 
 /// Multi-head scaled dot-product attention, softmax(Q Kᵀ · scale [+ causal mask]) V.
 ///
@@ -19,38 +22,37 @@ public func scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, heads: In
     precondition(channels % heads == 0, "attention: \(channels) channels, \(heads) heads")
     let d = channels / heads
     let scale = scale ?? 1 / Float(d).squareRoot()
-    let rowsPerBlock = max(1, min(nq, scoreBlockFloats / max(1, nk)))
+    let rowsPerBlock = min(nq, max(minimumBlockRows, scoreBlockFloats / max(1, nk)))
+    let blocksPerHead = (nq + rowsPerBlock - 1) / rowsPerBlock
+    let jobs = b * heads * blocksPerHead
 
     return Tensor(uninitializedShape: [b, nq, channels]) { out in
         q.withUnsafeBufferPointer { qp in
             k.withUnsafeBufferPointer { kp in
                 v.withUnsafeBufferPointer { vp in
-                    let job = { (job: Int) in
-                        let (bi, h) = (job / heads, job % heads)
-                        let qh = qp.baseAddress! + bi * nq * channels + h * d
-                        let kh = kp.baseAddress! + bi * nk * channels + h * d
-                        let vh = vp.baseAddress! + bi * nk * channels + h * d
-                        let oh = out.baseAddress! + bi * nq * channels + h * d
-                        let s = UnsafeMutablePointer<Float>.allocate(capacity: rowsPerBlock * nk)
-                        defer { s.deallocate() }
-                        var r0 = 0
-                        while r0 < nq {
-                            let rows = min(rowsPerBlock, nq - r0)
-                            sgemm(transB: true, m: rows, n: nk, k: d, alpha: scale,
-                                  a: qh + r0 * channels, lda: channels, b: kh, ldb: channels, c: s, ldc: nk)
-                            pk_softmax_rows(s, rows, nk, causal ? r0 + 1 : 0)
-                            sgemm(m: rows, n: d, k: nk, a: s, lda: nk, b: vh, ldb: channels,
-                                  c: oh + r0 * channels, ldc: channels)
-                            r0 += rows
+                    // Jobs are (batch, head, query block) triples spread over the workers, each
+                    // with single-threaded GEMMs and one score buffer: per-head products are too
+                    // small for OpenBLAS's own threading, which then spends its time
+                    // synchronising, and a single head (the VAE's) still uses every core.
+                    let workers = min(Compute.threads, jobs)
+                    Compute.withSingleThreadedBLAS {
+                        Compute.parallelFor(workers) { worker in
+                            let s = UnsafeMutablePointer<Float>.allocate(capacity: rowsPerBlock * nk)
+                            defer { s.deallocate() }
+                            for job in stride(from: worker, to: jobs, by: workers) {
+                                let block = job % blocksPerHead, bh = job / blocksPerHead
+                                let (bi, h) = (bh / heads, bh % heads)
+                                let r0 = block * rowsPerBlock, rows = min(rowsPerBlock, nq - r0)
+                                let qh = qp.baseAddress! + (bi * nq + r0) * channels + h * d
+                                let kh = kp.baseAddress! + bi * nk * channels + h * d
+                                let vh = vp.baseAddress! + bi * nk * channels + h * d
+                                let oh = out.baseAddress! + (bi * nq + r0) * channels + h * d
+                                sgemm(transB: true, m: rows, n: nk, k: d, alpha: scale,
+                                      a: qh, lda: channels, b: kh, ldb: channels, c: s, ldc: nk)
+                                pk_softmax_rows(s, rows, nk, causal ? r0 + 1 : 0)
+                                sgemm(m: rows, n: d, k: nk, a: s, lda: nk, b: vh, ldb: channels, c: oh, ldc: channels)
+                            }
                         }
-                    }
-                    if b * heads >= Compute.threads {
-                        // One (batch, head) pair per worker with single-threaded GEMMs: per-head
-                        // products are too small for OpenBLAS's threading, which then spends its
-                        // time synchronising.
-                        Compute.withSingleThreadedBLAS { Compute.parallelFor(b * heads, job) }
-                    } else {
-                        for j in 0..<(b * heads) { job(j) }
                     }
                 }
             }
