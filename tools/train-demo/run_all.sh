@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Runs (or resumes) the whole training of models/landscape-demo/: VAE, latents, UNet + text
+# encoder, export. Each stage continues from its latest checkpoint in checkpoints/ and is skipped
+# when already finished, so rerunning this script after an interruption just carries on.
+#   tools/train-demo/run_all.sh                       # foreground
+#   nohup tools/train-demo/run_all.sh >> tools/train-demo/checkpoints/train.log 2>&1 &
+# Extra arguments go to train.py (e.g. --unet-minutes 150).
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+PY="${PYTHON:-python3}"
+if [ -z "${PYTHON:-}" ] && [ -x /work/.venv-ref/bin/python ]; then PY=/work/.venv-ref/bin/python; fi
+mkdir -p "$HERE/checkpoints"
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
+echo "=== run_all.sh start $(date) pid $$ ==="
+"$PY" -u "$HERE/train.py" vae latents unet export \
+    --vae-minutes 50 --vae-batch 4 --vae-crop 128 \
+    --latent-minutes 15 \
+    --unet-minutes 115 --unet-batch 8 --ema 0.995 \
+    --sample-minutes 20 \
+    --panorama "snowy mountains at sunset" \
+    "$@"
+echo "=== run_all.sh done $(date) ==="

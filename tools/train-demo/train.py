@@ -1,0 +1,787 @@
+#!/usr/bin/env python3
+"""Train the small landscape Stable-Diffusion model on CPU, stage by stage.
+
+    python train.py vae       # AutoencoderKL on random crops of generated landscapes
+    python train.py latents   # encode many generated panoramas with the trained VAE
+    python train.py unet      # CLIPTextModel + UNet2DConditionModel on random 64x64 latent windows
+    python train.py export    # fp16 diffusers folder -> models/landscape-demo/ (+ load/generate check)
+
+Every stage resumes from its latest checkpoint under --ckpt-dir (default checkpoints/ next to this
+script) and returns at once when it is already finished (a `<stage>.done` marker). Stages stop
+after --steps or --minutes (total over resumes), whichever comes first. `--smoke` runs a few
+iterations of everything in checkpoints/smoke/ (export to checkpoints/smoke/export/).
+"""
+
+import argparse
+import copy
+import json
+import math
+import os
+import shutil
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
+sys.path.insert(0, HERE)
+
+import configs  # noqa: E402
+import landscapes  # noqa: E402
+
+SAMPLE_PROMPTS = [
+    "snowy mountains at sunset",
+    "a calm sea under a starry night sky",
+    "desert dunes at noon",
+    "rolling green hills at dawn",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+def log(*a):
+    print(time.strftime("%H:%M:%S"), *a, flush=True)
+
+
+def atomic_save(obj, path):
+    tmp = path + ".tmp"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def read_json(path, default=None):
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    return default
+
+
+def write_json(obj, path):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)
+
+
+def record_stage(args, stage, **info):
+    path = os.path.join(args.ckpt_dir, "stages.json")
+    st = read_json(path, {})
+    st.setdefault(stage, {}).update(info)
+    write_json(st, path)
+
+
+def done_path(args, stage):
+    return os.path.join(args.ckpt_dir, f"{stage}.done")
+
+
+def is_done(args, stage):
+    return os.path.exists(done_path(args, stage))
+
+
+def mark_done(args, stage):
+    with open(done_path(args, stage), "w") as f:
+        f.write(time.strftime("%Y-%m-%d %H:%M:%S\n"))
+
+
+def get_image(args, index, max_width=None):
+    """Generated landscape `index` (uint8 HxWx3), cached as PNG under ckpt_dir/data/."""
+    from PIL import Image
+    d = os.path.join(args.ckpt_dir, "data")
+    os.makedirs(d, exist_ok=True)
+    tag = "" if max_width is None else f"_w{max_width}"
+    path = os.path.join(d, f"img_{index:05d}{tag}.png")
+    if os.path.exists(path):
+        return np.asarray(Image.open(path).convert("RGB"))
+    img, _, _ = landscapes.generate(index, args.seed, max_width=max_width)
+    Image.fromarray(img).save(path + ".tmp.png")
+    os.replace(path + ".tmp.png", path)
+    return img
+
+
+def to_tensor(img):
+    return torch.from_numpy(np.array(img, dtype=np.uint8, copy=True)).permute(2, 0, 1).float().div(127.5).sub(1.0)
+
+
+def to_uint8(x):
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+
+
+def save_png(arr, path):
+    from PIL import Image
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.fromarray(arr).save(path)
+
+
+def lr_factor(step, progress, warmup, final=0.1):
+    w = min(1.0, (step + 1) / warmup)
+    return w * (final + (1 - final) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+class Budget:
+    """Steps and wall-clock minutes, accumulated over resumes."""
+
+    def __init__(self, steps, minutes, elapsed0):
+        self.steps, self.minutes, self.elapsed0, self.t0 = steps, minutes, elapsed0, time.time()
+
+    def elapsed(self):
+        return self.elapsed0 + time.time() - self.t0
+
+    def progress(self, step):
+        p = step / self.steps if self.steps else 0.0
+        if self.minutes:
+            p = max(p, self.elapsed() / (60 * self.minutes))
+        return p
+
+    def finished(self, step):
+        return self.progress(step) >= 1.0
+
+
+def vae_model():
+    from diffusers import AutoencoderKL
+    return AutoencoderKL(**configs.VAE)
+
+
+def make_tokenizer(args):
+    from transformers import CLIPTokenizer
+    return CLIPTokenizer(vocab_file=os.path.join(args.vocab_dir, "vocab.json"),
+                         merges_file=os.path.join(args.vocab_dir, "merges.txt"),
+                         pad_token="<|endoftext|>", model_max_length=configs.MAX_TOKENS)
+
+
+def tokenize(tok, texts):
+    return tok(texts, padding="max_length", truncation=True, max_length=configs.MAX_TOKENS,
+               return_tensors="pt").input_ids
+
+
+# ---------------------------------------------------------------------------------------------
+# stage 1: VAE
+
+def stage_vae(args):
+    if is_done(args, "vae"):
+        log("vae: already done")
+        return
+    torch.manual_seed(args.seed)
+    vae = vae_model()
+    with torch.no_grad():
+        # start with a nearly deterministic posterior (std ~0.05): with the default std 1 the
+        # decoder first learns to ignore the noisy latent and training stalls for many steps
+        lc = configs.VAE["latent_channels"]
+        vae.quant_conv.bias[lc:].fill_(-6.0)
+    opt = torch.optim.AdamW(vae.parameters(), lr=args.vae_lr, betas=(0.9, 0.99), weight_decay=0.0)
+    ck = os.path.join(args.ckpt_dir, "vae.pt")
+    step, elapsed0, pool_n, hist = 0, 0.0, 0, []
+    if os.path.exists(ck):
+        st = torch.load(ck, map_location="cpu", weights_only=False)
+        vae.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        step, elapsed0, pool_n, hist = st["step"], st["elapsed"], st["pool_n"], st["hist"]
+        log(f"vae: resumed at step {step} ({elapsed0 / 60:.1f} min)")
+    n_params = sum(p.numel() for p in vae.parameters())
+    log(f"vae: {n_params / 1e6:.2f} M params; crop {args.vae_crop}, batch {args.vae_batch}")
+    budget = Budget(args.vae_steps, args.vae_minutes, elapsed0)
+    scales = [1, 2, 4]
+    scale_p = np.array(args.vae_scale_p, dtype=np.float64)
+    scale_p /= scale_p.sum()
+
+    def pyramid(img):
+        from PIL import Image
+        im = Image.fromarray(img)
+        return [img] + [np.asarray(im.resize((img.shape[1] // s, img.shape[0] // s), Image.BOX))
+                        for s in scales[1:]]
+
+    pool = [pyramid(get_image(args, i)) for i in range(max(pool_n, args.vae_pool_start))]
+    last_ck = last_sample = time.time()
+    run = []
+    vae.train()
+    while not budget.finished(step):
+        if len(pool) < args.vae_pool and step % args.vae_add_every == 0:
+            pool.append(pyramid(get_image(args, len(pool))))
+        rng = np.random.default_rng([args.seed, 1, step])
+        c = args.vae_crop
+        crops = []
+        for _ in range(args.vae_batch):
+            # multi-scale crops: at scale 1/4 a crop holds the whole height of a landscape (sky to
+            # ground, as the decoder sees it in a panorama), at scale 1 the fine detail
+            img = pool[rng.integers(len(pool))][rng.choice(len(scales), p=scale_p)]
+            y0 = rng.integers(0, img.shape[0] - c + 1)
+            x0 = rng.integers(0, img.shape[1] - c + 1)
+            cr = img[y0:y0 + c, x0:x0 + c]
+            if rng.uniform() < 0.5:
+                cr = cr[:, ::-1]
+            crops.append(to_tensor(cr))
+        x = torch.stack(crops)
+        torch.manual_seed(args.seed * 1000003 + step)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(args.bf16)):
+            post = vae.encode(x).latent_dist
+            z = post.sample()
+            rec = vae.decode(z).sample.float()
+        l1 = (rec - x).abs().mean()
+        gx = ((rec[..., 1:] - rec[..., :-1]) - (x[..., 1:] - x[..., :-1])).abs().mean()
+        gy = ((rec[..., 1:, :] - rec[..., :-1, :]) - (x[..., 1:, :] - x[..., :-1, :])).abs().mean()
+        mu, logvar = post.mean.float(), post.logvar.float()
+        kl = 0.5 * (mu ** 2 + logvar.exp() - 1.0 - logvar).mean()
+        loss = l1 + 0.5 * (gx + gy) + args.vae_kl * kl
+        for g in opt.param_groups:
+            g["lr"] = args.vae_lr * lr_factor(step, budget.progress(step), 50)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        step += 1
+        run.append([l1.item(), (gx + gy).item(), kl.item()])
+        if step % args.log_every == 0:
+            m = np.mean(run, 0)
+            hist.append([step, *m.tolist()])
+            log(f"vae step {step} l1 {m[0]:.4f} grad {m[1]:.4f} kl {m[2]:.3f} lr {opt.param_groups[0]['lr']:.2e} "
+                f"pool {len(pool)} elapsed {budget.elapsed() / 60:.1f} min")
+            run = []
+        now = time.time()
+        if now - last_sample > 60 * args.sample_minutes:
+            vae_reconstruction(args, vae, f"vae_step{step:06d}.png")
+            last_sample = time.time()
+        if now - last_ck > 60 * args.ckpt_minutes or budget.finished(step):
+            atomic_save(dict(model=vae.state_dict(), opt=opt.state_dict(), step=step,
+                             elapsed=budget.elapsed(), pool_n=len(pool), hist=hist), ck)
+            last_ck = time.time()
+    atomic_save(dict(model=vae.state_dict(), opt=opt.state_dict(), step=step,
+                     elapsed=budget.elapsed(), pool_n=len(pool), hist=hist), ck)
+    vae.eval()
+    vae.save_pretrained(os.path.join(args.ckpt_dir, "vae_final"))
+    vae_reconstruction(args, vae, "vae_final.png")
+    last = hist[-1] if hist else None
+    record_stage(args, "vae", steps=step, minutes=round(budget.elapsed() / 60, 1), params=n_params,
+                 last_log=last, images=len(pool), crop=args.vae_crop, batch=args.vae_batch)
+    mark_done(args, "vae")
+    log(f"vae: done, {step} steps, {budget.elapsed() / 60:.1f} min")
+
+
+@torch.no_grad()
+def vae_reconstruction(args, vae, name):
+    was = vae.training
+    vae.eval()
+    img = get_image(args, 1)[:, :1024]
+    x = to_tensor(img)[None]
+    rec = vae.decode(vae.encode(x).latent_dist.mode()).sample[0]
+    out = np.concatenate([img, to_uint8(rec)], 0)
+    save_png(out, os.path.join(args.ckpt_dir, "samples", name))
+    err = (rec - x[0]).abs().mean().item()
+    log(f"vae: reconstruction {name} L1 {err:.4f}")
+    vae.train(was)
+
+
+# ---------------------------------------------------------------------------------------------
+# stage 2: latents
+
+def load_vae_final(args):
+    from diffusers import AutoencoderKL
+    vae = AutoencoderKL.from_pretrained(os.path.join(args.ckpt_dir, "vae_final"))
+    vae.eval()
+    return vae
+
+
+def stage_latents(args):
+    if is_done(args, "latents"):
+        log("latents: already done")
+        return
+    vae = load_vae_final(args)
+    d = os.path.join(args.ckpt_dir, "latents")
+    os.makedirs(d, exist_ok=True)
+    stp = os.path.join(d, "state.json")
+    st = read_json(stp, dict(next_index=0, shards=0, elapsed=0.0))
+    budget = Budget(0, args.latent_minutes, st["elapsed"])
+    buf_lat, buf_idx = [], []
+    i = st["next_index"]
+    vae_pool = read_json(os.path.join(args.ckpt_dir, "stages.json"), {}).get("vae", {}).get("images", 0)
+
+    def flush():
+        if not buf_lat:
+            return
+        path = os.path.join(d, f"shard_{st['shards']:04d}.pt")
+        atomic_save(dict(latents=list(buf_lat), indices=list(buf_idx)), path)
+        st["shards"] += 1
+        st["next_index"] = i
+        st["elapsed"] = budget.elapsed()
+        write_json(st, stp)
+        log(f"latents: shard {path} ({len(buf_lat)} scenes), next index {i}, "
+            f"{budget.elapsed() / 60:.1f} min")
+        buf_lat.clear()
+        buf_idx.clear()
+
+    with torch.no_grad():
+        while i < args.latent_scenes and not budget.finished(0):
+            # scenes already rendered for the VAE keep their width; new ones are capped for speed
+            mw = None if i < vae_pool else args.latent_max_width
+            img = get_image(args, i, max_width=mw)
+            z = vae.encode(to_tensor(img)[None]).latent_dist.mode()[0]
+            buf_lat.append(z.half())
+            buf_idx.append(i)
+            i += 1
+            if len(buf_lat) >= args.latent_shard:
+                flush()
+        flush()
+    # statistics -> scaling factor
+    lats = load_latents(args)[0]
+    flat = torch.cat([z.float().reshape(4, -1) for z in lats], 1)
+    mean, std = flat.mean().item(), flat.std().item()
+    stats = dict(mean=mean, std=std, scaling_factor=1.0 / std,
+                 channel_mean=flat.mean(1).tolist(), channel_std=flat.std(1).tolist(),
+                 scenes=len(lats), latent_pixels=flat.shape[1])
+    write_json(stats, os.path.join(d, "stats.json"))
+    record_stage(args, "latents", minutes=round(budget.elapsed() / 60, 1), scenes=len(lats),
+                 scaling_factor=stats["scaling_factor"])
+    mark_done(args, "latents")
+    log(f"latents: done, {len(lats)} scenes, mean {mean:.3f} std {std:.3f} -> scaling_factor {1 / std:.5f}")
+
+
+def load_latents(args):
+    d = os.path.join(args.ckpt_dir, "latents")
+    lats, idx = [], []
+    k = 0
+    while os.path.exists(os.path.join(d, f"shard_{k:04d}.pt")):
+        s = torch.load(os.path.join(d, f"shard_{k:04d}.pt"), map_location="cpu")
+        lats += s["latents"]
+        idx += s["indices"]
+        k += 1
+    return lats, idx
+
+
+# ---------------------------------------------------------------------------------------------
+# stage 3: UNet + text encoder
+
+def new_unet_and_text(seed):
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(**configs.UNET)
+    te = CLIPTextModel(CLIPTextConfig(**configs.TEXT_ENCODER))
+    return unet, te
+
+
+def train_scheduler():
+    from diffusers import DDPMScheduler
+    c = {k: v for k, v in configs.SCHEDULER.items() if k not in ("set_alpha_to_one",)}
+    return DDPMScheduler(**c)
+
+
+def stage_unet(args):
+    if is_done(args, "unet"):
+        log("unet: already done")
+        return
+    stats = read_json(os.path.join(args.ckpt_dir, "latents", "stats.json"))
+    sf = stats["scaling_factor"]
+    lats, idx = load_latents(args)
+    lats = [z.float() * sf for z in lats]
+    caps = [landscapes.captions(landscapes.attributes(i, args.seed)) for i in idx]
+    tok = make_tokenizer(args)
+    all_caps = sorted({c for cs in caps for c in cs} | {""})
+    ids_of = dict(zip(all_caps, tokenize(tok, all_caps)))
+    log(f"unet: {len(lats)} scenes, {len(all_caps)} distinct captions, scaling_factor {sf:.5f}")
+
+    unet, te = new_unet_and_text(args.seed)
+    params = list(unet.parameters()) + list(te.parameters())
+    opt = torch.optim.AdamW(params, lr=args.unet_lr, betas=(0.9, 0.999), weight_decay=0.01)
+    ema_u, ema_t = copy.deepcopy(unet).eval(), copy.deepcopy(te).eval()
+    for p in list(ema_u.parameters()) + list(ema_t.parameters()):
+        p.requires_grad_(False)
+    ck = os.path.join(args.ckpt_dir, "unet.pt")
+    step, elapsed0, hist = 0, 0.0, []
+    if os.path.exists(ck):
+        st = torch.load(ck, map_location="cpu", weights_only=False)
+        unet.load_state_dict(st["unet"])
+        te.load_state_dict(st["te"])
+        ema_u.load_state_dict(st["ema_unet"])
+        ema_t.load_state_dict(st["ema_te"])
+        opt.load_state_dict(st["opt"])
+        step, elapsed0, hist = st["step"], st["elapsed"], st["hist"]
+        log(f"unet: resumed at step {step} ({elapsed0 / 60:.1f} min)")
+    nu = sum(p.numel() for p in unet.parameters())
+    nt = sum(p.numel() for p in te.parameters())
+    log(f"unet: {nu / 1e6:.2f} M params, text encoder {nt / 1e6:.2f} M params, batch {args.unet_batch}")
+    sched = train_scheduler()
+    acp = sched.alphas_cumprod.float()
+    snr = acp / (1 - acp)
+    weight = torch.clamp(snr, max=args.min_snr) / snr  # Min-SNR-gamma weighting, epsilon target
+    budget = Budget(args.unet_steps, args.unet_minutes, elapsed0)
+    win = configs.UNET["sample_size"]
+    last_ck = last_sample = time.time()
+    run = []
+    unet.train()
+    te.train()
+
+    def save():
+        atomic_save(dict(unet=unet.state_dict(), te=te.state_dict(), ema_unet=ema_u.state_dict(),
+                         ema_te=ema_t.state_dict(), opt=opt.state_dict(), step=step,
+                         elapsed=budget.elapsed(), hist=hist, scaling_factor=sf), ck)
+
+    while not budget.finished(step):
+        rng = np.random.default_rng([args.seed, 2, step])
+        xs, texts = [], []
+        for _ in range(args.unet_batch):
+            j = rng.integers(len(lats))
+            z = lats[j]
+            o = rng.integers(0, z.shape[-1] - win + 1)
+            xs.append(z[:, :, o:o + win])
+            texts.append("" if rng.uniform() < args.cond_drop else caps[j][rng.integers(len(caps[j]))])
+        x0 = torch.stack(xs)
+        ids = torch.stack([ids_of[t] for t in texts])
+        g = torch.Generator().manual_seed(args.seed * 1000003 + step)
+        noise = torch.randn(x0.shape, generator=g)
+        t = torch.randint(0, sched.config.num_train_timesteps, (x0.shape[0],), generator=g)
+        xt = sched.add_noise(x0, noise, t)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(args.bf16)):
+            enc = te(ids)[0]
+            pred = unet(xt, t, enc).sample.float()
+        per = ((pred - noise) ** 2).mean(dim=(1, 2, 3))
+        loss = (per * weight[t]).mean()
+        lrf = lr_factor(step, budget.progress(step), args.unet_warmup, final=0.1)
+        for gr in opt.param_groups:
+            gr["lr"] = args.unet_lr * lrf
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        decay = min(args.ema, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for src, dst in ((unet, ema_u), (te, ema_t)):
+                for p, e in zip(src.parameters(), dst.parameters()):
+                    e.lerp_(p, 1 - decay)
+        run.append([loss.item(), per.mean().item()])
+        if step % args.log_every == 0:
+            m = np.mean(run, 0)
+            hist.append([step, *m.tolist()])
+            log(f"unet step {step} loss {m[0]:.4f} mse {m[1]:.4f} lr {args.unet_lr * lrf:.2e} "
+                f"elapsed {budget.elapsed() / 60:.1f} min")
+            run = []
+        now = time.time()
+        if now - last_ck > 60 * args.ckpt_minutes or budget.finished(step):
+            save()
+            last_ck = time.time()
+        if now - last_sample > 60 * args.sample_minutes:
+            sample_grid(args, ema_u, ema_t, tok, sf, f"unet_step{step:06d}.png")
+            last_sample = time.time()
+    save()
+    sample_grid(args, ema_u, ema_t, tok, sf, "unet_final.png")
+    record_stage(args, "unet", steps=step, minutes=round(budget.elapsed() / 60, 1), unet_params=nu,
+                 text_params=nt, last_log=hist[-1] if hist else None, batch=args.unet_batch)
+    mark_done(args, "unet")
+    log(f"unet: done, {step} steps, {budget.elapsed() / 60:.1f} min")
+
+
+@torch.no_grad()
+def sample_grid(args, unet, te, tok, sf, name, steps=None, cfg=5.0, prompts=SAMPLE_PROMPTS):
+    from diffusers import DDIMScheduler
+    t0 = time.time()
+    vae = load_vae_final(args)
+    sch = DDIMScheduler(**configs.SCHEDULER)
+    sch.set_timesteps(steps or args.sample_steps)
+    cond = te(tokenize(tok, list(prompts)))[0]
+    unc = te(tokenize(tok, [""] * len(prompts)))[0]
+    g = torch.Generator().manual_seed(1234)
+    x = torch.randn((len(prompts), 4, 64, 64), generator=g)
+    was = unet.training
+    unet.eval()
+    for t in sch.timesteps:
+        e = unet(torch.cat([x, x]), t, torch.cat([unc, cond])).sample
+        eu, ec = e.chunk(2)
+        x = sch.step(eu + cfg * (ec - eu), t, x).prev_sample
+    unet.train(was)
+    imgs = [to_uint8(vae.decode(x[i:i + 1] / sf).sample[0]) for i in range(len(prompts))]
+    save_png(np.concatenate(imgs, 1), os.path.join(args.ckpt_dir, "samples", name))
+    log(f"sample grid {name} ({', '.join(prompts)}) in {time.time() - t0:.0f} s")
+
+
+# ---------------------------------------------------------------------------------------------
+# stage 4: export
+
+MODEL_CARD = """---
+license: other
+library_name: diffusers
+pipeline_tag: text-to-image
+tags: [stable-diffusion, multidiffusion, panorama, tiny, procedural-data]
+---
+
+# landscape-demo: a tiny Stable-Diffusion-architecture model for panoramas
+
+A very small text-to-image latent diffusion model with exactly the Stable Diffusion 1.x
+architecture (`AutoencoderKL`, `CLIPTextModel`, `UNet2DConditionModel`, `DDIMScheduler`),
+trained **from scratch on CPU** in this repository on procedurally generated landscapes. It
+exists so that `panorama` can render a real picture with no user-supplied weights, e.g.
+
+    panorama --W 2048 --H 512 --prompt "snowy mountains at sunset"
+
+It only knows the landscapes of its training data (below); it is a demo, not a general model.
+
+## Components (fp16 safetensors, {total_mb:.1f} MB in all)
+
+| component | class | configuration | parameters |
+|---|---|---|---|
+| unet | UNet2DConditionModel | sample_size 64, block_out_channels {unet_ch}, norm_num_groups 8, layers_per_block 1, DownBlock2D x2 + CrossAttnDownBlock2D x2 (attention at 16x16 and 8x8 latent), cross_attention_dim {xdim}, 4 heads | {unet_p:,} |
+| vae | AutoencoderKL | block_out_channels {vae_ch}, norm_num_groups 8, layers_per_block 1, 4 latent channels (8x downsampling), no mid-block attention, scaling_factor {sf:.5f} (= 1/std of its latents) | {vae_p:,} |
+| text_encoder | CLIPTextModel | hidden 64, 3 layers, 4 heads, quick_gelu, 77 positions, vocab 49408 | {te_p:,} |
+| tokenizer | CLIPTokenizer | the original OpenAI CLIP BPE vocabulary (vocab.json, merges.txt), pad token `<|endoftext|>`, max length 77 | - |
+| scheduler | DDIMScheduler | scaled_linear betas 0.00085..0.012, 1000 steps, epsilon prediction, steps_offset 1 | - |
+
+UNet cost: about {gflop:.1f} GFLOP per 64x64-latent (512x512-pixel) evaluation of one sample.
+
+## Training data
+
+`tools/train-demo/landscapes.py` (numpy, deterministic from a seed and an index) renders wide
+landscape images 512 pixels high and 1024-2048 wide: a sky depending on the time of day (dawn,
+noon, sunset, night with stars and a moon), optional clouds (some or overcast) and fog; terrain
+of one of six kinds: mountain ranges (optionally snow-capped), rolling hills, desert dunes, the
+sea with sky/sun/moon reflections, a lake reflecting mountains and a forest shore, pine forests;
+colours and lighting follow the time of day. The horizon always lies between 45 % and 70 % of
+the height, so any 512x512 window shows sky above ground. Captions are built from the
+attributes, several per image (e.g. "snowy mountains at sunset", "a calm sea under a starry
+night sky", "rolling hills at noon with clouds", "a lake below snowy mountains at dawn").
+
+## Training (CPU, 2 threads)
+
+{training}
+
+Command (from the repository root; each stage resumes from `tools/train-demo/checkpoints/`):
+
+    tools/train-demo/run_all.sh        # = train.py vae, latents, unet, export in sequence
+
+## Licence
+
+The weights were trained from scratch on synthetic data generated by code in this repository
+and are distributed with it under the repository's terms. The tokenizer files `vocab.json` and
+`merges.txt` are the original CLIP BPE vocabulary, MIT-licensed by OpenAI (and redistributed by
+OpenCLIP, also MIT); their licences are in `tokenizer/LICENSE.openai_CLIP` and
+`tokenizer/LICENSE.open_clip`.
+"""
+
+
+def unet_gflop(unet):
+    flops = [0]
+
+    def conv_hook(m, i, o):
+        flops[0] += 2 * o.numel() * m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
+
+    def lin_hook(m, i, o):
+        flops[0] += 2 * o.numel() * m.in_features
+
+    hs = [m.register_forward_hook(conv_hook) for m in unet.modules() if isinstance(m, torch.nn.Conv2d)]
+    hs += [m.register_forward_hook(lin_hook) for m in unet.modules() if isinstance(m, torch.nn.Linear)]
+    xdim = unet.config.cross_attention_dim
+    with torch.no_grad():
+        unet(torch.randn(1, 4, 64, 64), 500, torch.randn(1, 77, xdim))
+    for h in hs:
+        h.remove()
+    return flops[0] / 1e9
+
+
+def stage_export(args):
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+    from transformers import CLIPTextModel
+
+    out = args.out
+    ck = torch.load(os.path.join(args.ckpt_dir, "unet.pt"), map_location="cpu", weights_only=False)
+    stats = read_json(os.path.join(args.ckpt_dir, "latents", "stats.json"))
+    sf = float(stats["scaling_factor"])
+    unet, te = new_unet_and_text(args.seed)
+    unet.load_state_dict(ck["ema_unet" if args.export_ema else "unet"])
+    te.load_state_dict(ck["ema_te" if args.export_ema else "te"])
+    vae = load_vae_final(args)
+    vae.register_to_config(scaling_factor=sf)
+    tok = make_tokenizer(args)
+    sch = DDIMScheduler(**configs.SCHEDULER)
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=te, tokenizer=tok, unet=unet, scheduler=sch,
+                                   safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    pipe.to(torch.float16)
+    if os.path.exists(out):
+        shutil.rmtree(out)
+    pipe.save_pretrained(out, safe_serialization=True)
+    tdir = os.path.join(out, "tokenizer")
+    # the real CLIP vocabulary files, byte for byte, with their licences
+    for f in ("vocab.json", "merges.txt", "LICENSE.openai_CLIP", "LICENSE.open_clip"):
+        shutil.copyfile(os.path.join(args.vocab_dir, f), os.path.join(tdir, f))
+    for f in os.listdir(tdir):
+        if f not in ("vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json",
+                     "LICENSE.openai_CLIP", "LICENSE.open_clip"):
+            os.remove(os.path.join(tdir, f))
+    special = {
+        "bos_token": {"content": "<|startoftext|>", "lstrip": False, "normalized": True, "rstrip": False, "single_word": False},
+        "eos_token": {"content": "<|endoftext|>", "lstrip": False, "normalized": True, "rstrip": False, "single_word": False},
+        "pad_token": "<|endoftext|>",
+        "unk_token": {"content": "<|endoftext|>", "lstrip": False, "normalized": True, "rstrip": False, "single_word": False},
+    }
+    write_json(special, os.path.join(tdir, "special_tokens_map.json"))
+    tc = read_json(os.path.join(tdir, "tokenizer_config.json"), {})
+    tc.update({"tokenizer_class": "CLIPTokenizer", "model_max_length": configs.MAX_TOKENS,
+               "bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>",
+               "unk_token": "<|endoftext|>", "do_lower_case": True, "errors": "replace",
+               "clean_up_tokenization_spaces": True})
+    write_json(tc, os.path.join(tdir, "tokenizer_config.json"))
+
+    for comp in ("unet", "vae", "text_encoder"):  # no local paths in the shipped configs
+        cp = os.path.join(out, comp, "config.json")
+        c = read_json(cp)
+        c.pop("_name_or_path", None)
+        write_json(c, cp)
+
+    # sizes, dtypes
+    from safetensors import safe_open
+    total = 0
+    for root, _, files in os.walk(out):
+        for f in files:
+            p = os.path.join(root, f)
+            total += os.path.getsize(p)
+            if f.endswith(".safetensors"):
+                with safe_open(p, "pt") as sfile:
+                    dts = {sfile.get_slice(k).get_dtype() for k in sfile.keys()}
+                assert dts == {"F16"}, (p, dts)
+    nu = sum(p.numel() for p in unet.parameters())
+    nv = sum(p.numel() for p in vae.parameters())
+    nt = sum(p.numel() for p in te.parameters())
+    gflop = unet_gflop(new_unet_and_text(0)[0])
+    st = read_json(os.path.join(args.ckpt_dir, "stages.json"), {})
+    lines = []
+    if "vae" in st:
+        v = st["vae"]
+        ll = v.get("last_log")
+        lines.append(f"- VAE: {v.get('steps')} steps of batch {v.get('batch')} random {v.get('crop')}x{v.get('crop')} "
+                     f"crops from {v.get('images')} images, {v.get('minutes')} min; loss = L1 + 0.5 x L1 of "
+                     f"image gradients + {args.vae_kl:g} x KL per latent element"
+                     + (f"; final L1 {ll[1]:.4f}, gradient L1 {ll[2]:.4f}" if ll else ""))
+    if "latents" in st:
+        v = st["latents"]
+        lines.append(f"- Latents: {v.get('scenes')} panoramas encoded with the trained VAE ({v.get('minutes')} min); "
+                     f"scaling_factor = 1/std = {sf:.5f}")
+    if "unet" in st:
+        v = st["unet"]
+        ll = v.get("last_log")
+        lines.append(f"- UNet + text encoder: trained together, {v.get('steps')} steps of batch {v.get('batch')} random "
+                     f"64x64 windows of those latents, {v.get('minutes')} min; epsilon prediction, Min-SNR-5 "
+                     f"weighted MSE, AdamW lr {args.unet_lr:g} (warm-up, cosine), 10 % empty captions for "
+                     f"classifier-free guidance, EMA {args.ema} weights exported"
+                     + (f"; final weighted loss {ll[1]:.4f}, plain MSE {ll[2]:.4f}" if ll else ""))
+    card = MODEL_CARD.format(total_mb=total / 1e6, unet_ch=tuple(configs.UNET["block_out_channels"]),
+                             xdim=configs.UNET["cross_attention_dim"], unet_p=nu,
+                             vae_ch=tuple(configs.VAE["block_out_channels"]), sf=sf, vae_p=nv, te_p=nt,
+                             gflop=gflop, training="\n".join(lines) or "(smoke test)")
+    with open(os.path.join(out, "README.md"), "w") as f:
+        f.write(card)
+    total = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(out) for f in fs)
+    log(f"export: {out}: {total / 1e6:.2f} MB; unet {nu:,} vae {nv:,} text {nt:,} params; "
+        f"UNet {gflop:.2f} GFLOP per 64x64 sample (convs + linears)")
+    if total > 25e6:
+        log("export: WARNING: folder is larger than 25 MB")
+
+    # check: diffusers loads it and generates
+    t0 = time.time()
+    p2 = StableDiffusionPipeline.from_pretrained(out, torch_dtype=torch.float32)
+    p2.set_progress_bar_config(disable=True)
+    assert p2.tokenizer.pad_token == "<|endoftext|>"
+    g = torch.Generator().manual_seed(0)
+    im = p2(args.check_prompt, height=512, width=512, num_inference_steps=args.check_steps,
+            guidance_scale=5.0, generator=g).images[0]
+    os.makedirs(os.path.join(args.ckpt_dir, "samples"), exist_ok=True)
+    im.save(os.path.join(args.ckpt_dir, "samples", "export_check.png"))
+    log(f"export: StableDiffusionPipeline.from_pretrained + 512x512 '{args.check_prompt}' "
+        f"({args.check_steps} steps) ok in {time.time() - t0:.0f} s")
+    if args.panorama:
+        from diffusers import StableDiffusionPanoramaPipeline
+        t0 = time.time()
+        pp = StableDiffusionPanoramaPipeline(**{k: getattr(p2, k) for k in
+                                                ("vae", "text_encoder", "tokenizer", "unet", "scheduler")},
+                                             safety_checker=None, feature_extractor=None,
+                                             requires_safety_checker=False)
+        pp.set_progress_bar_config(disable=True)
+        for prompt in args.panorama:
+            g = torch.Generator().manual_seed(0)
+            im = pp(prompt, height=512, width=2048, num_inference_steps=args.check_steps, guidance_scale=5.0,
+                    generator=g).images[0]
+            name = "panorama_" + prompt.replace(" ", "_")[:60] + ".png"
+            im.save(os.path.join(args.ckpt_dir, "samples", name))
+            log(f"export: panorama '{prompt}' -> samples/{name} in {time.time() - t0:.0f} s")
+            t0 = time.time()
+    record_stage(args, "export", out=out, megabytes=round(total / 1e6, 2))
+
+
+# ---------------------------------------------------------------------------------------------
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("stages", nargs="+", choices=["vae", "latents", "unet", "export", "all"])
+    ap.add_argument("--smoke", action="store_true", help="a few iterations of everything, in checkpoints/smoke/")
+    ap.add_argument("--ckpt-dir", default=os.path.join(HERE, "checkpoints"))
+    ap.add_argument("--out", default=os.path.join(REPO, "models", "landscape-demo"))
+    ap.add_argument("--vocab-dir", default=os.environ.get("CLIP_VOCAB_DIR", "/work/shared/data/clip-vocab"))
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-resume", action="store_true", help="delete this stage's checkpoints first")
+    ap.add_argument("--ckpt-minutes", type=float, default=4.0)
+    ap.add_argument("--sample-minutes", type=float, default=15.0)
+    ap.add_argument("--log-every", type=int, default=10)
+    ap.add_argument("--bf16", type=int, default=1, help="bfloat16 autocast for the training steps (1.4x faster on AVX512-BF16 CPUs)")
+    # vae
+    ap.add_argument("--vae-steps", type=int, default=100000)
+    ap.add_argument("--vae-minutes", type=float, default=35.0)
+    ap.add_argument("--vae-batch", type=int, default=8)
+    ap.add_argument("--vae-crop", type=int, default=128)
+    ap.add_argument("--vae-lr", type=float, default=1e-3)
+    ap.add_argument("--vae-scale-p", type=float, nargs=3, default=[0.3, 0.3, 0.4],
+                    help="probabilities of crops at full, 1/2 and 1/4 image scale")
+    ap.add_argument("--vae-kl", type=float, default=1e-6)
+    ap.add_argument("--vae-pool", type=int, default=160, help="images the VAE sees (generated as it goes)")
+    ap.add_argument("--vae-pool-start", type=int, default=16)
+    ap.add_argument("--vae-add-every", type=int, default=4)
+    # latents
+    ap.add_argument("--latent-scenes", type=int, default=2000)
+    ap.add_argument("--latent-minutes", type=float, default=18.0)
+    ap.add_argument("--latent-max-width", type=int, default=1024)
+    ap.add_argument("--latent-shard", type=int, default=32)
+    # unet
+    ap.add_argument("--unet-steps", type=int, default=1000000)
+    ap.add_argument("--unet-minutes", type=float, default=120.0)
+    ap.add_argument("--unet-batch", type=int, default=8)
+    ap.add_argument("--unet-lr", type=float, default=5e-4)
+    ap.add_argument("--unet-warmup", type=int, default=100)
+    ap.add_argument("--ema", type=float, default=0.999)
+    ap.add_argument("--min-snr", type=float, default=5.0)
+    ap.add_argument("--cond-drop", type=float, default=0.1)
+    ap.add_argument("--sample-steps", type=int, default=20)
+    # export
+    ap.add_argument("--export-ema", type=int, default=1)
+    ap.add_argument("--check-prompt", default="snowy mountains at sunset")
+    ap.add_argument("--check-steps", type=int, default=20)
+    ap.add_argument("--panorama", nargs="*", default=[], help="also render these prompts at 2048x512")
+    args = ap.parse_args()
+
+    if args.smoke:
+        args.ckpt_dir = os.path.join(HERE, "checkpoints", "smoke")
+        args.out = os.path.join(args.ckpt_dir, "export")
+        args.vae_steps, args.vae_minutes, args.vae_batch, args.vae_crop = 3, 0, 2, 128
+        args.vae_pool, args.vae_pool_start, args.vae_add_every = 3, 2, 1
+        args.latent_scenes, args.latent_minutes, args.latent_shard = 5, 0, 2
+        args.unet_steps, args.unet_minutes, args.unet_batch, args.log_every = 4, 0, 2, 2
+        args.sample_steps, args.check_steps, args.sample_minutes = 2, 2, 1e9
+        args.panorama = args.panorama or ["snowy mountains at sunset"]
+    os.makedirs(args.ckpt_dir, exist_ok=True)
+    torch.set_num_threads(args.threads)
+    stages = ["vae", "latents", "unet", "export"] if "all" in args.stages else args.stages
+    for s in stages:
+        if args.no_resume and s != "export":
+            for f in {"vae": ["vae.pt", "vae.done", "vae_final"], "latents": ["latents", "latents.done"],
+                      "unet": ["unet.pt", "unet.done"]}[s]:
+                p = os.path.join(args.ckpt_dir, f)
+                if os.path.isdir(p):
+                    shutil.rmtree(p)
+                elif os.path.exists(p):
+                    os.remove(p)
+        t0 = time.time()
+        log(f"=== stage {s} ===")
+        dict(vae=stage_vae, latents=stage_latents, unet=stage_unet, export=stage_export)[s](args)
+        log(f"=== stage {s} finished in {(time.time() - t0) / 60:.1f} min (this run) ===")
+
+
+if __name__ == "__main__":
+    main()
