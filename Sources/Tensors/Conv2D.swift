@@ -26,10 +26,10 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int = 1,
     let kdim = cin * kh * kw
     let plane = hout * wout
 
-    var out = Tensor(zeros: [n, cout, hout, wout])
+    // Every output element is written by a GEMM with beta = 0, so no zero fill is needed.
     let pointwise = kh == 1 && kw == 1 && stride == 1 && padding == .uniform(0)
     let rowsPerBlock = max(1, min(hout, im2colBudget / max(1, kdim * wout)))
-    out.withUnsafeMutableBufferPointer { op in
+    return Tensor(uninitializedShape: [n, cout, hout, wout]) { op in
         x.withUnsafeBufferPointer { xp in
             weight.withUnsafeBufferPointer { wp in
                 /// One image of the batch; `parallel` spreads im2col over the workers.
@@ -66,7 +66,6 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int = 1,
         }
         if let bias { addChannelBias(op.baseAddress!, batch: n, channels: cout, plane: plane, bias: bias) }
     }
-    return out
 }
 
 /// Convenience for the common symmetric case.
