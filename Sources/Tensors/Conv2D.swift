@@ -32,20 +32,21 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int = 1,
     return Tensor(uninitializedShape: [n, cout, hout, wout]) { op in
         x.withUnsafeBufferPointer { xp in
             weight.withUnsafeBufferPointer { wp in
-                /// One image of the batch; `parallel` spreads im2col over the workers.
-                func convolve(_ b: Int, parallel: Bool) {
+                /// Output rows `range` of image `b`; `parallel` spreads im2col over the workers.
+                func convolve(_ b: Int, rows range: Range<Int>, parallel: Bool) {
                     let input = xp.baseAddress! + b * cin * h * w
                     let output = op.baseAddress! + b * cout * plane
                     if pointwise {
-                        sgemm(m: cout, n: plane, k: cin, a: wp.baseAddress!, lda: cin, b: input, ldb: h * w,
-                              c: output, ldc: plane)
+                        sgemm(m: cout, n: range.count * wout, k: cin, a: wp.baseAddress!, lda: cin,
+                              b: input + range.lowerBound * w, ldb: h * w,
+                              c: output + range.lowerBound * wout, ldc: plane)
                         return
                     }
                     let col = UnsafeMutablePointer<Float>.allocate(capacity: kdim * rowsPerBlock * wout)
                     defer { col.deallocate() }
-                    var y0 = 0
-                    while y0 < hout {
-                        let rows = min(rowsPerBlock, hout - y0)
+                    var y0 = range.lowerBound
+                    while y0 < range.upperBound {
+                        let rows = min(rowsPerBlock, range.upperBound - y0)
                         let cols = rows * wout
                         im2col(input, channels: cin, height: h, width: w, kh: kh, kw: kw, stride: stride,
                                padding: padding, outWidth: wout, firstRow: y0, rows: rows, into: col,
@@ -55,12 +56,21 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int = 1,
                         y0 += rows
                     }
                 }
-                if n >= Compute.threads && Compute.threads > 1 {
-                    // A batch (classifier-free guidance makes at least 2) is split across the
-                    // workers with single-threaded GEMMs: no synchronisation inside the products.
-                    Compute.withSingleThreadedBLAS { Compute.parallelFor(n) { convolve($0, parallel: false) } }
+                let workers = Compute.threads
+                if workers > 1 && (n >= workers || hout >= 2 * workers) {
+                    // Images (classifier-free guidance makes at least 2), or bands of output rows
+                    // of a single image, go to separate workers with single-threaded GEMMs: no
+                    // synchronisation inside the products, and im2col runs in parallel for free.
+                    let slices = n >= workers ? 1 : workers
+                    Compute.withSingleThreadedBLAS {
+                        Compute.parallelFor(n * slices) { job in
+                            let (b, slice) = (job / slices, job % slices)
+                            let rows = (hout * slice / slices)..<(hout * (slice + 1) / slices)
+                            convolve(b, rows: rows, parallel: false)
+                        }
+                    }
                 } else {
-                    for b in 0..<n { convolve(b, parallel: true) }
+                    for b in 0..<n { convolve(b, rows: 0..<hout, parallel: true) }
                 }
             }
         }
