@@ -63,9 +63,10 @@ public func geglu(_ x: Tensor) -> Tensor {
     return Tensor(uninitializedShape: shape) { out in
         x.withUnsafeBufferPointer { xp in
             let src = xp.baseAddress!, dst = out.baseAddress!
-            Compute.parallelFor(rows, minimumPerThread: 16) { r in
-                let s = src + r * d2, o = dst + r * d
-                for i in 0..<d { o[i] = s[i] * Activation.gelu(s[d + i]) }
+            let chunk = 16
+            Compute.parallelFor((rows + chunk - 1) / chunk) { c in
+                let r0 = c * chunk
+                pk_geglu(src + r0 * d2, dst + r0 * d, min(chunk, rows - r0), d)
             }
         }
     }

@@ -17,6 +17,10 @@ void pk_silu(float *p, size_t n);
 /// y = (x * scale + shift), optionally followed by SiLU, for one channel plane.
 void pk_scale_shift(const float *x, float *y, size_t n, float scale, float shift, int silu);
 
+/// GEGLU: for each of `rows` rows of 2·d inputs [hidden, gate], out = hidden · gelu(gate), with
+/// exact (erf) GELU through a polynomial erf accurate to 1.5e-7.
+void pk_geglu(const float *x, float *out, size_t rows, size_t d);
+
 /// exp(x) for x in float range, accurate to about 2 ulp.
 float pk_expf(float x);
 
