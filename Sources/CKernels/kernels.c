@@ -30,8 +30,6 @@ static inline float exp_approx(float x) {
     return p * scale;
 }
 
-float pk_expf(float x) { return exp_approx(x); }
-
 // Reductions keep 16 partial results so they vectorise without -ffast-math.
 #define LANES 16
 

@@ -79,11 +79,4 @@ public struct Tensor: Sendable, Equatable {
         let per = count / shape[0]
         return Tensor(shape: [1] + shape.dropFirst(), data: Array(data[(i * per)..<((i + 1) * per)]))
     }
-
-    /// Batch elements `range` of the first dimension.
-    public func batches(_ range: Range<Int>) -> Tensor {
-        let per = shape[0] == 0 ? 0 : count / shape[0]
-        return Tensor(shape: [range.count] + shape.dropFirst(),
-                      data: Array(data[(range.lowerBound * per)..<(range.upperBound * per)]))
-    }
 }

@@ -99,6 +99,16 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    func testSoftmaxRows() {
+        let x = random([3, 37], seed: 12)
+        let y = softmax(x)
+        for r in 0..<3 {
+            let row = (0..<37).map { Double(x.data[r * 37 + $0]) }
+            let m = row.max()!, total = row.map { exp($0 - m) }.reduce(0, +)
+            for j in 0..<37 { XCTAssertEqual(Double(y.data[r * 37 + j]), exp(row[j] - m) / total, accuracy: 1e-7) }
+        }
+    }
+
     func testLayoutHelpers() {
         let x = random([2, 3, 4, 5], seed: 10)
         let t = x.nchwToTokens()

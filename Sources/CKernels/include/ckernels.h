@@ -21,7 +21,4 @@ void pk_scale_shift(const float *x, float *y, size_t n, float scale, float shift
 /// exact (erf) GELU through a polynomial erf accurate to 1.5e-7.
 void pk_geglu(const float *x, float *out, size_t rows, size_t d);
 
-/// exp(x) for x in float range, accurate to about 2 ulp.
-float pk_expf(float x);
-
 #endif
