@@ -14,7 +14,7 @@ export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
 echo "=== run_all.sh start $(date) pid $$ ==="
 "$PY" -u "$HERE/train.py" vae latents unet export \
     --vae-minutes 50 --vae-batch 4 --vae-crop 128 \
-    --latent-minutes 15 \
+    --latent-minutes 25 \
     --unet-minutes 115 --unet-batch 8 --ema 0.995 \
     --sample-minutes 20 \
     --panorama "snowy mountains at sunset" \
