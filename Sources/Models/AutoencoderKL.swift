@@ -12,10 +12,10 @@ public struct AutoencoderKL: Sendable {
     /// `scaling_factor` from the config (0.18215 for SD 1.x/2.x).
     public var scalingFactor: Float { Float(config.scalingFactor) }
 
-    private let encoder: VAEEncoder?
-    private let decoder: VAEDecoder
-    private let quantConv: Conv2D?
-    private let postQuantConv: Conv2D?
+    let encoder: VAEEncoder?
+    let decoder: VAEDecoder
+    let quantConv: Conv2D?
+    let postQuantConv: Conv2D?
 
     /// Loads the decoder, and the encoder when its weights are present (decoder-only files
     /// exist; `encode` then throws).
@@ -51,11 +51,15 @@ public struct AutoencoderKL: Sendable {
     /// The latent distribution of images [B, 3, H, W] in [-1, 1]: mean and standard deviation,
     /// each [B, latent, H/8, W/8]. img2img uses the mean.
     public func encode(_ images: Tensor) throws -> (mean: Tensor, std: Tensor) {
-        guard let encoder else {
-            throw ModelError.invalidInput("vae: these weights have no encoder (encoder.* tensors are missing)")
-        }
+        guard let encoder else { throw ModelError.invalidInput(Self.noEncoderMessage) }
         let h = encoder(images)
-        let moments = quantConv.map { $0(h) } ?? h
+        return distribution(quantConv.map { $0(h) } ?? h)
+    }
+
+    static let noEncoderMessage = "vae: these weights have no encoder (encoder.* tensors are missing)"
+
+    /// Mean and standard deviation from the encoder's moments [B, 2·latent, h, w].
+    func distribution(_ moments: Tensor) -> (mean: Tensor, std: Tensor) {
         let latent = config.latentChannels
         let mean = moments.channels(0..<latent)
         var std = moments.channels(latent..<(2 * latent))
@@ -67,7 +71,7 @@ public struct AutoencoderKL: Sendable {
 }
 
 /// The mid-block shared by encoder and decoder: resnet, single-head attention, resnet.
-private struct VAEMidBlock: Sendable {
+struct VAEMidBlock: Sendable {
     let first: ResnetBlock2D, second: ResnetBlock2D
     let norm: GroupNorm?, attention: Attention?
 
@@ -96,7 +100,7 @@ private struct VAEMidBlock: Sendable {
     }
 }
 
-private struct VAEEncoder: Sendable {
+struct VAEEncoder: Sendable {
     let convIn: Conv2D
     let blocks: [(resnets: [ResnetBlock2D], downsampler: Downsample2D?)]
     let mid: VAEMidBlock
@@ -138,7 +142,7 @@ private struct VAEEncoder: Sendable {
     }
 }
 
-private struct VAEDecoder: Sendable {
+struct VAEDecoder: Sendable {
     let convIn: Conv2D
     let mid: VAEMidBlock
     let blocks: [(resnets: [ResnetBlock2D], upsampler: Upsample2D?)]

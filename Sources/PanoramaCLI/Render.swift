@@ -75,6 +75,9 @@ struct Render: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Also save the final latents (safetensors, tensor \"latents\").", valueName: "file"))
     var latentsOut: String?
 
+    @Option(name: .long, help: ArgumentHelp("VAE decode: tiled (bounded memory, whole-image normalisation, exact 360° wrap) or whole (diffusers' single pass) (default tiled).", valueName: "method"))
+    var decode: String?
+
     @Option(name: .long, help: "Compute threads (default 2).")
     var threads: Int?
 
@@ -106,6 +109,11 @@ struct Render: ParsableCommand {
         settings.stride = stride ?? preset?.stride ?? 8
         settings.viewBatchSize = viewBatchSize ?? preset?.viewBatchSize ?? 1
         settings.circular = circular || (preset?.circular ?? false)
+        switch decode ?? "tiled" {
+        case "tiled": settings.decodeMethod = .tiled(VAETiling())
+        case "whole": settings.decodeMethod = .whole
+        case let other: throw ValidationError("unknown --decode \"\(other)\"; available: tiled, whole")
+        }
 
         let outputURL = try outputLocation(settings)
         let latentsOutURL = try latentsOut.map { try checkedWritable(URL(fileURLWithPath: $0), replace: true) }
@@ -131,7 +139,8 @@ struct Render: ParsableCommand {
                                         to: latentsOutURL)
         }
         progress.note("decoding")
-        let image = RGBImage(decoded: pipeline.decode(loop.latents, circular: settings.circular))
+        let image = RGBImage(decoded: try pipeline.decode(loop.latents, circular: settings.circular,
+                                                           method: settings.decodeMethod))
         try PNG.write(image, to: outputURL, text: [(key: "parameters", value: parameters(settings, model: model.name))])
         print(outputURL.path)
     }
@@ -146,6 +155,7 @@ struct Render: ParsableCommand {
         if s.eta > 0 { fields.append("Eta: \(formatNumber(s.eta))") }
         fields.append("MultiDiffusion stride: \(s.stride)")
         if s.circular { fields.append("Circular: true") }
+        if s.decodeMethod == .whole { fields.append("VAE decode: whole") }
         lines.append(fields.joined(separator: ", "))
         return lines.joined(separator: "\n")
     }

@@ -24,6 +24,8 @@ public struct PanoramaSettings: Sendable, Equatable {
     public var circular = false
     /// Use the text encoder's output this many layers before the last.
     public var clipSkip = 0
+    /// How the VAE decodes the canvas (tiled by default: same image, bounded memory).
+    public var decodeMethod: DecodeMethod = .tiled(VAETiling())
 
     public init(prompt: String, width: Int, height: Int) {
         self.prompt = prompt
@@ -117,19 +119,27 @@ public struct PanoramaPipeline: Sendable {
     }
 
     /// Peak memory of a render beyond the loaded weights: the UNet's activations for one batch of
-    /// windows, or the VAE decode of the whole canvas, whichever is larger. The decoder's last
-    /// upsampling makes a full-resolution map of twice its output width, and its first resnet then
-    /// holds that, its normalised copy and a few maps of the output width: about eight
-    /// full-resolution maps of the output width at once.
+    /// windows, or the VAE decode, whichever is larger. A whole-image decode's first full-size
+    /// resnet holds about eight maps of the output size at the decoder's last width at once; a
+    /// tiled decode holds a few tiles, the maps small enough to stay in memory (four at most at
+    /// once) and the image.
     public func estimatedMemory(_ settings: PanoramaSettings) -> Int {
         let window = model.latentWindow
         let unetChannels = model.unet.config.blockOutChannels[0]
         let cfg = settings.guidanceScale > 1 ? 2 : 1
         let unet = settings.viewBatchSize * cfg * window * window * unetChannels * 4 * 24
-        let padding = settings.circular ? 2 * Self.circularDecodePadding * vaeScale : 0
-        let pixels = (settings.width + padding) * settings.height
-        let decoderChannels = model.vae.config.blockOutChannels[0]
-        let vae = pixels * decoderChannels * 4 * 8
+        let vae: Int
+        switch settings.decodeMethod {
+        case .whole:
+            let padding = settings.circular ? 2 * Self.circularDecodePadding * vaeScale : 0
+            let pixels = (settings.width + padding) * settings.height
+            vae = pixels * model.vae.config.blockOutChannels[0] * 4 * 8
+        case .tiled(let tiling):
+            let pixels = settings.width * settings.height
+            let widest = model.vae.config.blockOutChannels.max() ?? 0
+            let largestMap = pixels * widest * 4
+            vae = 8 * tiling.tileElements * 4 + (32 << 20) + 4 * min(largestMap, tiling.memoryLimit) + 2 * pixels * 3 * 4
+        }
         return max(unet, vae)
     }
 
@@ -184,18 +194,34 @@ public struct PanoramaPipeline: Sendable {
                              viewBatchSize: settings.viewBatchSize, generator: generator)
     }
 
-    /// Decodes final latents to an image [1, 3, H, W] in [-1, 1]. In 360° mode the canvas is
-    /// padded with 8 latent columns from the opposite edge on each side before decoding and the
-    /// padding cropped after, as diffusers does, so the left and right edges of the image join.
-    public func decode(_ latents: Tensor, circular: Bool) -> Tensor {
+    /// Decodes final latents to an image [1, 3, H, W] in [-1, 1].
+    ///
+    /// `.tiled` (the default) decodes in tiles with whole-image GroupNorm statistics: the same
+    /// image as a whole-image decode with bounded memory, and in 360° mode a decoder that wraps
+    /// around the edges, so the image's left and right edges join exactly. `.whole` is diffusers'
+    /// decode: one pass over the canvas, and in 360° mode 8 latent columns from the opposite edge
+    /// padded on each side and cropped after.
+    public func decode(_ latents: Tensor, circular: Bool, method: DecodeMethod = .tiled(VAETiling())) throws -> Tensor {
         let scaled = latents / model.vae.scalingFactor
-        guard circular else { return model.vae.decode(scaled) }
-        let w = scaled.shape[3], pad = min(Self.circularDecodePadding, w)
-        let padded = Tensor.concatenate([scaled.columns((w - pad)..<w), scaled, scaled.columns(0..<pad)], dimension: 3)
-        let image = model.vae.decode(padded)
-        let crop = pad * vaeScale
-        return image.columns(crop..<(image.shape[3] - crop))
+        switch method {
+        case .tiled(var tiling):
+            tiling.circular = circular
+            return try model.vae.decode(scaled, tiling: tiling)
+        case .whole:
+            guard circular else { return model.vae.decode(scaled) }
+            let w = scaled.shape[3], pad = min(Self.circularDecodePadding, w)
+            let padded = Tensor.concatenate([scaled.columns((w - pad)..<w), scaled, scaled.columns(0..<pad)], dimension: 3)
+            let image = model.vae.decode(padded)
+            let crop = pad * vaeScale
+            return image.columns(crop..<(image.shape[3] - crop))
+        }
     }
+}
+
+/// How the VAE decodes a canvas (see `PanoramaPipeline.decode`).
+public enum DecodeMethod: Sendable, Equatable {
+    case tiled(VAETiling)
+    case whole
 }
 
 extension Tensor {

@@ -151,3 +151,23 @@ extension Tensor {
         }
     }
 }
+
+extension Tensor {
+    /// Rows `rows` and columns `columns` of every plane of an NCHW tensor.
+    public func cropped(rows: Range<Int>, columns: Range<Int>) -> Tensor {
+        let (n, c, h, w) = (shape[0], shape[1], shape[2], shape[3])
+        precondition(rows.lowerBound >= 0 && rows.upperBound <= h && columns.lowerBound >= 0 && columns.upperBound <= w,
+                     "cropped: rows \(rows), columns \(columns) of \(shape)")
+        let (oh, ow) = (rows.count, columns.count)
+        return Tensor(uninitializedShape: [n, c, oh, ow]) { out in
+            withUnsafeBufferPointer { src in
+                for plane in 0..<(n * c) {
+                    for y in 0..<oh {
+                        let s = src.baseAddress! + plane * h * w + (rows.lowerBound + y) * w + columns.lowerBound
+                        (out.baseAddress! + plane * oh * ow + y * ow).update(from: s, count: ow)
+                    }
+                }
+            }
+        }
+    }
+}

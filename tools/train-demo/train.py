@@ -147,9 +147,16 @@ def vae_model():
 
 def make_tokenizer(args):
     from transformers import CLIPTokenizer
-    return CLIPTokenizer(vocab_file=os.path.join(args.vocab_dir, "vocab.json"),
-                         merges_file=os.path.join(args.vocab_dir, "merges.txt"),
-                         pad_token="<|endoftext|>", model_max_length=configs.MAX_TOKENS)
+    # transformers 5 takes `vocab` / `merges`; the old `vocab_file` / `merges_file` names are
+    # silently ignored and give an empty vocabulary (every word -> id 2), which trained the
+    # first UNet run unconditionally. The check below makes that mistake impossible.
+    tok = CLIPTokenizer(vocab=os.path.join(args.vocab_dir, "vocab.json"),
+                        merges=os.path.join(args.vocab_dir, "merges.txt"),
+                        pad_token="<|endoftext|>", model_max_length=configs.MAX_TOKENS)
+    ids = tok("snowy mountains at sunset").input_ids
+    if ids != [49406, 14191, 5873, 536, 3424, 49407]:
+        raise SystemExit(f"tokenizer from {args.vocab_dir} is not the CLIP BPE vocabulary: {ids}")
+    return tok
 
 
 def tokenize(tok, texts):

@@ -10,7 +10,7 @@ import Weights
 
 /// The rows `panorama-benchmarks` measures, in the order `all` runs them.
 let rowNames = ["sgemm", "text-encoder", "unet", "unet-layers", "vae-decode-512", "vae-layers", "vae-decode-4096",
-                "panorama-step", "load"]
+                "vae-decode-512-tiled", "vae-decode-4096-tiled", "panorama-step", "load"]
 
 /// Command-line settings shared by every row.
 struct Options {
@@ -117,17 +117,19 @@ func runRow(_ row: String, _ o: Options) throws -> RowResult {
         result.flopBreakdown = flops.breakdown
         result.extra["output max |x|"] = Double(out.maxAbs)
 
-    case "vae-decode-512", "vae-decode-4096":
-        let wide = row == "vae-decode-4096"
+    case "vae-decode-512", "vae-decode-4096", "vae-decode-512-tiled", "vae-decode-4096-tiled":
+        let wide = row.hasPrefix("vae-decode-4096"), tiled = row.hasSuffix("-tiled")
         let vae = try AutoencoderKL(config: folder.config(AutoencoderKLConfig.self, for: "vae"),
                                     weights: folder.weights(for: "vae"))
         let latents = generator.randn([1, 4, 64, wide ? 512 : 64])
         var out = latents
         let warmups = o.warmups ?? (wide ? 0 : 1), runs = o.runs ?? (wide ? 1 : 3)
         probe = LoadProbe()
-        let seconds = time(warmups: warmups, runs: runs) { out = vae.decode(latents) }
+        let seconds = try time(warmups: warmups, runs: runs) {
+            out = tiled ? try vae.decode(latents, tiling: VAETiling()) : vae.decode(latents)
+        }
         let flops = vaeDecodeFlops(vae.config, batch: 1, height: 64, width: wide ? 512 : 64)
-        result = RowResult(row: row, what: "VAE decode 64x\(wide ? 512 : 64) latent -> 512x\(wide ? 4096 : 512)",
+        result = RowResult(row: row, what: "VAE decode 64x\(wide ? 512 : 64) latent -> 512x\(wide ? 4096 : 512)\(tiled ? ", tiled (default VAETiling)" : "")",
                            seconds: seconds, warmups: warmups, gflop: flops.gflop)
         result.flopBreakdown = flops.breakdown
         result.extra["output max |x|"] = Double(out.maxAbs)

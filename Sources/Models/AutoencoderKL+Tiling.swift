@@ -1,0 +1,209 @@
+import Foundation
+import Tensors
+
+/// How a tiled VAE pass cuts its work.
+///
+/// The tiled pass computes the same function as the whole-image pass: each layer runs tile by
+/// tile over a map kept in a `CanvasStore`, every convolution reads its tile with the one-pixel
+/// border it needs from the neighbouring tiles, and every GroupNorm uses the mean and variance of
+/// the whole map, accumulated while the previous layer wrote its tiles. So tile borders cannot
+/// show and colours do not shift from tile to tile. Memory is bounded by the tile size plus the
+/// maps small enough to keep in memory; larger maps go to temporary files.
+///
+/// The one exception is the mid-block attention, which is global: above `attentionTokenLimit`
+/// latent positions it attends within windows of at most that many positions instead.
+public struct VAETiling: Sendable, Equatable {
+    /// Floats (channels x pixels) in one tile of a layer's output; sets each layer's tile side.
+    public var tileElements: Int
+    /// A fixed tile side, in output pixels of every layer, instead of `tileElements`.
+    public var tileSide: Int?
+    /// Maps of at most this many bytes stay in memory; larger ones live in temporary files.
+    public var memoryLimit: Int
+    /// Where those files go (they are unlinked at creation and vanish with the process).
+    public var temporaryDirectory: String
+    /// The largest number of latent positions the mid-block attention sees at once.
+    public var attentionTokenLimit: Int
+    /// 360° images: convolutions wrap around the left and right edges instead of seeing zeros.
+    public var circular: Bool
+
+    public init(tileElements: Int = 4 << 20, tileSide: Int? = nil, memoryLimit: Int = 256 << 20,
+                temporaryDirectory: String = NSTemporaryDirectory(), attentionTokenLimit: Int = 65536,
+                circular: Bool = false) {
+        precondition(tileSide.map { $0 > 0 } ?? true && tileElements > 0 && attentionTokenLimit > 0)
+        self.tileElements = tileElements
+        self.tileSide = tileSide
+        self.memoryLimit = memoryLimit
+        self.temporaryDirectory = temporaryDirectory
+        self.attentionTokenLimit = attentionTokenLimit
+        self.circular = circular
+    }
+}
+
+extension AutoencoderKL {
+    /// `decode(_:)` computed in tiles (see `VAETiling`): the same images, with memory bounded by
+    /// the tiles, and with `tiling.circular` an image whose left and right edges join.
+    public func decode(_ latents: Tensor, tiling: VAETiling) throws -> Tensor {
+        let runner = TiledRunner(tiling: tiling, groups: config.normNumGroups)
+        let images = try (0..<latents.shape[0]).map { b in
+            var h = try runner.map(latents.batch(b))
+            if let postQuantConv { h = try runner.convolve(h, norm: nil, postQuantConv) }
+            h = try runner.convolve(h, norm: nil, decoder.convIn)
+            h = try runner.mid(h, decoder.mid)
+            for block in decoder.blocks {
+                for resnet in block.resnets { h = try runner.resnet(h, resnet) }
+                if let up = block.upsampler { h = try runner.convolve(h, norm: nil, up.conv, upsample: true) }
+            }
+            return try runner.convolve(h, norm: decoder.normOut, decoder.convOut).store.tensor()
+        }
+        return images.count == 1 ? images[0] : Tensor.concatenate(images, dimension: 0)
+    }
+
+    /// `encode(_:)` computed in tiles (see `VAETiling`).
+    public func encode(_ images: Tensor, tiling: VAETiling) throws -> (mean: Tensor, std: Tensor) {
+        guard let encoder else { throw ModelError.invalidInput(Self.noEncoderMessage) }
+        let runner = TiledRunner(tiling: tiling, groups: config.normNumGroups)
+        let moments = try (0..<images.shape[0]).map { b in
+            var h = try runner.map(images.batch(b))
+            h = try runner.convolve(h, norm: nil, encoder.convIn)
+            for block in encoder.blocks {
+                for resnet in block.resnets { h = try runner.resnet(h, resnet) }
+                if let down = block.downsampler { h = try runner.convolve(h, norm: nil, down.conv) }
+            }
+            h = try runner.mid(h, encoder.mid)
+            h = try runner.convolve(h, norm: encoder.normOut, encoder.convOut)
+            if let quantConv { h = try runner.convolve(h, norm: nil, quantConv) }
+            return try h.store.tensor()
+        }
+        return distribution(moments.count == 1 ? moments[0] : Tensor.concatenate(moments, dimension: 0))
+    }
+}
+
+/// A map produced by a tiled pass, with the group statistics of its values (nil when its
+/// channels do not divide into the groups: images and latents, which no GroupNorm reads).
+struct TiledMap {
+    let store: CanvasStore
+    let statistics: GroupStatistics?
+}
+
+/// Runs VAE layers over `TiledMap`s tile by tile.
+struct TiledRunner {
+    let tiling: VAETiling
+    let groups: Int
+
+    private func newStore(channels: Int, height: Int, width: Int) throws -> CanvasStore {
+        try CanvasStore(channels: channels, height: height, width: width, memoryLimit: tiling.memoryLimit,
+                        directory: tiling.temporaryDirectory)
+    }
+
+    private func newStatistics(channels: Int) -> GroupStatistics? {
+        channels % groups == 0 ? GroupStatistics(groups: groups) : nil
+    }
+
+    func map(_ tensor: Tensor) throws -> TiledMap {
+        let store = try newStore(channels: tensor.shape[1], height: tensor.shape[2], width: tensor.shape[3])
+        try store.write(tensor, row: 0, column: 0)
+        var statistics = newStatistics(channels: tensor.shape[1])
+        statistics?.accumulate(tensor)
+        return TiledMap(store: store, statistics: statistics)
+    }
+
+    /// `conv(silu(norm(x)))`, optionally on the 2x nearest upsampling of the input, plus
+    /// `shortcut(residual)` (or `residual`) — every convolution of the VAE has this form.
+    func convolve(_ input: TiledMap, norm: GroupNorm?, _ conv: Conv2D, upsample: Bool = false,
+                  residual: TiledMap? = nil, shortcut: Conv2D? = nil) throws -> TiledMap {
+        let source = input.store
+        let (cin, cout, k) = (source.channels, conv.weight.shape[0], conv.weight.shape[2])
+        let (s, pad, circular) = (conv.stride, conv.padding, tiling.circular)
+        let factor = upsample ? 2 : 1
+        let (hc, wc) = (source.height * factor, source.width * factor)  // the convolution's input
+        let hout = (hc + pad.top + pad.bottom - k) / s + 1
+        let wout = circular ? (wc + s - 1) / s : (wc + pad.left + pad.right - k) / s + 1
+        let moments = norm.map { _ in input.statistics! }
+        let side = tiling.tileSide
+            ?? max(8, Int(Double(tiling.tileElements / max(cin, cout)).squareRoot()))
+        let output = try newStore(channels: cout, height: hout, width: wout)
+        var statistics = newStatistics(channels: cout)
+
+        for oy in stride(from: 0, to: hout, by: side) {
+            let rows = oy..<min(hout, oy + side)
+            for ox in stride(from: 0, to: wout, by: side) {
+                let columns = ox..<min(wout, ox + side)
+                // The convolution input this tile needs, and the part of it outside the map,
+                // which the convolution pads with zeros (or, wrapping, reads from the other side).
+                let top = rows.lowerBound * s - pad.top, bottom = (rows.upperBound - 1) * s - pad.top + k
+                let left = columns.lowerBound * s - pad.left, right = (columns.upperBound - 1) * s - pad.left + k
+                let y0 = max(top, 0), y1 = min(bottom, hc)
+                let x0 = circular ? left : max(left, 0), x1 = circular ? right : min(right, wc)
+                let tilePadding = Padding2D(top: y0 - top, bottom: bottom - y1, left: x0 - left, right: right - x1)
+
+                let sy0 = floorDivide(y0, factor), sy1 = floorDivide(y1 - 1, factor) + 1
+                let sx0 = floorDivide(x0, factor), sx1 = floorDivide(x1 - 1, factor) + 1
+                var x = try source.read(rows: sy0..<sy1, columns: sx0..<sx1, wrap: circular)
+                if let norm, let moments {
+                    x = groupNorm(x, statistics: moments, weight: norm.weight, bias: norm.bias, eps: norm.eps,
+                                  activation: .silu)
+                }
+                if upsample {
+                    x = x.upsampledNearest(height: 2 * (sy1 - sy0), width: 2 * (sx1 - sx0))
+                        .cropped(rows: (y0 - 2 * sy0)..<(y1 - 2 * sy0), columns: (x0 - 2 * sx0)..<(x1 - 2 * sx0))
+                }
+                var y = conv2d(x, weight: conv.weight, bias: conv.bias, stride: s, padding: tilePadding)
+                precondition(y.shape == [1, cout, rows.count, columns.count], "tiled conv: \(y.shape) for \(rows) x \(columns)")
+                if let residual {
+                    let r = try residual.store.read(rows: rows, columns: columns)
+                    y += shortcut.map { $0(r) } ?? r
+                }
+                statistics?.accumulate(y)
+                try output.write(y, row: rows.lowerBound, column: columns.lowerBound)
+            }
+        }
+        return TiledMap(store: output, statistics: statistics)
+    }
+
+    func resnet(_ x: TiledMap, _ block: ResnetBlock2D) throws -> TiledMap {
+        precondition(block.timeProjection == nil && block.outputScale == 1, "tiled resnet: VAE blocks only")
+        let h = try convolve(x, norm: block.norm1, block.conv1)
+        return try convolve(h, norm: block.norm2, block.conv2, residual: x, shortcut: block.shortcut)
+    }
+
+    func mid(_ x: TiledMap, _ block: VAEMidBlock) throws -> TiledMap {
+        var h = try resnet(x, block.first)
+        if let norm = block.norm, let attention = block.attention { h = try attend(h, norm: norm, attention) }
+        return try resnet(h, block.second)
+    }
+
+    /// `attention(norm(x)) + x` over the whole map, or over windows when it has more positions
+    /// than `tiling.attentionTokenLimit`.
+    func attend(_ input: TiledMap, norm: GroupNorm, _ attention: Attention) throws -> TiledMap {
+        let source = input.store
+        let (c, h, w) = (source.channels, source.height, source.width)
+        let output = try newStore(channels: c, height: h, width: w)
+        var statistics = newStatistics(channels: c)
+        let limit = tiling.attentionTokenLimit
+        let (rowSplit, columnSplit) = h * w <= limit ? (1, 1) : windowGrid(height: h, width: w, limit: limit)
+        for i in 0..<rowSplit {
+            let rows = (i * h / rowSplit)..<((i + 1) * h / rowSplit)
+            for j in 0..<columnSplit {
+                let columns = (j * w / columnSplit)..<((j + 1) * w / columnSplit)
+                let x = try source.read(rows: rows, columns: columns)
+                let n = groupNorm(x, statistics: input.statistics!, weight: norm.weight, bias: norm.bias, eps: norm.eps)
+                let y = attention(n.nchwToTokens()).tokensToNCHW(height: rows.count, width: columns.count) + x
+                statistics?.accumulate(y)
+                try output.write(y, row: rows.lowerBound, column: columns.lowerBound)
+            }
+        }
+        return TiledMap(store: output, statistics: statistics)
+    }
+
+    /// The fewest near-square windows of at most `limit` positions covering a map.
+    private func windowGrid(height h: Int, width w: Int, limit: Int) -> (Int, Int) {
+        let side = max(1, Int(Double(limit).squareRoot()))
+        var rows = (h + side - 1) / side, columns = (w + side - 1) / side
+        while ((h + rows - 1) / rows) * ((w + columns - 1) / columns) > limit {
+            if (h + rows - 1) / rows >= (w + columns - 1) / columns { rows += 1 } else { columns += 1 }
+        }
+        return (rows, columns)
+    }
+}
+
+private func floorDivide(_ a: Int, _ b: Int) -> Int { a >= 0 ? a / b : -((-a + b - 1) / b) }
