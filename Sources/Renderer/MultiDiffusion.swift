@@ -23,7 +23,7 @@ public struct Guidance: Sendable, Equatable {
 
 /// What one denoising step did, for progress reports.
 public struct StepReport: Sendable {
-    /// 0-based index of the step just finished.
+    /// 0-based index of the step just finished, counted from the loop's first step.
     public let index: Int
     public let count: Int
     public let timestep: Int
@@ -47,7 +47,8 @@ public struct DenoisingLoop<S: Scheduler>: IteratorProtocol, Sequence {
     private let viewBatchSize: Int
     private var states: [S.ViewState]
     private var generator: TorchGenerator
-    private var stepIndex = 0
+    private var stepIndex: Int
+    private let firstStep: Int
     /// Per-window fusion weights (nil: uniform), flattened [height · width].
     public var viewWeights: [[Float]?]
 
@@ -55,9 +56,14 @@ public struct DenoisingLoop<S: Scheduler>: IteratorProtocol, Sequence {
     ///   - latents: the starting canvas [1, C, h, w], already scaled by the scheduler's initial sigma.
     ///   - generator: the source of any noise the scheduler needs (DDIM with eta > 0), drawn per
     ///     batch of windows in order, as diffusers draws it.
+    ///   - firstStep: the index in `scheduler.timesteps` to start from (img2img skips the first
+    ///     steps; `latents` are then noised to that step's timestep).
     public init(unet: UNet2DConditionModel, scheduler: S, guidance: Guidance, latents: Tensor,
-                tiler: ViewTiler, viewBatchSize: Int = 1, generator: TorchGenerator) {
+                tiler: ViewTiler, viewBatchSize: Int = 1, generator: TorchGenerator, firstStep: Int = 0) {
         precondition(viewBatchSize >= 1, "viewBatchSize must be at least 1")
+        precondition(firstStep >= 0 && firstStep <= scheduler.timesteps.count, "firstStep \(firstStep) out of range")
+        self.firstStep = firstStep
+        self.stepIndex = firstStep
         self.unet = unet
         self.scheduler = scheduler
         self.guidance = guidance
@@ -69,7 +75,8 @@ public struct DenoisingLoop<S: Scheduler>: IteratorProtocol, Sequence {
         self.viewWeights = Array(repeating: nil, count: views.count)
     }
 
-    public var stepCount: Int { scheduler.timesteps.count }
+    /// Steps this loop runs.
+    public var stepCount: Int { scheduler.timesteps.count - firstStep }
 
     public mutating func next() -> StepReport? {
         guard stepIndex < scheduler.timesteps.count else { return nil }
@@ -91,7 +98,7 @@ public struct DenoisingLoop<S: Scheduler>: IteratorProtocol, Sequence {
         }
         latents = fuser.fused()
         stepIndex += 1
-        return StepReport(index: stepIndex - 1, count: scheduler.timesteps.count, timestep: t,
+        return StepReport(index: stepIndex - 1 - firstStep, count: stepCount, timestep: t,
                           views: views.count, latents: latents)
     }
 

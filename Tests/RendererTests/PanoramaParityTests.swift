@@ -14,7 +14,10 @@ final class PanoramaParityTests: XCTestCase {
         .deletingLastPathComponent().appendingPathComponent("Fixtures")
     nonisolated(unsafe) static var loaded: PanoramaPipeline?
 
-    func pipeline() throws -> PanoramaPipeline {
+    func pipeline() throws -> PanoramaPipeline { try Self.sharedPipeline() }
+
+    /// tiny-pano, loaded once for all tests.
+    static func sharedPipeline() throws -> PanoramaPipeline {
         if let p = Self.loaded { return p }
         let p = PanoramaPipeline(model: try StableDiffusionModel(folder: Self.fixtures.appendingPathComponent("models/tiny-pano")))
         Self.loaded = p

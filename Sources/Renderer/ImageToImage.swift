@@ -1,0 +1,59 @@
+import Models
+import Schedulers
+import Tensors
+
+extension PanoramaPipeline {
+    /// The steps img2img runs at `strength`, as diffusers' img2img pipelines count them: the last
+    /// ⌊steps · strength⌋ of the schedule. Returns the index of the first step to run.
+    public static func firstImageToImageStep(steps: Int, strength: Double) -> Int {
+        let run = min(Int(Double(steps) * strength), steps)
+        return max(steps - run, 0)
+    }
+
+    static func checkStrength(_ strength: Double) throws {
+        guard strength.isFinite && strength >= 0 && strength <= 1 else {
+            throw RenderError.invalidSetting("strength must be between 0 and 1, not \(strength)")
+        }
+    }
+
+    /// The denoising loop of an img2img pass over a whole canvas (the tiled upscaler's core):
+    /// `image` [1, 3, H, W] in [-1, 1] at the settings' size is encoded in tiles (the mean of the
+    /// latent distribution), noised to the first step's timestep with noise from the seed
+    /// (`torch.randn` with `Generator().manual_seed(seed)`, as diffusers draws it), and then
+    /// denoised by MultiDiffusion windows from that step on.
+    ///
+    /// diffusers' img2img samples the latent distribution instead of taking its mean; given the
+    /// same latents (its `image` argument accepts them), the two agree exactly.
+    public func imageToImageLoop(_ settings: PanoramaSettings, image: Tensor, strength: Double,
+                                 encodeTiling: VAETiling = VAETiling()) throws -> DenoisingLoop<DDIMScheduler> {
+        try Self.checkStrength(strength)
+        let expected = [1, 3, settings.height, settings.width]
+        guard image.shape == expected else {
+            throw RenderError.invalidSize("the image is \(image.shape) but the settings ask for \(expected)")
+        }
+        var tiling = encodeTiling
+        tiling.circular = settings.circular
+        let latents = try model.vae.encode(image, tiling: tiling).mean * model.vae.scalingFactor
+        return try imageToImageLoop(settings, latents: latents, strength: strength)
+    }
+
+    /// As `imageToImageLoop(_:image:strength:)`, from already encoded (and scaled) latents.
+    public func imageToImageLoop(_ settings: PanoramaSettings, latents: Tensor,
+                                 strength: Double) throws -> DenoisingLoop<DDIMScheduler> {
+        try Self.checkStrength(strength)
+        try checkLatents(latents, for: settings)
+        let scheduler = try makeScheduler(settings)
+        let first = Self.firstImageToImageStep(steps: scheduler.timesteps.count, strength: strength)
+        var generator = TorchGenerator(seed: settings.seed)
+        var start = latents
+        if first < scheduler.timesteps.count {
+            let noise = generator.randn(latents.shape)
+            start = scheduler.addNoise(latents, noise: noise, timestep: scheduler.timesteps[first])
+        }
+        return DenoisingLoop(unet: model.unet, scheduler: scheduler, guidance: try guidance(settings),
+                             latents: start,
+                             tiler: ViewTiler(window: model.latentWindow, stride: settings.stride,
+                                              circular: settings.circular),
+                             viewBatchSize: settings.viewBatchSize, generator: generator, firstStep: first)
+    }
+}
