@@ -9,7 +9,7 @@ final class CLITests: XCTestCase {
     static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("Fixtures")
     static let tinyModel = fixtures.appendingPathComponent("models/tiny-pano").path
-    private var folder: URL!
+    var folder: URL!
 
     override func setUpWithError() throws {
         folder = FileManager.default.temporaryDirectory.appendingPathComponent("cli-tests-\(UUID().uuidString)")
@@ -45,7 +45,7 @@ final class CLITests: XCTestCase {
                       stderr: String(decoding: stderr, as: UTF8.self))
     }
 
-    private var pngFiles: [String] {
+    var pngFiles: [String] {
         ((try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? []).filter { $0.hasSuffix(".png") || $0.contains("partial") }
     }
 

@@ -1,0 +1,173 @@
+import ArgumentParser
+import Foundation
+import Imaging
+import Models
+import Renderer
+import Tensors
+
+/// The options every generating command shares (render, upscale): prompt, sampler, model,
+/// preset, output and progress.
+struct GenerationOptions: ParsableArguments {
+    @Option(name: .long, help: "What to render.")
+    var prompt: String
+
+    @Option(name: .long, help: "What to steer away from (default: empty).")
+    var negativePrompt: String?
+
+    @Option(name: .long, help: "Denoising steps (default 50).")
+    var steps: Int?
+
+    @Option(name: .long, help: "Classifier-free guidance scale; 1 or less disables guidance (default 7.5).")
+    var guidance: Float?
+
+    @Option(name: .long, help: "Random seed (default: a random one, printed).")
+    var seed: UInt64?
+
+    @Option(name: .long, help: "Sampler: ddim (default ddim).")
+    var scheduler: String?
+
+    @Option(name: .long, help: "DDIM eta: 0 is deterministic, 1 adds the most fresh noise (default 0).")
+    var eta: Float?
+
+    @Option(name: .long, help: "Window stride in latent pixels (8 pixels each); smaller is smoother and slower (default 8).")
+    var stride: Int?
+
+    @Option(name: .long, help: "Windows per UNet call (default 1).")
+    var viewBatchSize: Int?
+
+    @Option(name: .long, help: ArgumentHelp("A Stable Diffusion 1.x/2.x diffusers folder (default: the bundled \(Resources.defaultModelName) model).", valueName: "dir"))
+    var model: String?
+
+    @Option(name: .long, help: ArgumentHelp("Named defaults from presets/ (see `panorama presets`); flags override it. A preset named like the model's folder applies by itself.", valueName: "name"))
+    var preset: String?
+
+    @Option(name: .shortAndLong, help: ArgumentHelp("Output PNG (default: a name from the size and seed).", valueName: "file.png"))
+    var output: String?
+
+    @Flag(name: .long, help: "Replace the output file if it exists.")
+    var overwrite = false
+
+    @Option(name: .long, help: ArgumentHelp("VAE decode: tiled (bounded memory, whole-image normalisation, exact 360° wrap) or whole (diffusers' single pass) (default tiled).", valueName: "method"))
+    var decode: String?
+
+    @Option(name: .long, help: "Compute threads (default 2).")
+    var threads: Int?
+
+    @Flag(name: .long, help: "No progress output.")
+    var quiet = false
+
+    /// Applies --threads and finds the model folder and the preset in force (the model's own
+    /// preset under an explicit --preset).
+    func setUp() throws -> (model: URL, preset: Preset?) {
+        if let threads {
+            guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
+            Compute.threads = threads
+        }
+        let modelURL = try modelLocation()
+        let modelPreset = try Preset.all(required: false).first { $0.name == modelURL.lastPathComponent }?.preset
+        let preset = try self.preset.map(Preset.named).map { $0.over(modelPreset) } ?? modelPreset
+        let schedulerName = scheduler ?? preset?.scheduler ?? "ddim"
+        guard schedulerName == "ddim" else {
+            throw ValidationError("unknown scheduler \"\(schedulerName)\"; available: ddim")
+        }
+        return (modelURL, preset)
+    }
+
+    /// Settings for a `width` x `height` canvas from these options over `preset`.
+    func settings(width: Int, height: Int, circular: Bool, preset: Preset?) throws -> PanoramaSettings {
+        var s = PanoramaSettings(prompt: prompt, width: width, height: height)
+        s.negativePrompt = negativePrompt ?? preset?.negativePrompt ?? ""
+        s.steps = steps ?? preset?.steps ?? 50
+        s.guidanceScale = guidance ?? preset?.guidance ?? 7.5
+        s.seed = seed ?? UInt64.random(in: 0..<(1 << 32))
+        s.eta = eta ?? preset?.eta ?? 0
+        s.stride = stride ?? preset?.stride ?? 8
+        s.viewBatchSize = viewBatchSize ?? preset?.viewBatchSize ?? 1
+        s.circular = circular
+        switch decode ?? "tiled" {
+        case "tiled": s.decodeMethod = .tiled(VAETiling())
+        case "whole": s.decodeMethod = .whole
+        case let other: throw ValidationError("unknown --decode \"\(other)\"; available: tiled, whole")
+        }
+        return s
+    }
+
+    /// The generation parameters in the "parameters" text format of AUTOMATIC1111, which ComfyUI
+    /// and image browsers also read; `extra` fields follow the standard ones.
+    func parameters(_ s: PanoramaSettings, model: String, extra: [String] = []) -> String {
+        var lines = [s.prompt]
+        if !s.negativePrompt.isEmpty { lines.append("Negative prompt: \(s.negativePrompt)") }
+        var fields = ["Steps: \(s.steps)", "Sampler: DDIM", "CFG scale: \(formatNumber(s.guidanceScale))",
+                      "Seed: \(s.seed)", "Size: \(s.width)x\(s.height)", "Model: \(model)"]
+        if s.eta > 0 { fields.append("Eta: \(formatNumber(s.eta))") }
+        fields += extra
+        fields.append("MultiDiffusion stride: \(s.stride)")
+        if s.circular { fields.append("Circular: true") }
+        if s.decodeMethod == .whole { fields.append("VAE decode: whole") }
+        lines.append(fields.joined(separator: ", "))
+        return lines.joined(separator: "\n")
+    }
+
+    private func formatNumber(_ x: Float) -> String {
+        x == x.rounded() ? String(format: "%.1f", x) : String(x)
+    }
+
+    private func modelLocation() throws -> URL {
+        if let model { return URL(fileURLWithPath: (model as NSString).expandingTildeInPath) }
+        guard let url = Resources.defaultModel else {
+            throw ValidationError("no model: pass --model DIR (a Stable Diffusion diffusers folder); the bundled model models/\(Resources.defaultModelName) was not found")
+        }
+        return url
+    }
+
+    /// The output path, checked before any work: not an existing file unless --overwrite, and in
+    /// a writable folder. Without --output, the first free name `base.png`, `base-2.png`, ….
+    func outputLocation(defaultBase base: String) throws -> URL {
+        if let output {
+            guard output.lowercased().hasSuffix(".png") else {
+                throw ValidationError("--output must name a .png file, not \(output)")
+            }
+            return try checkedWritable(URL(fileURLWithPath: output), replace: overwrite)
+        }
+        var candidate = URL(fileURLWithPath: "\(base).png")
+        var n = 2
+        while FileManager.default.fileExists(atPath: candidate.path) {
+            candidate = URL(fileURLWithPath: "\(base)-\(n).png")
+            n += 1
+        }
+        return try checkedWritable(candidate, replace: false)
+    }
+
+    func checkedWritable(_ url: URL, replace: Bool) throws -> URL {
+        let fm = FileManager.default
+        var isDirectory: ObjCBool = false
+        if fm.fileExists(atPath: url.path, isDirectory: &isDirectory) {
+            if isDirectory.boolValue { throw ValidationError("\(url.path) is a folder, not a file") }
+            if !replace { throw ValidationError("\(url.path) exists; pass --overwrite to replace it") }
+        }
+        let folder = url.deletingLastPathComponent().path
+        guard fm.fileExists(atPath: folder, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw ValidationError("cannot write \(url.path): the folder \(folder) does not exist")
+        }
+        guard access(folder, W_OK) == 0 else {
+            throw ValidationError("cannot write \(url.path): the folder \(folder) is not writable")
+        }
+        return url
+    }
+
+    /// Runs `loop` to the end with progress, hands the final latents to `denoised`, then decodes
+    /// and writes the PNG with `parameters`.
+    func finish<S>(_ loop: inout DenoisingLoop<S>, pipeline: PanoramaPipeline, settings: PanoramaSettings,
+                   progress: inout ProgressReporter, output: URL, parameters: String,
+                   denoised: (Tensor) throws -> Void = { _ in }) throws {
+        progress.beginSteps()
+        while let report = loop.next() {
+            progress.step(report.index + 1, of: report.count, views: report.views)
+        }
+        try denoised(loop.latents)
+        progress.note("decoding")
+        let image = RGBImage(decoded: try pipeline.decode(loop.latents, circular: settings.circular,
+                                                           method: settings.decodeMethod))
+        try PNG.write(image, to: output, text: [(key: "parameters", value: parameters)])
+    }
+}

@@ -1,0 +1,88 @@
+import ArgumentParser
+import Foundation
+import Imaging
+import Models
+import Renderer
+
+/// `panorama upscale`: enlarge an image and let the model add detail, window by window.
+struct Upscale: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Enlarge an image and add detail with the model, tile by tile.",
+        discussion: """
+            The image is resized (Lanczos, in linear light), encoded by the VAE in tiles, noised \
+            to --strength (img2img), denoised by overlapping MultiDiffusion windows and decoded in \
+            tiles. The tiled VAE normalises with whole-image statistics, so tiles leave no seams \
+            and memory stays bounded however large the image.
+
+            Examples:
+              panorama upscale --input panorama.png --scale 2 --prompt "snowy mountains at sunset"
+              panorama upscale --input photo.png --W 2048 --prompt "a lake" --strength 0.3 --steps 30
+            """)
+
+    @Option(name: .long, help: ArgumentHelp("The image to enlarge: PNG, 8 or 16 bits, grey, RGB, RGBA (alpha is dropped) or palette.", valueName: "file.png"))
+    var input: String
+
+    @Option(name: .long, help: "Enlargement factor; the size is rounded to multiples of 8 (default 2).")
+    var scale: Double?
+
+    @Option(name: .customLong("W"), help: ArgumentHelp("Target width instead of --scale (the height follows the aspect ratio unless --H is given).", valueName: "pixels"))
+    var width: Int?
+
+    @Option(name: .customLong("H"), help: ArgumentHelp("Target height instead of --scale.", valueName: "pixels"))
+    var height: Int?
+
+    @Option(name: .long, help: "How much to change: 0 keeps the image, 1 redraws it from noise (default 0.35).")
+    var strength: Double?
+
+    @Flag(name: .long, help: "The input is a 360° panorama: windows and the VAE wrap around its left and right edges.")
+    var circular = false
+
+    @OptionGroup var options: GenerationOptions
+
+    func run() throws {
+        var progress = ProgressReporter(quiet: options.quiet)
+        let strength = self.strength ?? 0.35
+        guard strength.isFinite && strength >= 0 && strength <= 1 else {
+            throw ValidationError("--strength must be between 0 and 1, not \(strength)")
+        }
+        if let scale { guard scale.isFinite && scale > 0 else { throw ValidationError("--scale must be more than 0, not \(scale)") } }
+        let (modelURL, preset) = try options.setUp()
+        let inputURL = URL(fileURLWithPath: input)
+        let source = try PNG.read(inputURL)
+        let (targetWidth, targetHeight) = targetSize(source)
+        let settings = try options.settings(width: targetWidth, height: targetHeight, circular: circular, preset: preset)
+        let stem = inputURL.deletingPathExtension().lastPathComponent
+        let outputURL = try options.outputLocation(defaultBase: "\(stem)-upscaled-\(targetWidth)x\(targetHeight)-\(settings.seed)")
+
+        let loadStart = Date()
+        progress.note("loading \(modelURL.path)")
+        let model = try StableDiffusionModel(folder: modelURL)
+        let pipeline = PanoramaPipeline(model: model)
+        try pipeline.validate(settings)
+        progress.note(String(format: "model loaded in %.1f s; seed %llu", Date().timeIntervalSince(loadStart), settings.seed))
+
+        progress.note("\(source.width)x\(source.height) -> \(targetWidth)x\(targetHeight): resizing and encoding")
+        let image = source.resized(width: targetWidth, height: targetHeight).tensor()
+        var loop = try pipeline.imageToImageLoop(settings, image: image, strength: strength)
+        progress.note("\(loop.views.count) windows x \(loop.stepCount) of \(settings.steps) steps (strength \(strength))")
+        let extra = ["Denoising strength: \(strength)", "Upscaled from: \(source.width)x\(source.height)"]
+        try options.finish(&loop, pipeline: pipeline, settings: settings, progress: &progress, output: outputURL,
+                           parameters: options.parameters(settings, model: model.name, extra: extra))
+        print(outputURL.path)
+    }
+
+    /// --W/--H when given (one of them: the other from the aspect ratio), else the input times
+    /// --scale; computed sizes are rounded to multiples of 8, explicit ones are checked later.
+    func targetSize(_ image: RGBImage) -> (Int, Int) {
+        func rounded(_ x: Double) -> Int { max(8, Int((x / 8).rounded()) * 8) }
+        let aspect = Double(image.height) / Double(image.width)
+        switch (width, height) {
+        case let (w?, h?): return (w, h)
+        case let (w?, nil): return (w, rounded(Double(w) * aspect))
+        case let (nil, h?): return (rounded(Double(h) / aspect), h)
+        case (nil, nil):
+            let s = scale ?? 2
+            return (rounded(Double(image.width) * s), rounded(Double(image.height) * s))
+        }
+    }
+}
