@@ -104,25 +104,38 @@ public struct DenoisingLoop<S: Scheduler>: IteratorProtocol, Sequence {
 
     /// The guided noise prediction for each window, [windows, C, h, w].
     private func predictNoise(_ windows: [Tensor], timestep t: Int) -> Tensor {
-        let inputs = windows.map { scheduler.scaleModelInput($0, timestep: t) }
-        guard guidance.isActive else {
-            let context = Tensor.concatenate(Array(repeating: guidance.conditional, count: windows.count),
-                                             dimension: 0)
-            return unet(Tensor.concatenate(inputs, dimension: 0), timestep: Float(t), encoderHiddenStates: context)
+        let eps = guidedNoise(unet: unet, scheduler: scheduler, items: windows.map { ($0, guidance) }, timestep: t)
+        return Tensor.concatenate(eps, dimension: 0)
+    }
+}
+
+/// Classifier-free guided ε for windows that may each have their own prompt and scale, in one UNet
+/// call. A window with active guidance contributes its unconditional and conditional input next
+/// to each other ([xᵤ, x꜀], as diffusers orders them); one without contributes only x꜀.
+func guidedNoise<S: Scheduler>(unet: UNet2DConditionModel, scheduler: S, items: [(sample: Tensor, guidance: Guidance)],
+                               timestep t: Int) -> [Tensor] {
+    var samples: [Tensor] = [], contexts: [Tensor] = []
+    for (sample, guidance) in items {
+        let input = scheduler.scaleModelInput(sample, timestep: t)
+        if guidance.isActive {
+            samples += [input, input]
+            contexts += [guidance.unconditional, guidance.conditional]
+        } else {
+            samples.append(input)
+            contexts.append(guidance.conditional)
         }
-        let sample = Tensor.concatenate(inputs.flatMap { [$0, $0] }, dimension: 0)
-        let context = Tensor.concatenate(Array(repeating: [guidance.unconditional, guidance.conditional],
-                                               count: windows.count).flatMap { $0 }, dimension: 0)
-        let eps = unet(sample, timestep: Float(t), encoderHiddenStates: context)
-        let per = eps.count / eps.shape[0]
-        let g = guidance.scale
-        return Tensor(uninitializedShape: [windows.count] + eps.shape.dropFirst()) { out in
+    }
+    let eps = unet(Tensor.concatenate(samples, dimension: 0), timestep: Float(t),
+                   encoderHiddenStates: Tensor.concatenate(contexts, dimension: 0))
+    var index = 0
+    return items.map { _, guidance in
+        defer { index += guidance.isActive ? 2 : 1 }
+        guard guidance.isActive else { return eps.batch(index) }
+        let per = eps.count / eps.shape[0], g = guidance.scale
+        return Tensor(uninitializedShape: [1] + eps.shape.dropFirst()) { out in
             eps.withUnsafeBufferPointer { e in
-                for v in 0..<windows.count {
-                    let u = e.baseAddress! + (2 * v) * per, c = u + per
-                    let o = out.baseAddress! + v * per
-                    for i in 0..<per { o[i] = u[i] + g * (c[i] - u[i]) }
-                }
+                let u = e.baseAddress! + index * per, c = u + per
+                for i in 0..<per { out[i] = u[i] + g * (c[i] - u[i]) }
             }
         }
     }

@@ -1,0 +1,333 @@
+import Foundation
+import Models
+import Schedulers
+import Tensors
+
+/// Where a region prompt applies, in image pixels.
+public enum RegionShape: Sendable, Equatable {
+    /// A rectangle; with `feather` > 0 its weight rises linearly from 0 at the edge to 1 at
+    /// `feather` pixels inside (a soft edge), otherwise it is 1 inside and 0 outside.
+    case rectangle(x: Double, y: Double, width: Double, height: Double, feather: Double = 0)
+    /// A mask of the canvas's size, row-major values in [0, 1]; thresholded at 0.5.
+    case mask(width: Int, height: Int, values: [Float])
+}
+
+/// One prompt of a composition and how it is guided and weighted.
+public struct RegionPrompt: Sendable, Equatable {
+    public var prompt: String
+    public var negativePrompt: String
+    /// Classifier-free guidance scale (nil: the composition's).
+    public var guidanceScale: Float?
+    /// Multiplies the region's mask when windows are fused.
+    public var weight: Float
+
+    public init(prompt: String, negativePrompt: String = "", guidanceScale: Float? = nil, weight: Float = 1) {
+        self.prompt = prompt
+        self.negativePrompt = negativePrompt
+        self.guidanceScale = guidanceScale
+        self.weight = weight
+    }
+}
+
+/// A foreground region: a shape and its prompt.
+public struct Region: Sendable, Equatable {
+    public var shape: RegionShape
+    public var prompt: RegionPrompt
+
+    public init(shape: RegionShape, prompt: RegionPrompt) {
+        self.shape = shape
+        self.prompt = prompt
+    }
+}
+
+extension RegionShape {
+    /// The mask at latent resolution ([rows · columns], row-major): each latent pixel takes the
+    /// value at its block's centre pixel (what nearest-neighbour downscaling gives), and masks
+    /// are thresholded at 0.5.
+    public func latentMask(rows: Int, columns: Int, scale: Int) -> [Float] {
+        var out = [Float](repeating: 0, count: rows * columns)
+        for i in 0..<rows {
+            for j in 0..<columns {
+                let py = i * scale + scale / 2, px = j * scale + scale / 2
+                switch self {
+                case let .rectangle(x, y, w, h, feather):
+                    let (cx, cy) = (Double(px), Double(py))
+                    guard cx >= x && cx < x + w && cy >= y && cy < y + h else { continue }
+                    if feather > 0 {
+                        let inside = min(cx - x + 0.5, x + w - cx - 0.5, cy - y + 0.5, y + h - cy - 0.5)
+                        out[i * columns + j] = Float(min(1, max(0, inside / feather)))
+                    } else {
+                        out[i * columns + j] = 1
+                    }
+                case let .mask(width, _, values):
+                    out[i * columns + j] = values[py * width + px] >= 0.5 ? 1 : 0
+                }
+            }
+        }
+        return out
+    }
+}
+
+/// MultiDiffusion's region-based generation, one step per `next()`.
+///
+/// Prompt 0 is the background (mask 1 − Σ foreground masks, clipped at 0), then one prompt per
+/// region. At every step each window is denoised once for each prompt whose mask touches it —
+/// a window inside one region costs one denoise — and each result is fused with that prompt's
+/// mask times its weight as the per-pixel weight. During the first `bootstrapSteps` steps a
+/// foreground prompt's window sees, outside its mask, a constant-colour background latent noised
+/// to the current timestep, so that its object forms inside the mask.
+public struct RegionDenoisingLoop<S: Scheduler>: IteratorProtocol, Sequence {
+    public private(set) var latents: Tensor
+    public let views: [LatentView]
+    /// For each view, the prompts it is denoised with (0: background, k: region k).
+    public let promptsPerView: [[Int]]
+    /// Latent masks per prompt, [rows · columns].
+    public let masks: [[Float]]
+    private let unet: UNet2DConditionModel
+    private let scheduler: S
+    private let guidances: [Guidance]
+    private let weights: [Float]
+    private let viewBatchSize: Int
+    /// The bootstrapping inputs (nil: none).
+    public let bootstrap: Bootstrap?
+    private var states: [[S.ViewState]]
+    private var generator: TorchGenerator
+    private var stepIndex = 0
+
+    /// Bootstrapping inputs: the background latent (one value per channel) for each bootstrap step
+    /// and foreground prompt, and the noise that takes it to each step's timestep.
+    public struct Bootstrap: Sendable {
+        public var steps: Int
+        /// [step][foreground] → C values.
+        public var backgrounds: [[[Float]]]
+        /// Canvas-shaped noise [1, C, h, w].
+        public var noise: Tensor
+
+        public init(steps: Int, backgrounds: [[[Float]]], noise: Tensor) {
+            self.steps = steps
+            self.backgrounds = backgrounds
+            self.noise = noise
+        }
+    }
+
+    /// - Parameters:
+    ///   - guidances: per prompt (background first) its embeddings and scale.
+    ///   - foregroundMasks: per region its latent mask [rows · columns]; the background's is
+    ///     derived from them.
+    ///   - weights: per prompt (background first) the factor on its mask when fusing.
+    public init(unet: UNet2DConditionModel, scheduler: S, guidances: [Guidance], foregroundMasks: [[Float]],
+                weights: [Float], latents: Tensor, tiler: ViewTiler, viewBatchSize: Int = 1,
+                bootstrap: Bootstrap?, generator: TorchGenerator) {
+        let (rows, columns) = (latents.shape[2], latents.shape[3])
+        precondition(guidances.count == foregroundMasks.count + 1 && weights.count == guidances.count)
+        precondition(foregroundMasks.allSatisfy { $0.count == rows * columns })
+        var background = [Float](repeating: 1, count: rows * columns)
+        for mask in foregroundMasks {
+            for i in background.indices { background[i] -= mask[i] }
+        }
+        for i in background.indices { background[i] = Swift.max(0, background[i]) }
+        masks = [background] + foregroundMasks
+        self.unet = unet
+        self.scheduler = scheduler
+        self.guidances = guidances
+        self.weights = weights
+        self.latents = latents
+        self.viewBatchSize = viewBatchSize
+        self.bootstrap = bootstrap
+        self.generator = generator
+        views = tiler.views(height: rows, width: columns)
+        let masks = self.masks
+        promptsPerView = views.map { view in
+            masks.indices.filter { k in Self.window(of: masks[k], view, columns: columns).contains { $0 > 0 } }
+        }
+        states = promptsPerView.map { $0.map { _ in scheduler.makeViewState() } }
+    }
+
+    /// UNet evaluations (before classifier-free guidance doubles them) per step.
+    public var denoisesPerStep: Int { promptsPerView.reduce(0) { $0 + $1.count } }
+    public var stepCount: Int { scheduler.timesteps.count }
+
+    /// The part of a canvas mask under `view` ([view.height · view.width]), wrapping columns.
+    static func window(of mask: [Float], _ view: LatentView, columns: Int) -> [Float] {
+        var out = [Float](repeating: 0, count: view.height * view.width)
+        for y in 0..<view.height {
+            for x in 0..<view.width { out[y * view.width + x] = mask[(view.row + y) * columns + (view.column + x) % columns] }
+        }
+        return out
+    }
+
+    public mutating func next() -> StepReport? {
+        guard stepIndex < scheduler.timesteps.count else { return nil }
+        let t = scheduler.timesteps[stepIndex]
+        let (channels, rows, columns) = (latents.shape[1], latents.shape[2], latents.shape[3])
+        var fuser = Fuser(channels: channels, height: rows, width: columns)
+        var start = 0
+        while start < views.count {
+            let batch = start..<Swift.min(views.count, start + viewBatchSize)
+            var items: [(sample: Tensor, guidance: Guidance)] = [], owners: [(view: Int, slot: Int)] = []
+            for v in batch {
+                let window = latents.crop(views[v])
+                for (slot, k) in promptsPerView[v].enumerated() {
+                    var sample = window
+                    if let bootstrap, k > 0, stepIndex < bootstrap.steps {
+                        sample = bootstrapped(window, view: views[v], prompt: k, timestep: t, bootstrap)
+                    }
+                    items.append((sample, guidances[k]))
+                    owners.append((v, slot))
+                }
+            }
+            let eps = guidedNoise(unet: unet, scheduler: scheduler, items: items, timestep: t)
+            let noise = scheduler.needsNoise
+                ? generator.randn([items.count, channels, views[0].height, views[0].width]) : nil
+            for (i, owner) in owners.enumerated() {
+                let (v, slot) = owner
+                let k = promptsPerView[v][slot]
+                let stepped = scheduler.step(eps[i], timestep: t, sample: items[i].sample,
+                                             state: &states[v][slot], noise: noise?.batch(i))
+                let weight = Self.window(of: masks[k], views[v], columns: columns).map { $0 * weights[k] }
+                fuser.add(stepped, at: views[v], weight: weight)
+            }
+            start = batch.upperBound
+        }
+        latents = fuser.fused()
+        stepIndex += 1
+        return StepReport(index: stepIndex - 1, count: stepCount, timestep: t, views: views.count, latents: latents)
+    }
+
+    /// The window with everything outside prompt `k`'s mask replaced by its bootstrap background,
+    /// noised to `t`: x·m + noised(bg)·(1 − m).
+    private func bootstrapped(_ window: Tensor, view: LatentView, prompt k: Int, timestep t: Int,
+                              _ bootstrap: Bootstrap) -> Tensor {
+        let value = bootstrap.backgrounds[stepIndex][k - 1]
+        let plane = view.height * view.width
+        var background = Tensor(zeros: window.shape)
+        background.withUnsafeMutableBufferPointer { p in
+            for c in value.indices { for i in 0..<plane { p[c * plane + i] = value[c] } }
+        }
+        let noised = scheduler.addNoise(background, noise: bootstrap.noise.crop(view), timestep: t)
+        let mask = Self.window(of: masks[k], view, columns: latents.shape[3])
+        var out = window
+        out.withUnsafeMutableBufferPointer { o in
+            noised.withUnsafeBufferPointer { n in
+                for c in value.indices {
+                    for i in 0..<plane { o[c * plane + i] = o[c * plane + i] * mask[i] + n[c * plane + i] * (1 - mask[i]) }
+                }
+            }
+        }
+        return out
+    }
+}
+
+/// A region composition: the regions over the background prompt of the settings.
+public struct Composition: Sendable, Equatable {
+    public var regions: [Region]
+    /// Steps at the start with bootstrapping (0: none).
+    public var bootstrapSteps: Int
+
+    public init(regions: [Region], bootstrapSteps: Int) {
+        self.regions = regions
+        self.bootstrapSteps = bootstrapSteps
+    }
+}
+
+extension PanoramaPipeline {
+    /// Side of the constant-colour image encoded for a bootstrap background; its centre latent
+    /// pixel is the background (a larger image gives the same value there, at more cost).
+    static let bootstrapImageSize = 128
+
+    /// Checks a composition against the canvas; messages name the region (1-based).
+    public func validate(_ composition: Composition, for settings: PanoramaSettings) throws {
+        guard !composition.regions.isEmpty else { throw RenderError.invalidSetting("a composition needs at least one region") }
+        guard composition.bootstrapSteps >= 0 && composition.bootstrapSteps <= settings.steps else {
+            throw RenderError.invalidSetting("bootstrap steps must be between 0 and the \(settings.steps) steps, not \(composition.bootstrapSteps)")
+        }
+        let (rows, columns) = (settings.height / vaeScale, settings.width / vaeScale)
+        for (n, region) in composition.regions.enumerated() {
+            let name = "region \(n + 1)"
+            guard !region.prompt.prompt.trimmingCharacters(in: .whitespaces).isEmpty else {
+                throw RenderError.invalidSetting("\(name) has an empty prompt")
+            }
+            guard region.prompt.weight.isFinite && region.prompt.weight > 0 else {
+                throw RenderError.invalidSetting("\(name): weight must be more than 0, not \(region.prompt.weight)")
+            }
+            if let g = region.prompt.guidanceScale, !g.isFinite {
+                throw RenderError.invalidSetting("\(name): guidance must be a finite number")
+            }
+            switch region.shape {
+            case let .rectangle(x, y, w, h, feather):
+                guard w > 0 && h > 0 else { throw RenderError.invalidSetting("\(name) has zero area (\(w)x\(h))") }
+                guard x >= 0 && y >= 0 && x + w <= Double(settings.width) && y + h <= Double(settings.height) else {
+                    throw RenderError.invalidSetting("\(name) (\(x), \(y), \(w)x\(h)) reaches outside the \(settings.width)x\(settings.height) canvas")
+                }
+                guard feather >= 0 && feather.isFinite else { throw RenderError.invalidSetting("\(name): feather must be 0 or more") }
+            case let .mask(w, h, values):
+                guard w == settings.width && h == settings.height && values.count == w * h else {
+                    throw RenderError.invalidSetting("\(name): the mask is \(w)x\(h) but the canvas is \(settings.width)x\(settings.height)")
+                }
+            }
+            guard region.shape.latentMask(rows: rows, columns: columns, scale: vaeScale).contains(where: { $0 > 0 }) else {
+                throw RenderError.invalidSetting("\(name) covers no part of the canvas at latent resolution (8x8-pixel blocks)")
+            }
+        }
+    }
+
+    /// The region-based denoising loop for `composition` (regions over the settings' prompt as
+    /// background). Random numbers come from the seed's generator in this order: the starting
+    /// latents (unless given), then with bootstrapping the background colours
+    /// (`rand([bootstrapSteps, regions, 3])`) and the bootstrap noise (`randn` of the canvas).
+    public func regionLoop(_ settings: PanoramaSettings, composition: Composition,
+                           latents given: Tensor? = nil) throws -> RegionDenoisingLoop<DDIMScheduler> {
+        try validate(composition, for: settings)
+        let scheduler = try makeScheduler(settings)
+        let (rows, columns) = (settings.height / vaeScale, settings.width / vaeScale)
+        var generator = TorchGenerator(seed: settings.seed)
+        var latents: Tensor
+        if let given {
+            try checkLatents(given, for: settings)
+            latents = given
+        } else {
+            latents = generator.randn(latentShape(settings))
+        }
+        latents = latents * scheduler.initNoiseSigma
+
+        var guidances = [try guidance(settings)]
+        for region in composition.regions {
+            var s = settings
+            s.prompt = region.prompt.prompt
+            s.negativePrompt = region.prompt.negativePrompt
+            s.guidanceScale = region.prompt.guidanceScale ?? settings.guidanceScale
+            guidances.append(try guidance(s))
+        }
+        var bootstrap: RegionDenoisingLoop<DDIMScheduler>.Bootstrap?
+        if composition.bootstrapSteps > 0 {
+            let colours = generator.rand([composition.bootstrapSteps, composition.regions.count, 3])
+            let noise = generator.randn(latentShape(settings))
+            let backgrounds = try (0..<composition.bootstrapSteps).map { step in
+                try (0..<composition.regions.count).map { k in
+                    let base = (step * composition.regions.count + k) * 3
+                    return try bootstrapBackground(Array(colours.data[base..<(base + 3)]))
+                }
+            }
+            bootstrap = .init(steps: composition.bootstrapSteps, backgrounds: backgrounds, noise: noise)
+        }
+        let masks = composition.regions.map { $0.shape.latentMask(rows: rows, columns: columns, scale: vaeScale) }
+        return RegionDenoisingLoop(unet: model.unet, scheduler: scheduler, guidances: guidances, foregroundMasks: masks,
+                                   weights: [1] + composition.regions.map(\.prompt.weight), latents: latents,
+                                   tiler: ViewTiler(window: model.latentWindow, stride: settings.stride,
+                                                    circular: settings.circular),
+                                   viewBatchSize: settings.viewBatchSize, bootstrap: bootstrap, generator: generator)
+    }
+
+    /// The scaled latent of a constant colour (RGB in [0, 1]): the centre latent pixel of its
+    /// encoded image (away from the encoder's zero padding).
+    func bootstrapBackground(_ rgb: [Float]) throws -> [Float] {
+        let side = Self.bootstrapImageSize, plane = side * side
+        var image = Tensor(zeros: [1, 3, side, side])
+        image.withUnsafeMutableBufferPointer { p in
+            for c in 0..<3 { for i in 0..<plane { p[c * plane + i] = rgb[c] * 2 - 1 } }
+        }
+        let mean = try model.vae.encode(image).mean
+        let (h, w) = (mean.shape[2], mean.shape[3])
+        return (0..<mean.shape[1]).map { c in mean.data[(c * h + h / 2) * w + w / 2] * model.vae.scalingFactor }
+    }
+}
