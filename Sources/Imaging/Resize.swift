@@ -58,6 +58,23 @@ extension RGBImage {
     }
 }
 
+extension RGBImage {
+    /// Nearest-neighbour resampling (each output pixel takes the input pixel under its centre),
+    /// for masks, whose values must not blend.
+    public func resizedNearest(width ow: Int, height oh: Int) -> RGBImage {
+        precondition(ow > 0 && oh > 0, "resizedNearest: empty target \(ow)x\(oh)")
+        var out = [UInt8](repeating: 0, count: ow * oh * 3)
+        for y in 0..<oh {
+            let sy = min(height - 1, (2 * y + 1) * height / (2 * oh))
+            for x in 0..<ow {
+                let sx = min(width - 1, (2 * x + 1) * width / (2 * ow))
+                for c in 0..<3 { out[(y * ow + x) * 3 + c] = pixels[(sy * width + sx) * 3 + c] }
+            }
+        }
+        return RGBImage(width: ow, height: oh, pixels: out)
+    }
+}
+
 /// Normalised Lanczos-3 taps for each output coordinate of a 1-D resampling; source indices
 /// beyond the edges are clamped (edge pixels repeat).
 struct ResamplingWeights {

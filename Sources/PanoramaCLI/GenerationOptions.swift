@@ -157,9 +157,10 @@ struct GenerationOptions: ParsableArguments {
 
     /// Runs `loop` to the end with progress, hands the final latents to `denoised`, then decodes
     /// and writes the PNG with `parameters`.
-    func finish<S>(_ loop: inout DenoisingLoop<S>, pipeline: PanoramaPipeline, settings: PanoramaSettings,
-                   progress: inout ProgressReporter, output: URL, parameters: String,
-                   denoised: (Tensor) throws -> Void = { _ in }) throws {
+    func finish<L: DenoisingProcess>(_ loop: inout L, pipeline: PanoramaPipeline, settings: PanoramaSettings,
+                                     progress: inout ProgressReporter, output: URL, parameters: String,
+                                     extraText: [(key: String, value: String)] = [],
+                                     denoised: (Tensor) throws -> Void = { _ in }) throws {
         progress.beginSteps()
         while let report = loop.next() {
             progress.step(report.index + 1, of: report.count, views: report.views)
@@ -168,6 +169,6 @@ struct GenerationOptions: ParsableArguments {
         progress.note("decoding")
         let image = RGBImage(decoded: try pipeline.decode(loop.latents, circular: settings.circular,
                                                            method: settings.decodeMethod))
-        try PNG.write(image, to: output, text: [(key: "parameters", value: parameters)])
+        try PNG.write(image, to: output, text: [(key: "parameters", value: parameters)] + extraText)
     }
 }

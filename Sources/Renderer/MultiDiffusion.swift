@@ -21,6 +21,12 @@ public struct Guidance: Sendable, Equatable {
     public var isActive: Bool { scale > 1 }
 }
 
+/// A denoising loop the command line can drive: one step per `next()`, the canvas after it.
+public protocol DenoisingProcess: IteratorProtocol where Element == StepReport {
+    var latents: Tensor { get }
+    var stepCount: Int { get }
+}
+
 /// What one denoising step did, for progress reports.
 public struct StepReport: Sendable {
     /// 0-based index of the step just finished, counted from the loop's first step.
@@ -38,7 +44,7 @@ public struct StepReport: Sendable {
 /// windows at a time, each with its unconditional and conditional half interleaved as
 /// [v0ᵤ, v0꜀, v1ᵤ, v1꜀, …] like diffusers), the scheduler steps each window with that window's own
 /// state, and the fuser averages the windows back into the canvas.
-public struct DenoisingLoop<S: Scheduler>: IteratorProtocol, Sequence {
+public struct DenoisingLoop<S: Scheduler>: DenoisingProcess, Sequence {
     public private(set) var latents: Tensor
     public let views: [LatentView]
     private let unet: UNet2DConditionModel

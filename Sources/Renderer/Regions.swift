@@ -76,7 +76,7 @@ extension RegionShape {
 /// mask times its weight as the per-pixel weight. During the first `bootstrapSteps` steps a
 /// foreground prompt's window sees, outside its mask, a constant-colour background latent noised
 /// to the current timestep, so that its object forms inside the mask.
-public struct RegionDenoisingLoop<S: Scheduler>: IteratorProtocol, Sequence {
+public struct RegionDenoisingLoop<S: Scheduler>: DenoisingProcess, Sequence {
     public private(set) var latents: Tensor
     public let views: [LatentView]
     /// For each view, the prompts it is denoised with (0: background, k: region k).

@@ -356,6 +356,39 @@ def load_latents(args):
     return lats, idx
 
 
+def latent_norm(stats):
+    """Per-channel mean and std of the VAE's latents: the UNet works on (z - mean) / std."""
+    return (torch.tensor(stats["channel_mean"]).view(-1, 1, 1), torch.tensor(stats["channel_std"]).view(-1, 1, 1))
+
+
+@torch.no_grad()
+def fold_latent_norm(vae, mean, std):
+    """Makes the VAE's own latents the normalised ones, (z - mean) / std per channel, by folding the
+    affine map into quant_conv (encoder side) and post_quant_conv (decoder side); scaling_factor 1.
+
+    The trained latents have channel means far from 0 (up to 0.5 std) and channel stds from 0.2 to 1.6
+    after a single global scale. A UNet trained on them reads the image's overall colour from the
+    residual signal left in x_T instead of the prompt, and from pure noise draws the data average.
+    """
+    m, sd = mean.flatten().double(), std.flatten().double()
+    n = m.numel()
+    q = vae.quant_conv  # [2n, 2n, 1, 1]: mean channels, then log-variance channels
+    w, b = q.weight.double(), q.bias.double()
+    w[:n] /= sd.view(-1, 1, 1, 1)
+    b[:n] = (b[:n] - m) / sd
+    b[n:] -= 2 * torch.log(sd)
+    q.weight.copy_(w.float())
+    q.bias.copy_(b.float())
+    pq = vae.post_quant_conv  # [n, n, 1, 1], input z = z' * std + mean
+    w, b = pq.weight.double(), pq.bias.double()
+    b = b + (w[:, :, 0, 0] * m.view(1, -1)).sum(1)
+    w = w * sd.view(1, -1, 1, 1)
+    pq.weight.copy_(w.float())
+    pq.bias.copy_(b.float())
+    vae.register_to_config(scaling_factor=1.0)
+    return vae
+
+
 # ---------------------------------------------------------------------------------------------
 # stage 3: UNet + text encoder
 
@@ -379,14 +412,15 @@ def stage_unet(args):
         log("unet: already done")
         return
     stats = read_json(os.path.join(args.ckpt_dir, "latents", "stats.json"))
-    sf = stats["scaling_factor"]
+    mu, sd = latent_norm(stats)
     lats, idx = load_latents(args)
-    lats = [z.float() * sf for z in lats]
+    lats = [(z.float() - mu) / sd for z in lats]
     caps = [landscapes.captions(landscapes.attributes(i, args.seed)) for i in idx]
     tok = make_tokenizer(args)
     all_caps = sorted({c for cs in caps for c in cs} | {""})
     ids_of = dict(zip(all_caps, tokenize(tok, all_caps)))
-    log(f"unet: {len(lats)} scenes, {len(all_caps)} distinct captions, scaling_factor {sf:.5f}")
+    log(f"unet: {len(lats)} scenes, {len(all_caps)} distinct captions, latents normalised per channel "
+        f"(mean {[round(v, 3) for v in mu.flatten().tolist()]}, std {[round(v, 3) for v in sd.flatten().tolist()]})")
 
     unet, te = new_unet_and_text(args.seed)
     params = list(unet.parameters()) + list(te.parameters())
@@ -422,7 +456,7 @@ def stage_unet(args):
     def save():
         atomic_save(dict(unet=unet.state_dict(), te=te.state_dict(), ema_unet=ema_u.state_dict(),
                          ema_te=ema_t.state_dict(), opt=opt.state_dict(), step=step,
-                         elapsed=budget.elapsed(), hist=hist, scaling_factor=sf), ck)
+                         elapsed=budget.elapsed(), hist=hist, latent_norm=(mu, sd)), ck)
 
     while not budget.finished(step):
         rng = np.random.default_rng([args.seed, 2, step])
@@ -437,6 +471,8 @@ def stage_unet(args):
         ids = torch.stack([ids_of[t] for t in texts])
         g = torch.Generator().manual_seed(args.seed * 1000003 + step)
         noise = torch.randn(x0.shape, generator=g)
+        if args.offset_noise:  # per-sample, per-channel constant: lets the model move an image's overall colour
+            noise = noise + args.offset_noise * torch.randn((x0.shape[0], x0.shape[1], 1, 1), generator=g)
         t = torch.randint(0, sched.config.num_train_timesteps, (x0.shape[0],), generator=g)
         xt = sched.add_noise(x0, noise, t)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(args.bf16)):
@@ -469,10 +505,10 @@ def stage_unet(args):
             save()
             last_ck = time.time()
         if now - last_sample > 60 * args.sample_minutes:
-            sample_grid(args, ema_u, ema_t, tok, sf, f"unet_step{step:06d}.png")
+            sample_grid(args, ema_u, ema_t, tok, (mu, sd), f"unet_step{step:06d}.png")
             last_sample = time.time()
     save()
-    sample_grid(args, ema_u, ema_t, tok, sf, "unet_final.png")
+    sample_grid(args, ema_u, ema_t, tok, (mu, sd), "unet_final.png")
     record_stage(args, "unet", steps=step, minutes=round(budget.elapsed() / 60, 1), unet_params=nu,
                  text_params=nt, last_log=hist[-1] if hist else None, batch=args.unet_batch)
     mark_done(args, "unet")
@@ -480,10 +516,10 @@ def stage_unet(args):
 
 
 @torch.no_grad()
-def sample_grid(args, unet, te, tok, sf, name, steps=None, cfg=5.0, prompts=SAMPLE_PROMPTS):
+def sample_grid(args, unet, te, tok, norm, name, steps=None, cfg=5.0, prompts=SAMPLE_PROMPTS):
     from diffusers import DDIMScheduler
     t0 = time.time()
-    vae = load_vae_final(args)
+    vae = fold_latent_norm(load_vae_final(args), *norm)
     sch = DDIMScheduler(**configs.SCHEDULER)
     sch.set_timesteps(steps or args.sample_steps)
     cond = te(tokenize(tok, list(prompts)))[0]
@@ -497,7 +533,7 @@ def sample_grid(args, unet, te, tok, sf, name, steps=None, cfg=5.0, prompts=SAMP
         eu, ec = e.chunk(2)
         x = sch.step(eu + cfg * (ec - eu), t, x).prev_sample
     unet.train(was)
-    imgs = [to_uint8(vae.decode(x[i:i + 1] / sf).sample[0]) for i in range(len(prompts))]
+    imgs = [to_uint8(vae.decode(x[i:i + 1]).sample[0]) for i in range(len(prompts))]
     save_png(np.concatenate(imgs, 1), os.path.join(args.ckpt_dir, "samples", name))
     log(f"sample grid {name} ({', '.join(prompts)}) in {time.time() - t0:.0f} s")
 
@@ -528,7 +564,7 @@ It only knows the landscapes of its training data (below); it is a demo, not a g
 | component | class | configuration | parameters |
 |---|---|---|---|
 | unet | UNet2DConditionModel | sample_size 64, block_out_channels {unet_ch}, norm_num_groups 8, layers_per_block 1, DownBlock2D x2 + CrossAttnDownBlock2D x2 (attention at 16x16 and 8x8 latent), cross_attention_dim {xdim}, 4 heads | {unet_p:,} |
-| vae | AutoencoderKL | block_out_channels {vae_ch}, norm_num_groups 8, layers_per_block 1, 4 latent channels (8x downsampling), no mid-block attention, scaling_factor {sf:.5f} (= 1/std of its latents) | {vae_p:,} |
+| vae | AutoencoderKL | block_out_channels {vae_ch}, norm_num_groups 8, layers_per_block 1, 4 latent channels (8x downsampling), no mid-block attention, scaling_factor 1.0 (latents normalised per channel inside quant_conv / post_quant_conv) | {vae_p:,} |
 | text_encoder | CLIPTextModel | hidden 64, 3 layers, 4 heads, quick_gelu, 77 positions, vocab 49408 | {te_p:,} |
 | tokenizer | CLIPTokenizer | the original OpenAI CLIP BPE vocabulary (vocab.json, merges.txt), pad token `<|endoftext|>`, max length 77 | - |
 | scheduler | DDIMScheduler | scaled_linear betas 0.00085..0.012, 1000 steps, epsilon prediction, steps_offset 1 | - |
@@ -591,12 +627,11 @@ def stage_export(args):
     out = args.out
     ck = torch.load(os.path.join(args.ckpt_dir, "unet.pt"), map_location="cpu", weights_only=False)
     stats = read_json(os.path.join(args.ckpt_dir, "latents", "stats.json"))
-    sf = float(stats["scaling_factor"])
+    mu, sd = latent_norm(stats)
     unet, te = new_unet_and_text(args.seed)
     unet.load_state_dict(ck["ema_unet" if args.export_ema else "unet"])
     te.load_state_dict(ck["ema_te" if args.export_ema else "te"])
-    vae = load_vae_final(args)
-    vae.register_to_config(scaling_factor=sf)
+    vae = fold_latent_norm(load_vae_final(args), mu, sd)
     tok = make_tokenizer(args)
     sch = DDIMScheduler(**configs.SCHEDULER)
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=te, tokenizer=tok, unet=unet, scheduler=sch,
@@ -661,18 +696,20 @@ def stage_export(args):
     if "latents" in st:
         v = st["latents"]
         lines.append(f"- Latents: {v.get('scenes')} panoramas encoded with the trained VAE ({v.get('minutes')} min); "
-                     f"scaling_factor = 1/std = {sf:.5f}")
+                     f"per-channel mean {[round(v, 3) for v in mu.flatten().tolist()]} and std "
+                     f"{[round(v, 3) for v in sd.flatten().tolist()]}, folded into quant_conv / post_quant_conv "
+                     f"so that the shipped VAE's latents are zero-mean, unit-variance (scaling_factor 1.0)")
     if "unet" in st:
         v = st["unet"]
         ll = v.get("last_log")
         lines.append(f"- UNet + text encoder: trained together, {v.get('steps')} steps of batch {v.get('batch')} random "
                      f"64x64 windows of those latents, {v.get('minutes')} min; epsilon prediction, Min-SNR-5 "
-                     f"weighted MSE, AdamW lr {args.unet_lr:g} (warm-up, cosine), 10 % empty captions for "
+                     f"weighted MSE, offset noise {args.offset_noise:g}, AdamW lr {args.unet_lr:g} (warm-up, cosine), 10 % empty captions for "
                      f"classifier-free guidance, EMA {args.ema} weights exported"
                      + (f"; final weighted loss {ll[1]:.4f}, plain MSE {ll[2]:.4f}" if ll else ""))
     card = MODEL_CARD.format(total_mb=total / 1e6, unet_ch=tuple(configs.UNET["block_out_channels"]),
                              xdim=configs.UNET["cross_attention_dim"], unet_p=nu,
-                             vae_ch=tuple(configs.VAE["block_out_channels"]), sf=sf, vae_p=nv, te_p=nt,
+                             vae_ch=tuple(configs.VAE["block_out_channels"]), vae_p=nv, te_p=nt,
                              gflop=gflop, training="\n".join(lines) or "(smoke test)")
     with open(os.path.join(out, "README.md"), "w") as f:
         f.write(card)
@@ -755,6 +792,7 @@ def main():
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--min-snr", type=float, default=5.0)
     ap.add_argument("--cond-drop", type=float, default=0.1)
+    ap.add_argument("--offset-noise", type=float, default=0.1, help="std of a per-sample, per-channel constant added to the noise")
     ap.add_argument("--sample-steps", type=int, default=20)
     # export
     ap.add_argument("--export-ema", type=int, default=1)
