@@ -10,7 +10,7 @@ import Weights
 
 /// The rows `panorama-benchmarks` measures, in the order `all` runs them.
 let rowNames = ["sgemm", "text-encoder", "unet", "unet-layers", "vae-decode-512", "vae-layers", "vae-decode-4096",
-                "vae-decode-512-tiled", "vae-decode-4096-tiled", "panorama-step", "load"]
+                "vae-decode-512-tiled", "vae-decode-4096-tiled", "panorama-step", "compose-step", "load"]
 
 /// Command-line settings shared by every row.
 struct Options {
@@ -195,6 +195,34 @@ func runRow(_ row: String, _ o: Options) throws -> RowResult {
         result.extra["views"] = views
         result.extra["seconds per view (min)"] = seconds.min()! / Double(views)
         result.extra["50 steps, hours (from min)"] = seconds.min()! * 50 / 3600
+
+    case "compose-step":
+        // A background and three regions on 512x2048: the sea on the left, mountains on the right,
+        // a lighthouse box between. Each window costs one denoise per prompt whose mask touches it.
+        let model = try StableDiffusionModel(folder: folderURL)
+        let pipeline = PanoramaPipeline(model: model)
+        var settings = PanoramaSettings(prompt: "a sunny sky", width: 2048, height: 512)
+        settings.seed = 1
+        let regions = [
+            Region(shape: .rectangle(x: 0, y: 0, width: 768, height: 512), prompt: RegionPrompt(prompt: "a calm sea")),
+            Region(shape: .rectangle(x: 900, y: 96, width: 160, height: 320), prompt: RegionPrompt(prompt: "a lighthouse")),
+            Region(shape: .rectangle(x: 1280, y: 0, width: 768, height: 512), prompt: RegionPrompt(prompt: "snowy mountains")),
+        ]
+        try pipeline.validate(settings)
+        var loop = try pipeline.regionLoop(settings, composition: Composition(regions: regions, bootstrapSteps: 0))
+        let views = loop.views.count, denoises = loop.denoisesPerStep
+        let warmups = o.warmups ?? 0
+        probe = LoadProbe()
+        let seconds = time(warmups: warmups, runs: o.runs ?? 1) { _ = loop.next() }
+        let flops = unetFlops(model.unet.config, batch: 2, height: 64, width: 64, tokens: 77) * Double(denoises)
+        result = RowResult(row: row, what: "one region-composition DDIM step, 512x2048, 3 regions + background, \(views) views, CFG",
+                           seconds: seconds, warmups: warmups, gflop: flops.gflop)
+        result.extra["views"] = views
+        result.extra["denoises per step"] = denoises
+        result.extra["denoises if every prompt ran on every view ((K+1) x views)"] = 4 * views
+        result.extra["bound: sum over views of (1 + regions touching the view)"] =
+            loop.promptsPerView.reduce(0) { $0 + 1 + $1.filter { $0 > 0 }.count }
+        result.extra["most prompts on one view"] = loop.promptsPerView.map(\.count).max() ?? 0
 
     case "load":
         if o.cold { evictFromPageCache(folderURL) }

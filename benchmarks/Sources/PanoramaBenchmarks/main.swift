@@ -11,7 +11,7 @@ let usage = """
     rows: \(rowNames.joined(separator: ", ")), all; `flops` prints the counted FLOPs only
       --json           print JSON (one object per row, an array for several rows) instead of a table
       --runs/--warmups timed and untimed repetitions (defaults per row: unet 3+1, vae-decode-512 3+1,
-                       vae-decode-4096 1+0, the -tiled decodes as their whole-image rows, text-encoder 10+1, panorama-step 1+0, load 1, sgemm 5+1,
+                       vae-decode-4096 1+0, the -tiled decodes as their whole-image rows, text-encoder 10+1, panorama-step 1+0, compose-step 1+0, load 1, sgemm 5+1,
                        unet-layers / vae-layers 2+1)
       --cache DIR      the random-weight folder (default benchmarks/.cache/sd15-random; written if absent)
       --layout DIR     configs + tensor listing (default benchmarks/sd15)
