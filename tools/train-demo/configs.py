@@ -76,6 +76,12 @@ SCHEDULER = dict(
     clip_sample=False,
     set_alpha_to_one=False,
     steps_offset=1,
-    prediction_type="epsilon",
-    timestep_spacing="leading",
+    # Zero terminal SNR (Lin et al. 2024): at t = 999 the input is pure noise, so the model must take
+    # the picture's layout and colours from the prompt. With SD's schedule, x_999 keeps 7% of the
+    # latents, and these smooth procedural latents stay readable through it: a UNet trained on it
+    # ignored the prompt and drew the data average from pure noise. Zero SNR needs v-prediction and
+    # trailing timesteps.
+    rescale_betas_zero_snr=True,
+    prediction_type="v_prediction",
+    timestep_spacing="trailing",
 )

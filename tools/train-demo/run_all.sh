@@ -15,7 +15,7 @@ echo "=== run_all.sh start $(date) pid $$ ==="
 "$PY" -u "$HERE/train.py" vae latents unet export \
     --vae-minutes 50 --vae-batch 4 --vae-crop 128 \
     --latent-minutes 25 \
-    --unet-steps 8000 --unet-minutes 240 --offset-noise 0.1 --unet-batch 8 --ema 0.995 \
+    --unet-steps 8500 --unet-minutes 240 --offset-noise 0 --reset-text-encoder-at 4600 --unet-batch 8 --ema 0.995 \
     --sample-minutes 20 \
     --panorama "snowy mountains at sunset" \
     "$@"

@@ -424,28 +424,55 @@ def stage_unet(args):
 
     unet, te = new_unet_and_text(args.seed)
     params = list(unet.parameters()) + list(te.parameters())
-    opt = torch.optim.AdamW(params, lr=args.unet_lr, betas=(0.9, 0.999), weight_decay=0.01)
+
+    def new_optimizer():
+        # The text encoder learns faster and without weight decay: it starts from nothing and must
+        # tell captions apart before the UNet's cross-attention can use them.
+        return torch.optim.AdamW([
+            {"params": list(unet.parameters()), "lr_scale": 1.0, "weight_decay": 0.01},
+            {"params": list(te.parameters()), "lr_scale": args.text_lr_scale, "weight_decay": 0.0},
+        ], lr=args.unet_lr, betas=(0.9, 0.999))
+
+    opt = new_optimizer()
     ema_u, ema_t = copy.deepcopy(unet).eval(), copy.deepcopy(te).eval()
     for p in list(ema_u.parameters()) + list(ema_t.parameters()):
         p.requires_grad_(False)
     ck = os.path.join(args.ckpt_dir, "unet.pt")
-    step, elapsed0, hist = 0, 0.0, []
+    step, elapsed0, hist, text_reset = 0, 0.0, [], False
     if os.path.exists(ck):
         st = torch.load(ck, map_location="cpu", weights_only=False)
         unet.load_state_dict(st["unet"])
-        te.load_state_dict(st["te"])
         ema_u.load_state_dict(st["ema_unet"])
-        ema_t.load_state_dict(st["ema_te"])
-        opt.load_state_dict(st["opt"])
         step, elapsed0, hist = st["step"], st["elapsed"], st["hist"]
+        fresh_text = args.reset_text_encoder_at and step < args.reset_text_encoder_at + 1 and not st.get("text_reset")
+        if fresh_text:
+            log(f"unet: new text encoder (seed {args.seed + 1}) and optimizer at step {step}")
+            torch.manual_seed(args.seed + 1)
+            from transformers import CLIPTextConfig, CLIPTextModel
+            te = CLIPTextModel(CLIPTextConfig(**configs.TEXT_ENCODER))
+            ema_t = copy.deepcopy(te).eval()
+            for p in ema_t.parameters():
+                p.requires_grad_(False)
+            params = list(unet.parameters()) + list(te.parameters())
+            opt = new_optimizer()
+        else:
+            te.load_state_dict(st["te"])
+            ema_t.load_state_dict(st["ema_te"])
+            if len(st["opt"]["param_groups"]) == len(opt.param_groups):
+                opt.load_state_dict(st["opt"])
+        text_reset = bool(st.get("text_reset")) or fresh_text
         log(f"unet: resumed at step {step} ({elapsed0 / 60:.1f} min)")
     nu = sum(p.numel() for p in unet.parameters())
     nt = sum(p.numel() for p in te.parameters())
     log(f"unet: {nu / 1e6:.2f} M params, text encoder {nt / 1e6:.2f} M params, batch {args.unet_batch}")
     sched = train_scheduler()
     acp = sched.alphas_cumprod.float()
-    snr = acp / (1 - acp)
-    weight = torch.clamp(snr, max=args.min_snr) / snr  # Min-SNR-gamma weighting, epsilon target
+    snr = acp / (1 - acp).clamp(min=1e-12)
+    v_target = sched.config.prediction_type == "v_prediction"
+    if v_target:  # plain v-MSE: Min-SNR weights vanish at zero SNR, exactly where the prompt must be learnt
+        weight = torch.ones_like(snr)
+    else:  # Min-SNR-gamma weighting, epsilon target
+        weight = torch.clamp(snr, max=args.min_snr) / snr
     budget = Budget(args.unet_steps, args.unet_minutes, elapsed0)
     win = configs.UNET["sample_size"]
     last_ck = last_sample = time.time()
@@ -456,7 +483,7 @@ def stage_unet(args):
     def save():
         atomic_save(dict(unet=unet.state_dict(), te=te.state_dict(), ema_unet=ema_u.state_dict(),
                          ema_te=ema_t.state_dict(), opt=opt.state_dict(), step=step,
-                         elapsed=budget.elapsed(), hist=hist, latent_norm=(mu, sd)), ck)
+                         elapsed=budget.elapsed(), hist=hist, latent_norm=(mu, sd), text_reset=text_reset), ck)
 
     while not budget.finished(step):
         rng = np.random.default_rng([args.seed, 2, step])
@@ -478,11 +505,12 @@ def stage_unet(args):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(args.bf16)):
             enc = te(ids)[0]
             pred = unet(xt, t, enc).sample.float()
-        per = ((pred - noise) ** 2).mean(dim=(1, 2, 3))
+        target = sched.get_velocity(x0, noise, t) if v_target else noise
+        per = ((pred - target) ** 2).mean(dim=(1, 2, 3))
         loss = (per * weight[t]).mean()
         lrf = lr_factor(step, budget.progress(step), args.unet_warmup, final=0.1)
         for gr in opt.param_groups:
-            gr["lr"] = args.unet_lr * lrf
+            gr["lr"] = args.unet_lr * lrf * gr.get("lr_scale", 1.0)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -792,6 +820,9 @@ def main():
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--min-snr", type=float, default=5.0)
     ap.add_argument("--cond-drop", type=float, default=0.1)
+    ap.add_argument("--text-lr-scale", type=float, default=2.0, help="text encoder learning rate / UNet learning rate")
+    ap.add_argument("--reset-text-encoder-at", type=int, default=0,
+                    help="when resuming at this step or earlier (once), start a new text encoder and optimizer")
     ap.add_argument("--offset-noise", type=float, default=0.1, help="std of a per-sample, per-channel constant added to the noise")
     ap.add_argument("--sample-steps", type=int, default=20)
     # export
