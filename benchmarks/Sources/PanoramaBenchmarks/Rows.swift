@@ -77,6 +77,7 @@ func measureSgemmRate(runs: Int = 3) -> Double {
 
 /// Runs one row in this process.
 func runRow(_ row: String, _ o: Options) throws -> RowResult {
+    if o.runs == 0 && row != "compose-step" { throw BenchmarkError("--runs 0 only applies to compose-step (counts without timing)") }
     Compute.threads = o.threads
     let folderURL = try RandomWeights.ensure(cache: o.cache, layout: o.layout)
     let folder = try DiffusersFolder(url: folderURL)

@@ -45,7 +45,7 @@ func parse(_ arguments: [String]) throws -> (rows: [String], options: Options) {
     while i < arguments.count {
         switch arguments[i] {
         case "--json": o.json = true
-        case "--runs": o.runs = max(1, try int())
+        case "--runs": o.runs = max(0, try int())
         case "--warmups": o.warmups = try int()
         case "--threads": o.threads = max(1, try int())
         case "--cache": o.cache = URL(fileURLWithPath: try value())
