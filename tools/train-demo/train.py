@@ -595,7 +595,7 @@ It only knows the landscapes of its training data (below); it is a demo, not a g
 | vae | AutoencoderKL | block_out_channels {vae_ch}, norm_num_groups 8, layers_per_block 1, 4 latent channels (8x downsampling), no mid-block attention, scaling_factor 1.0 (latents normalised per channel inside quant_conv / post_quant_conv) | {vae_p:,} |
 | text_encoder | CLIPTextModel | hidden 64, 3 layers, 4 heads, quick_gelu, 77 positions, vocab 49408 | {te_p:,} |
 | tokenizer | CLIPTokenizer | the original OpenAI CLIP BPE vocabulary (vocab.json, merges.txt), pad token `<|endoftext|>`, max length 77 | - |
-| scheduler | DDIMScheduler | scaled_linear betas 0.00085..0.012, 1000 steps, epsilon prediction, steps_offset 1 | - |
+| scheduler | DDIMScheduler | scaled_linear betas 0.00085..0.012 rescaled to zero terminal SNR, 1000 steps, v-prediction, trailing timesteps, steps_offset 1 | - |
 
 UNet cost: about {gflop:.1f} GFLOP per 64x64-latent (512x512-pixel) evaluation of one sample.
 
@@ -731,8 +731,8 @@ def stage_export(args):
         v = st["unet"]
         ll = v.get("last_log")
         lines.append(f"- UNet + text encoder: trained together, {v.get('steps')} steps of batch {v.get('batch')} random "
-                     f"64x64 windows of those latents, {v.get('minutes')} min; epsilon prediction, Min-SNR-5 "
-                     f"weighted MSE, offset noise {args.offset_noise:g}, AdamW lr {args.unet_lr:g} (warm-up, cosine), 10 % empty captions for "
+                     f"64x64 windows of those latents, {v.get('minutes')} min; v-prediction on the "
+                     f"zero-terminal-SNR schedule, plain MSE, offset noise {args.offset_noise:g}, AdamW lr {args.unet_lr:g} (warm-up, cosine), 10 % empty captions for "
                      f"classifier-free guidance, EMA {args.ema} weights exported"
                      + (f"; final weighted loss {ll[1]:.4f}, plain MSE {ll[2]:.4f}" if ll else ""))
     card = MODEL_CARD.format(total_mb=total / 1e6, unet_ch=tuple(configs.UNET["block_out_channels"]),
