@@ -85,13 +85,9 @@ struct Compose: ParsableCommand {
                                       bootstrapSteps: bootstrapSteps ?? Int((Double(settings.steps) * 0.2).rounded()))
         let outputURL = try options.outputLocation(defaultBase: "composition-\(settings.width)x\(settings.height)-\(settings.seed)")
 
-        let loadStart = Date()
-        progress.note("loading \(modelURL.path)")
-        let model = try StableDiffusionModel(folder: modelURL)
-        let pipeline = PanoramaPipeline(model: model)
-        try pipeline.validate(settings)
+        let pipeline = try options.loadPipeline(modelURL, settings: settings, progress: progress)
+        let model = pipeline.model
         try pipeline.validate(composition, for: settings)
-        progress.note(String(format: "model loaded in %.1f s; seed %llu", Date().timeIntervalSince(loadStart), settings.seed))
 
         var loop = try pipeline.regionLoop(settings, composition: composition)
         progress.note("\(settings.width)x\(settings.height): \(composition.regions.count) regions, \(loop.views.count) windows, "

@@ -73,6 +73,16 @@ struct GenerationOptions: ParsableArguments {
         return (modelURL, preset)
     }
 
+    /// Loads the model, checks `settings` against it, and reports the load time and the seed.
+    func loadPipeline(_ modelURL: URL, settings: PanoramaSettings, progress: ProgressReporter) throws -> PanoramaPipeline {
+        let start = Date()
+        progress.note("loading \(modelURL.path)")
+        let pipeline = PanoramaPipeline(model: try StableDiffusionModel(folder: modelURL))
+        try pipeline.validate(settings)
+        progress.note(String(format: "model loaded in %.1f s; seed %llu", Date().timeIntervalSince(start), settings.seed))
+        return pipeline
+    }
+
     /// Settings for a `width` x `height` canvas from these options over `preset`.
     func settings(width: Int, height: Int, circular: Bool, preset: Preset?) throws -> PanoramaSettings {
         var s = PanoramaSettings(prompt: prompt, width: width, height: height)

@@ -45,14 +45,10 @@ struct Render: ParsableCommand {
         let outputURL = try options.outputLocation(defaultBase: "panorama-\(settings.width)x\(settings.height)-\(settings.seed)")
         let latentsOutURL = try latentsOut.map { try options.checkedWritable(URL(fileURLWithPath: $0), replace: true) }
 
-        let loadStart = Date()
-        progress.note("loading \(modelURL.path)")
-        let model = try StableDiffusionModel(folder: modelURL)
-        let pipeline = PanoramaPipeline(model: model)
-        try pipeline.validate(settings)
+        let pipeline = try options.loadPipeline(modelURL, settings: settings, progress: progress)
+        let model = pipeline.model
         let startLatents = try latentsIn.map { try readLatents($0) }
         if let startLatents { try pipeline.checkLatents(startLatents, for: settings) }
-        progress.note(String(format: "model loaded in %.1f s; seed %llu", Date().timeIntervalSince(loadStart), settings.seed))
 
         var loop = try pipeline.denoisingLoop(settings, latents: startLatents)
         progress.note("\(settings.width)x\(settings.height): \(loop.views.count) windows x \(loop.stepCount) steps")

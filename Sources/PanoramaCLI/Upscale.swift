@@ -54,12 +54,8 @@ struct Upscale: ParsableCommand {
         let stem = inputURL.deletingPathExtension().lastPathComponent
         let outputURL = try options.outputLocation(defaultBase: "\(stem)-upscaled-\(targetWidth)x\(targetHeight)-\(settings.seed)")
 
-        let loadStart = Date()
-        progress.note("loading \(modelURL.path)")
-        let model = try StableDiffusionModel(folder: modelURL)
-        let pipeline = PanoramaPipeline(model: model)
-        try pipeline.validate(settings)
-        progress.note(String(format: "model loaded in %.1f s; seed %llu", Date().timeIntervalSince(loadStart), settings.seed))
+        let pipeline = try options.loadPipeline(modelURL, settings: settings, progress: progress)
+        let model = pipeline.model
 
         progress.note("\(source.width)x\(source.height) -> \(targetWidth)x\(targetHeight): resizing and encoding")
         let image = source.resized(width: targetWidth, height: targetHeight).tensor()
