@@ -210,10 +210,12 @@ public struct PanoramaPipeline: Sendable {
         case .whole:
             guard circular else { return model.vae.decode(scaled) }
             let w = scaled.shape[3], pad = min(Self.circularDecodePadding, w)
-            let padded = Tensor.concatenate([scaled.columns((w - pad)..<w), scaled, scaled.columns(0..<pad)], dimension: 3)
+            let rows = 0..<scaled.shape[2]
+            let padded = Tensor.concatenate([scaled.cropped(rows: rows, columns: (w - pad)..<w), scaled,
+                                             scaled.cropped(rows: rows, columns: 0..<pad)], dimension: 3)
             let image = model.vae.decode(padded)
             let crop = pad * vaeScale
-            return image.columns(crop..<(image.shape[3] - crop))
+            return image.cropped(rows: 0..<image.shape[2], columns: crop..<(image.shape[3] - crop))
         }
     }
 }
@@ -222,22 +224,6 @@ public struct PanoramaPipeline: Sendable {
 public enum DecodeMethod: Sendable, Equatable {
     case tiled(VAETiling)
     case whole
-}
-
-extension Tensor {
-    /// Columns `range` (last dimension) of an NCHW tensor.
-    func columns(_ range: Range<Int>) -> Tensor {
-        let w = shape[3]
-        let rows = count / w
-        return Tensor(uninitializedShape: Array(shape.dropLast()) + [range.count]) { out in
-            withUnsafeBufferPointer { src in
-                for r in 0..<rows {
-                    (out.baseAddress! + r * range.count).update(from: src.baseAddress! + r * w + range.lowerBound,
-                                                                count: range.count)
-                }
-            }
-        }
-    }
 }
 
 /// Memory the kernel reports as available (MemAvailable), or nil where unknown.

@@ -83,6 +83,10 @@ public struct RegionDenoisingLoop<S: Scheduler>: DenoisingProcess, Sequence {
     public let promptsPerView: [[Int]]
     /// Latent masks per prompt, [rows · columns].
     public let masks: [[Float]]
+    /// Per view and per prompt in `promptsPerView`: the mask under the view, and that times the
+    /// prompt's weight (the fusion weight), computed once.
+    private let viewMasks: [[[Float]]]
+    private let fusionWeights: [[[Float]]]
     private let unet: UNet2DConditionModel
     private let scheduler: S
     private let guidances: [Guidance]
@@ -137,8 +141,11 @@ public struct RegionDenoisingLoop<S: Scheduler>: DenoisingProcess, Sequence {
         self.generator = generator
         views = tiler.views(height: rows, width: columns)
         let masks = self.masks
-        promptsPerView = views.map { view in
-            masks.indices.filter { k in Self.window(of: masks[k], view, columns: columns).contains { $0 > 0 } }
+        let windows = views.map { view in masks.map { Self.window(of: $0, view, columns: columns) } }
+        promptsPerView = windows.map { perPrompt in perPrompt.indices.filter { perPrompt[$0].contains { $0 > 0 } } }
+        viewMasks = zip(windows, promptsPerView).map { perPrompt, prompts in prompts.map { perPrompt[$0] } }
+        fusionWeights = zip(viewMasks, promptsPerView).map { maskList, prompts in
+            zip(maskList, prompts).map { mask, k in mask.map { $0 * weights[k] } }
         }
         states = promptsPerView.map { $0.map { _ in scheduler.makeViewState() } }
     }
@@ -170,7 +177,8 @@ public struct RegionDenoisingLoop<S: Scheduler>: DenoisingProcess, Sequence {
                 for (slot, k) in promptsPerView[v].enumerated() {
                     var sample = window
                     if let bootstrap, k > 0, stepIndex < bootstrap.steps {
-                        sample = bootstrapped(window, view: views[v], prompt: k, timestep: t, bootstrap)
+                        sample = bootstrapped(window, view: views[v], prompt: k, mask: viewMasks[v][slot],
+                                              timestep: t, bootstrap)
                     }
                     items.append((sample, guidances[k]))
                     owners.append((v, slot))
@@ -181,11 +189,9 @@ public struct RegionDenoisingLoop<S: Scheduler>: DenoisingProcess, Sequence {
                 ? generator.randn([items.count, channels, views[0].height, views[0].width]) : nil
             for (i, owner) in owners.enumerated() {
                 let (v, slot) = owner
-                let k = promptsPerView[v][slot]
                 let stepped = scheduler.step(eps[i], timestep: t, sample: items[i].sample,
                                              state: &states[v][slot], noise: noise?.batch(i))
-                let weight = Self.window(of: masks[k], views[v], columns: columns).map { $0 * weights[k] }
-                fuser.add(stepped, at: views[v], weight: weight)
+                fuser.add(stepped, at: views[v], weight: fusionWeights[v][slot])
             }
             start = batch.upperBound
         }
@@ -196,7 +202,7 @@ public struct RegionDenoisingLoop<S: Scheduler>: DenoisingProcess, Sequence {
 
     /// The window with everything outside prompt `k`'s mask replaced by its bootstrap background,
     /// noised to `t`: x·m + noised(bg)·(1 − m).
-    private func bootstrapped(_ window: Tensor, view: LatentView, prompt k: Int, timestep t: Int,
+    private func bootstrapped(_ window: Tensor, view: LatentView, prompt k: Int, mask: [Float], timestep t: Int,
                               _ bootstrap: Bootstrap) -> Tensor {
         let value = bootstrap.backgrounds[stepIndex][k - 1]
         let plane = view.height * view.width
@@ -205,7 +211,6 @@ public struct RegionDenoisingLoop<S: Scheduler>: DenoisingProcess, Sequence {
             for c in value.indices { for i in 0..<plane { p[c * plane + i] = value[c] } }
         }
         let noised = scheduler.addNoise(background, noise: bootstrap.noise.crop(view), timestep: t)
-        let mask = Self.window(of: masks[k], view, columns: latents.shape[3])
         var out = window
         out.withUnsafeMutableBufferPointer { o in
             noised.withUnsafeBufferPointer { n in
