@@ -38,7 +38,7 @@ let package = Package(
         .executableTarget(name: "PanoramaBenchmarks",
                           dependencies: ["Renderer", "Models", "Schedulers", "Weights", "Tensors", "Tokenization"],
                           path: "benchmarks/Sources/PanoramaBenchmarks", swiftSettings: optimise),
-        .testTarget(name: "TensorsTests", dependencies: ["Tensors"]),
+        .testTarget(name: "TensorsTests", dependencies: ["Tensors", "CKernels"]),
         .testTarget(name: "WeightsTests", dependencies: ["Weights"]),
         .testTarget(name: "TokenizationTests", dependencies: ["Tokenization"]),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Weights", "Tokenization"]),

@@ -2,6 +2,31 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
+#include <stdlib.h>
+
+static _Thread_local float *scratch_buffers[2];
+static _Thread_local size_t scratch_sizes[2];
+
+float *pk_scratch(size_t count, int slot) {
+    if (scratch_sizes[slot] < count) {
+        free(scratch_buffers[slot]);
+        scratch_buffers[slot] = aligned_alloc(64, (count * sizeof(float) + 63) / 64 * 64);
+        if (!scratch_buffers[slot]) abort();
+        scratch_sizes[slot] = count;
+    }
+    return scratch_buffers[slot];
+}
+
+void pk_retain_freed_memory(void) {
+#if defined(__GLIBC__)
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);  // glibc's largest allowed threshold
+    mallopt(M_TRIM_THRESHOLD, 0x7fffffff);
+#endif
+}
 
 #if defined(__x86_64__) && defined(__clang__)
 #define MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))

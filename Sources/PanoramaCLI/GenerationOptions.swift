@@ -53,6 +53,9 @@ struct GenerationOptions: ParsableArguments {
     @Option(name: .long, help: "Compute threads (default 2).")
     var threads: Int?
 
+    @Option(name: .long, help: ArgumentHelp("Matrix products in fp32, or bf16 (bfloat16 operands, float32 sums: about 1.3x faster on CPUs with AVX512-BF16, slightly different pixels) (default fp32).", valueName: "fp32|bf16"))
+    var precision: String?
+
     @Flag(name: .long, help: "No progress output.")
     var quiet = false
 
@@ -62,6 +65,16 @@ struct GenerationOptions: ParsableArguments {
         if let threads {
             guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
             Compute.threads = threads
+        }
+        Compute.retainFreedMemory()
+        switch precision ?? "fp32" {
+        case "fp32": Compute.precision = .fp32
+        case "bf16":
+            guard Compute.hasFastBF16 else {
+                throw ValidationError("--precision bf16 needs a CPU with AVX512-BF16 instructions, which this one lacks; use fp32")
+            }
+            Compute.precision = .bf16
+        case let other: throw ValidationError("unknown --precision \"\(other)\"; available: fp32, bf16")
         }
         let modelURL = try modelLocation()
         let modelPreset = try Preset.all(required: false).first { $0.name == modelURL.lastPathComponent }?.preset
@@ -114,6 +127,7 @@ struct GenerationOptions: ParsableArguments {
         fields.append("MultiDiffusion stride: \(s.stride)")
         if s.circular { fields.append("Circular: true") }
         if s.decodeMethod == .whole { fields.append("VAE decode: whole") }
+        if Compute.precision != .fp32 { fields.append("Precision: \(Compute.precision.rawValue)") }
         lines.append(fields.joined(separator: ", "))
         return lines.joined(separator: "\n")
     }

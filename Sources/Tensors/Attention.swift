@@ -30,6 +30,21 @@ public func scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, heads: In
         q.withUnsafeBufferPointer { qp in
             k.withUnsafeBufferPointer { kp in
                 v.withUnsafeBufferPointer { vp in
+                    // bf16: every head's keys (as Kᵀ) and values are packed once, not per query block.
+                    let bf16 = Compute.precision == .bf16
+                    let kCount = bf16 ? pk_bf16_packed_b_count(d, nk) : 0
+                    let vCount = bf16 ? pk_bf16_packed_b_count(nk, d) : 0
+                    let packed = UnsafeMutablePointer<UInt32>.allocate(capacity: b * heads * (kCount + vCount))
+                    defer { packed.deallocate() }
+                    if bf16 {
+                        Compute.parallelFor(b * heads) { bh in
+                            let (bi, h) = (bh / heads, bh % heads)
+                            let offset = bi * nk * channels + h * d
+                            let dst = packed + bh * (kCount + vCount)
+                            pk_bf16_pack_b(1, d, nk, kp.baseAddress! + offset, channels, dst)
+                            pk_bf16_pack_b(0, nk, d, vp.baseAddress! + offset, channels, dst + kCount)
+                        }
+                    }
                     // Jobs are (batch, head, query block) triples spread over the workers, each
                     // with single-threaded GEMMs and one score buffer: per-head products are too
                     // small for OpenBLAS's own threading, which then spends its time
@@ -37,16 +52,22 @@ public func scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, heads: In
                     let workers = min(Compute.threads, jobs)
                     Compute.withSingleThreadedBLAS {
                         Compute.parallelFor(workers) { worker in
-                            let s = UnsafeMutablePointer<Float>.allocate(capacity: rowsPerBlock * nk)
-                            defer { s.deallocate() }
+                            let s = pk_scratch(rowsPerBlock * nk, 0)!
                             for job in stride(from: worker, to: jobs, by: workers) {
                                 let block = job % blocksPerHead, bh = job / blocksPerHead
                                 let (bi, h) = (bh / heads, bh % heads)
                                 let r0 = block * rowsPerBlock, rows = min(rowsPerBlock, nq - r0)
                                 let qh = qp.baseAddress! + (bi * nq + r0) * channels + h * d
+                                let oh = out.baseAddress! + (bi * nq + r0) * channels + h * d
+                                if bf16 {
+                                    let kh = packed + bh * (kCount + vCount)
+                                    pk_gemm_bf16_packed_b(0, rows, nk, d, scale, qh, channels, kh, 0, s, nk)
+                                    pk_softmax_rows(s, rows, nk, causal ? r0 + 1 : 0)
+                                    pk_gemm_bf16_packed_b(0, rows, d, nk, 1, s, nk, kh + kCount, 0, oh, channels)
+                                    continue
+                                }
                                 let kh = kp.baseAddress! + bi * nk * channels + h * d
                                 let vh = vp.baseAddress! + bi * nk * channels + h * d
-                                let oh = out.baseAddress! + (bi * nq + r0) * channels + h * d
                                 sgemm(transB: true, m: rows, n: nk, k: d, alpha: scale,
                                       a: qh, lda: channels, b: kh, ldb: channels, c: s, ldc: nk)
                                 pk_softmax_rows(s, rows, nk, causal ? r0 + 1 : 0)

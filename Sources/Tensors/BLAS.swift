@@ -1,3 +1,4 @@
+import CKernels
 import COpenBLAS
 
 /// Row-major single-precision GEMM: C = alpha · op(A) · op(B) + beta · C.
@@ -10,4 +11,41 @@ public func sgemm(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k:
                   beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int) {
     cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
                 Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+}
+
+/// Row-major GEMM at `Compute.precision`: OpenBLAS for fp32, the own bf16 kernel for bf16 (split
+/// over the workers unless the caller already runs one product per worker).
+@inline(__always)
+public func gemm(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int,
+                 alpha: Float = 1, a: UnsafePointer<Float>, lda: Int,
+                 b: UnsafePointer<Float>, ldb: Int,
+                 beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int) {
+    guard Compute.precision == .bf16 else {
+        sgemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda,
+              b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+        return
+    }
+    let workers = Compute.singleThreadedBLAS ? 1 : Compute.threads
+    if workers > 1 && m * n * k >= 1 << 21 {
+        // Split the longer side: each worker packs all of the other operand, so that one should
+        // be the smaller.
+        let byColumns = n >= m && n >= 64 * workers
+        Compute.withSingleThreadedBLAS {
+            Compute.parallelFor(workers) { part in
+                if byColumns {
+                    let j0 = (n / 32 * part / workers) * 32, j1 = part == workers - 1 ? n : (n / 32 * (part + 1) / workers) * 32
+                    let bOffset = transB ? j0 * ldb : j0
+                    pk_gemm_bf16(transA ? 1 : 0, transB ? 1 : 0, m, j1 - j0, k, alpha, a, lda,
+                                 b + bOffset, ldb, beta, c + j0, ldc)
+                } else {
+                    let i0 = m * part / workers, i1 = m * (part + 1) / workers
+                    let aOffset = transA ? i0 : i0 * lda
+                    pk_gemm_bf16(transA ? 1 : 0, transB ? 1 : 0, i1 - i0, n, k, alpha, a + aOffset, lda,
+                                 b, ldb, beta, c + i0 * ldc, ldc)
+                }
+            }
+        }
+        return
+    }
+    pk_gemm_bf16(transA ? 1 : 0, transB ? 1 : 0, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 }

@@ -1,9 +1,30 @@
+import CKernels
 import COpenBLAS
 import Dispatch
+
+/// Arithmetic of the large matrix products (convolutions, linear layers, attention).
+public enum Precision: String, Sendable, CaseIterable {
+    /// float32 everywhere (OpenBLAS).
+    case fp32
+    /// Operands rounded to bfloat16, products summed in float32 (own AVX512-BF16 kernel).
+    /// Everything else (normalisation, softmax, the scheduler) stays float32.
+    case bf16
+}
 
 /// Process-wide compute settings shared by every kernel.
 public enum Compute {
     nonisolated(unsafe) private static var _threads = 2
+    nonisolated(unsafe) private static var _singleThreadedBLAS = false
+
+    /// Precision of the large matrix products (default fp32). Process-wide, like `threads`.
+    nonisolated(unsafe) public static var precision = Precision.fp32
+
+    /// Whether bf16 products run on the CPU's AVX512-BF16 instructions. Without them `.bf16`
+    /// still works, through a portable kernel that is far slower than fp32.
+    public static var hasFastBF16: Bool { pk_bf16_supported() != 0 }
+
+    /// True inside `withSingleThreadedBLAS`: the caller already runs one product per worker.
+    static var singleThreadedBLAS: Bool { _singleThreadedBLAS }
 
     /// Worker threads used by the kernels and by OpenBLAS (default 2).
     public static var threads: Int {
@@ -14,11 +35,23 @@ public enum Compute {
         }
     }
 
+    /// Keeps freed blocks of up to 32 MiB in the heap for reuse instead of unmapping them. A
+    /// model call allocates and frees the same sizes over and over, and by default glibc maps
+    /// every block above 128 KiB afresh: a page fault and a zeroed page for every 4 KiB touched,
+    /// about 12 % of a bf16 UNet call. Call once at start-up.
+    public static func retainFreedMemory() {
+        pk_retain_freed_memory()
+    }
+
     /// Runs `body` with OpenBLAS limited to one thread, for callers that parallelise over many
     /// small GEMMs themselves.
     public static func withSingleThreadedBLAS<R>(_ body: () throws -> R) rethrows -> R {
         openblas_set_num_threads(1)
-        defer { openblas_set_num_threads(Int32(_threads)) }
+        _singleThreadedBLAS = true
+        defer {
+            _singleThreadedBLAS = false
+            openblas_set_num_threads(Int32(_threads))
+        }
         return try body()
     }
 

@@ -1,3 +1,4 @@
+import CKernels
 /// Zero padding of a 2-D convolution's input, per side (asymmetric padding serves the VAE
 /// encoder's stride-2 convolutions, which pad only the bottom and right).
 public struct Padding2D: Sendable, Equatable {
@@ -37,13 +38,12 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int = 1,
                     let input = xp.baseAddress! + b * cin * h * w
                     let output = op.baseAddress! + b * cout * plane
                     if pointwise {
-                        sgemm(m: cout, n: range.count * wout, k: cin, a: wp.baseAddress!, lda: cin,
+                        gemm(m: cout, n: range.count * wout, k: cin, a: wp.baseAddress!, lda: cin,
                               b: input + range.lowerBound * w, ldb: h * w,
                               c: output + range.lowerBound * wout, ldc: plane)
                         return
                     }
-                    let col = UnsafeMutablePointer<Float>.allocate(capacity: kdim * rowsPerBlock * wout)
-                    defer { col.deallocate() }
+                    let col = pk_scratch(kdim * rowsPerBlock * wout, 0)!
                     var y0 = range.lowerBound
                     while y0 < range.upperBound {
                         let rows = min(rowsPerBlock, range.upperBound - y0)
@@ -51,7 +51,7 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int = 1,
                         im2col(input, channels: cin, height: h, width: w, kh: kh, kw: kw, stride: stride,
                                padding: padding, outWidth: wout, firstRow: y0, rows: rows, into: col,
                                parallel: parallel)
-                        sgemm(m: cout, n: cols, k: kdim, a: wp.baseAddress!, lda: kdim, b: col, ldb: cols,
+                        gemm(m: cout, n: cols, k: kdim, a: wp.baseAddress!, lda: kdim, b: col, ldb: cols,
                               c: output + y0 * wout, ldc: plane)
                         y0 += rows
                     }

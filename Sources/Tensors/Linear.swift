@@ -11,7 +11,7 @@ public func linear(_ x: Tensor, weight: Tensor, bias: Tensor?) -> Tensor {
             weight.withUnsafeBufferPointer { wp in
                 let workers = Compute.threads
                 guard workers > 1 && rows >= 64 * workers else {
-                    sgemm(transB: true, m: rows, n: outFeatures, k: inFeatures,
+                    gemm(transB: true, m: rows, n: outFeatures, k: inFeatures,
                           a: xp.baseAddress!, lda: inFeatures, b: wp.baseAddress!, ldb: inFeatures,
                           c: out.baseAddress!, ldc: outFeatures)
                     return
@@ -21,7 +21,7 @@ public func linear(_ x: Tensor, weight: Tensor, bias: Tensor?) -> Tensor {
                 Compute.withSingleThreadedBLAS {
                     Compute.parallelFor(workers) { part in
                         let r0 = rows * part / workers, r1 = rows * (part + 1) / workers
-                        sgemm(transB: true, m: r1 - r0, n: outFeatures, k: inFeatures,
+                        gemm(transB: true, m: r1 - r0, n: outFeatures, k: inFeatures,
                               a: xp.baseAddress! + r0 * inFeatures, lda: inFeatures,
                               b: wp.baseAddress!, ldb: inFeatures,
                               c: out.baseAddress! + r0 * outFeatures, ldc: outFeatures)

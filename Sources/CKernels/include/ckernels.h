@@ -2,6 +2,7 @@
 #define PANORAMA_CKERNELS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /// Hot element-wise loops in C so they vectorise (Swift's baseline x86-64 target does not);
 /// each has AVX-512, AVX2 and baseline versions chosen at run time.
@@ -20,5 +21,40 @@ void pk_scale_shift(const float *x, float *y, size_t n, float scale, float shift
 /// GEGLU: for each of `rows` rows of 2·d inputs [hidden, gate], out = hidden · gelu(gate), with
 /// exact (erf) GELU through a polynomial erf accurate to 1.5e-7.
 void pk_geglu(const float *x, float *out, size_t rows, size_t d);
+
+/// A per-thread scratch buffer of at least `count` floats that only grows, so hot loops neither
+/// allocate nor page-fault. `slot` 0 or 1 picks one of two independent buffers. The contents
+/// are undefined and valid until the same thread asks for the same slot again.
+float *pk_scratch(size_t count, int slot);
+
+/// glibc: keep freed blocks up to 32 MiB in the heap instead of unmapping them (no-op elsewhere).
+void pk_retain_freed_memory(void);
+
+/// 1 when this CPU has AVX512-BF16 (the bf16 GEMM then uses VDPBF16PS; otherwise a portable
+/// kernel with the same rounding, much slower).
+int pk_bf16_supported(void);
+
+/// Tests: makes `pk_bf16_supported` report 0 while `on` is non-zero.
+void pk_bf16_force_portable(int on);
+
+/// x rounded to the nearest bfloat16 (ties to even), returned as float.
+float pk_round_bf16(float x);
+
+/// Row-major C = alpha · op(A) · op(B) + beta · C, with A and B rounded to bfloat16 and products
+/// summed in float32. op(A) is m x k, op(B) is k x n; `trans_a` / `trans_b` mean the stored
+/// matrix is the transpose. Single-threaded. C is not read when beta is 0.
+void pk_gemm_bf16(int trans_a, int trans_b, size_t m, size_t n, size_t k, float alpha,
+                  const float *a, size_t lda, const float *b, size_t ldb, float beta,
+                  float *c, size_t ldc);
+
+/// Number of uint32 values a packed k x n op(B) occupies.
+size_t pk_bf16_packed_b_count(size_t k, size_t n);
+
+/// Packs op(B) (k x n) once, for products that reuse it (attention's keys and values, weights).
+void pk_bf16_pack_b(int trans_b, size_t k, size_t n, const float *b, size_t ldb, uint32_t *dst);
+
+/// `pk_gemm_bf16` with op(B) already packed by `pk_bf16_pack_b` for the same k and n.
+void pk_gemm_bf16_packed_b(int trans_a, size_t m, size_t n, size_t k, float alpha, const float *a,
+                           size_t lda, const uint32_t *packed_b, float beta, float *c, size_t ldc);
 
 #endif

@@ -23,6 +23,7 @@ struct Options {
     var json = false
     var skip4096 = false
     var cold = false
+    var precision = Precision.fp32
     /// `vae-layers`: latent width (64 = the 512x512 decode, 512 = the 512x4096 one).
     var latentWidth = 64
     /// `unet-layers` / `vae-layers`: replay only this kind of layer (conv, linear, attention, …).
@@ -50,8 +51,9 @@ let attentionShapes = [
     GemmShape(m: 4096, n: 40, k: 4096, transB: false, label: "4096x40x4096 (PV, one head)"),
 ]
 
-/// Best-of-`runs` seconds of each shape, after one warm-up, with OpenBLAS on `Compute.threads` threads.
-func timeGemms(_ shapes: [GemmShape], runs: Int) -> [[Double]] {
+/// Best-of-`runs` seconds of each shape, after one warm-up, on `Compute.threads` threads: OpenBLAS,
+/// or with `bf16` the own bf16 GEMM through `gemm`.
+func timeGemms(_ shapes: [GemmShape], runs: Int, bf16: Bool = false) -> [[Double]] {
     var generator = TorchGenerator(seed: 7)
     return shapes.map { s in
         let a = generator.randn([s.m * s.k]), b = generator.randn([s.k * s.n])
@@ -60,8 +62,16 @@ func timeGemms(_ shapes: [GemmShape], runs: Int) -> [[Double]] {
             b.withUnsafeBufferPointer { bp in
                 c.withUnsafeMutableBufferPointer { cp in
                     time(warmups: 1, runs: runs) {
-                        sgemm(transB: s.transB, m: s.m, n: s.n, k: s.k, a: ap.baseAddress!, lda: s.k,
-                              b: bp.baseAddress!, ldb: s.transB ? s.k : s.n, c: cp.baseAddress!, ldc: s.n)
+                        if bf16 {
+                            let saved = Compute.precision
+                            Compute.precision = .bf16
+                            defer { Compute.precision = saved }
+                            gemm(transB: s.transB, m: s.m, n: s.n, k: s.k, a: ap.baseAddress!, lda: s.k,
+                                 b: bp.baseAddress!, ldb: s.transB ? s.k : s.n, c: cp.baseAddress!, ldc: s.n)
+                        } else {
+                            sgemm(transB: s.transB, m: s.m, n: s.n, k: s.k, a: ap.baseAddress!, lda: s.k,
+                                  b: bp.baseAddress!, ldb: s.transB ? s.k : s.n, c: cp.baseAddress!, ldc: s.n)
+                        }
                     }
                 }
             }
@@ -79,10 +89,12 @@ func measureSgemmRate(runs: Int = 3) -> Double {
 func runRow(_ row: String, _ o: Options) throws -> RowResult {
     if o.runs == 0 && row != "compose-step" { throw BenchmarkError("--runs 0 only applies to compose-step (counts without timing)") }
     Compute.threads = o.threads
+    Compute.retainFreedMemory()
     let folderURL = try RandomWeights.ensure(cache: o.cache, layout: o.layout)
     let folder = try DiffusersFolder(url: folderURL)
     var generator = TorchGenerator(seed: 0)
     let sgemmRate = row == "sgemm" ? nil : (o.sgemmGflops ?? measureSgemmRate())
+    Compute.precision = o.precision
     var result: RowResult
     let probe: LoadProbe
 
@@ -101,6 +113,12 @@ func runRow(_ row: String, _ o: Options) throws -> RowResult {
         result.sgemmGflops = rate
         for (s, t) in zip(convLikeShapes + attentionShapes, times + attention) {
             result.extra["GFLOP/s " + s.label] = s.flop / 1e9 / t.min()!
+        }
+        if o.precision == .bf16 {
+            let shapes = convLikeShapes + attentionShapes
+            for (s, t) in zip(shapes, timeGemms(shapes, runs: runs, bf16: true)) {
+                result.extra["bf16 GFLOP/s " + s.label] = s.flop / 1e9 / t.min()!
+            }
         }
 
     case "unet":
@@ -246,6 +264,7 @@ func runRow(_ row: String, _ o: Options) throws -> RowResult {
         throw BenchmarkError("unknown row \(row); rows: \(rowNames.joined(separator: ", ")), all")
     }
     (result.otherLoadCores, result.stealCores) = probe.finish()
+    if row != "sgemm" { result.extra["precision"] = o.precision.rawValue }
     if row != "sgemm" { result.sgemmGflops = sgemmRate }
     result.peakRSS = procStatusBytes("VmHWM")
     return result

@@ -1,4 +1,5 @@
 import Foundation
+import Tensors
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -8,6 +9,7 @@ import Glibc
 let usage = """
     usage: panorama-benchmarks ROW... [--json] [--runs N] [--warmups N] [--threads N]
                                [--cache DIR] [--layout DIR] [--sgemm-gflops X] [--skip-4096] [--cold]
+                               [--precision fp32|bf16]
     rows: \(rowNames.joined(separator: ", ")), all; `flops` prints the counted FLOPs only
       --json           print JSON (one object per row, an array for several rows) instead of a table
       --runs/--warmups timed and untimed repetitions (defaults per row: unet 3+1, vae-decode-512 3+1,
@@ -18,6 +20,8 @@ let usage = """
       --sgemm-gflops X use X as the ceiling instead of measuring sgemm in each row's process
       --skip-4096      leave vae-decode-4096 out of `all`
       --cold           `load`: evict the weight files from the page cache first
+      --precision P    fp32 (default) or bf16: the arithmetic of the models' matrix products
+                       (`sgemm` then also times the own bf16 GEMM on the same shapes)
       --latent-width N `vae-layers`: latent width (64: the 512x512 decode; 512: the 512x4096 one)
       --only KIND      `unet-layers`/`vae-layers`: replay only conv, linear, attention, groupnorm or layernorm
       --verbose        `unet-layers`/`vae-layers`: print every layer's time to standard error
@@ -56,6 +60,10 @@ func parse(_ arguments: [String]) throws -> (rows: [String], options: Options) {
             o.sgemmGflops = x
         case "--skip-4096": o.skip4096 = true
         case "--cold": o.cold = true
+        case "--precision":
+            let v = try value()
+            guard let p = Precision(rawValue: v) else { throw BenchmarkError("--precision: fp32 or bf16, not \(v)") }
+            o.precision = p
         case "--latent-width": o.latentWidth = max(8, try int())
         case "--only": o.only = try value()
         case "--verbose": o.verbose = true

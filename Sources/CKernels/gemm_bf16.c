@@ -1,0 +1,374 @@
+// bf16 GEMM: C = alpha · op(A) · op(B) + beta · C with float32 operands rounded to bfloat16
+// (round to nearest even) while they are packed, products summed in float32.
+//
+// Blocked as in GotoBLAS/BLIS: for each KC x NC panel of B (packed once, kept in L2/L3) and each
+// MC x KC block of A (packed, kept in L2), a 12 x 32 (or 12 x 16 at the right edge) micro-kernel
+// walks the K dimension two values at a time with VDPBF16PS, which multiplies pairs of bf16 and
+// adds both products into a float32 lane. Packed layouts, per pair index p of the block's K:
+//   A: for each 12-row micro-panel, row i's pairs (k=2p, k=2p+1; low half = even k) at
+//      i·KC/2 + p, so rows convert with contiguous stores and the kernel broadcasts from fixed
+//      offsets;
+//   B: for each 32-column micro-panel, 32 uint32 (column j's pair), two zmm loads.
+// Ragged edges are zero-padded in the packed panels, and the micro-kernel writes edge tiles
+// through a local buffer. Single-threaded: callers split the work over their own workers.
+
+#include "ckernels.h"
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) && defined(__clang__)
+#include <immintrin.h>
+#define PK_HAVE_X86 1
+#define BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
+#else
+#define PK_HAVE_X86 0
+#endif
+
+#ifndef PK_KC
+#define PK_KC 384
+#define PK_MC 240
+#define PK_NC 3072
+#endif
+enum { MR = 12, NR = 32, KC = PK_KC, MC = PK_MC, NC = PK_NC, AS = KC / 2 };
+
+static int force_portable = 0;
+
+void pk_bf16_force_portable(int on) { force_portable = on; }
+
+int pk_bf16_supported(void) {
+#if PK_HAVE_X86
+    static int cached = -1;
+    if (cached < 0) cached = __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512bw");
+    return cached && !force_portable;
+#else
+    return 0;
+#endif
+}
+
+/// Round to nearest even, as VCVTNE2PS2BF16 does (NaN stays NaN).
+static inline uint16_t to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+static inline float from_bf16(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+float pk_round_bf16(float x) { return from_bf16(to_bf16(x)); }
+
+static inline uint32_t pair(float even, float odd) {
+    return (uint32_t)to_bf16(even) | ((uint32_t)to_bf16(odd) << 16);
+}
+
+/// Element (k, mn) of an operand stored row-major with leading dimension ld, where `trans`
+/// means the stored matrix is the transpose.
+static inline float element(const float *x, size_t ld, int trans, size_t row, size_t col) {
+    return trans ? x[col * ld + row] : x[row * ld + col];
+}
+
+#if PK_HAVE_X86
+/// Converts the first 32·⌊kc/32⌋ floats of `src` to consecutive bf16 pairs; returns the number of
+/// pairs written.
+BF16_TARGET
+static size_t pack_pairs(const float *src, size_t kc, uint32_t *dst) {
+    size_t p = 0;
+    for (; 2 * p + 32 <= kc; p += 16) {
+        __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + 2 * p + 16), _mm512_loadu_ps(src + 2 * p));
+        _mm512_storeu_si512(dst + p, (__m512i)v);
+    }
+    return p;
+}
+
+/// Converts the first 32·⌊kc/32⌋ floats of `src` to bf16 pairs, storing pair p at dst[p·stride];
+/// returns the number of pairs written.
+BF16_TARGET
+static size_t pack_pairs_strided(const float *src, size_t kc, uint32_t *dst, size_t stride) {
+    size_t p = 0;
+    for (; 2 * p + 32 <= kc; p += 16) {
+        uint32_t t[16];
+        __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + 2 * p + 16), _mm512_loadu_ps(src + 2 * p));
+        _mm512_storeu_si512(t, (__m512i)v);
+        for (int q = 0; q < 16; q++) dst[(p + q) * stride] = t[q];
+    }
+    return p;
+}
+#endif
+
+/// Packs rows [i0, i0+mc) x K [k0, k0+kc) of op(A) into MR-row micro-panels of pairs.
+static void pack_a(const float *a, size_t lda, int trans, size_t i0, size_t mc, size_t k0, size_t kc,
+                   uint32_t *dst) {
+    size_t kp = (kc + 1) / 2;
+    for (size_t ir = 0; ir < mc; ir += MR) {
+        size_t rows = mc - ir < MR ? mc - ir : MR;
+        uint32_t *panel = dst + ir * AS;
+        for (size_t r = 0; r < MR; r++) {
+            if (r >= rows) {
+                for (size_t p = 0; p < kp; p++) panel[r * AS + p] = 0;
+                continue;
+            }
+            size_t i = i0 + ir + r;
+            if (!trans) {
+                const float *row = a + i * lda + k0;
+                size_t p = 0;
+#if PK_HAVE_X86
+                if (pk_bf16_supported()) p = pack_pairs(row, kc, panel + r * AS);
+#endif
+                for (; 2 * p + 1 < kc; p++) panel[r * AS + p] = pair(row[2 * p], row[2 * p + 1]);
+                if (p < kp) panel[r * AS + p] = pair(row[2 * p], 0);
+            } else {
+                for (size_t p = 0; p < kp; p++) {
+                    float e = element(a, lda, 1, i, k0 + 2 * p);
+                    float o = 2 * p + 1 < kc ? element(a, lda, 1, i, k0 + 2 * p + 1) : 0;
+                    panel[r * AS + p] = pair(e, o);
+                }
+            }
+        }
+    }
+}
+
+/// Packs K [k0, k0+kc) x columns [j0, j0+nc) of op(B) into NR-column micro-panels of pairs.
+static void pack_b_generic(const float *b, size_t ldb, int trans, size_t k0, size_t kc, size_t j0,
+                           size_t nc, uint32_t *dst) {
+    size_t kp = (kc + 1) / 2;
+    for (size_t jr = 0; jr < nc; jr += NR) {
+        size_t cols = nc - jr < NR ? nc - jr : NR;
+        uint32_t *panel = dst + jr * kp;
+        for (size_t c = 0; c < NR; c++) {
+            if (c >= cols) {
+                for (size_t p = 0; p < kp; p++) panel[p * NR + c] = 0;
+                continue;
+            }
+            size_t j = j0 + jr + c;
+            if (trans) {
+                // Column j of op(B) is row j of the stored matrix: its K values are contiguous.
+                const float *col = b + j * ldb + k0;
+                size_t p = 0;
+#if PK_HAVE_X86
+                if (pk_bf16_supported()) p = pack_pairs_strided(col, kc, panel + c, NR);
+#endif
+                for (; 2 * p + 1 < kc; p++) panel[p * NR + c] = pair(col[2 * p], col[2 * p + 1]);
+                if (p < kp) panel[p * NR + c] = pair(col[2 * p], 0);
+            } else {
+                for (size_t p = 0; p < kp; p++) {
+                    float e = b[(k0 + 2 * p) * ldb + j];
+                    float o = 2 * p + 1 < kc ? b[(k0 + 2 * p + 1) * ldb + j] : 0;
+                    panel[p * NR + c] = pair(e, o);
+                }
+            }
+        }
+    }
+}
+
+#if PK_HAVE_X86
+/// Untransposed B with whole 32-column micro-panels: two rows of 32 floats become one panel row
+/// of 32 interleaved pairs.
+BF16_TARGET
+static void pack_b_rows(const float *b, size_t ldb, size_t k0, size_t kc, size_t j0, size_t nc,
+                        uint32_t *dst) {
+    size_t kp = (kc + 1) / 2;
+    const __m512i lo = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8,
+                                        39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
+    const __m512i hi = _mm512_add_epi16(lo, _mm512_set1_epi16(16));
+    size_t full = nc / NR * NR;
+    for (size_t jr = 0; jr < full; jr += NR) {
+        uint32_t *panel = dst + jr * kp;
+        for (size_t p = 0; p < kp; p++) {
+            const float *r0 = b + (k0 + 2 * p) * ldb + j0 + jr;
+            __m512i even = (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(r0 + 16), _mm512_loadu_ps(r0));
+            __m512i odd = _mm512_setzero_si512();
+            if (2 * p + 1 < kc) {
+                const float *r1 = r0 + ldb;
+                odd = (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(r1 + 16), _mm512_loadu_ps(r1));
+            }
+            _mm512_storeu_si512(panel + p * NR, _mm512_permutex2var_epi16(even, lo, odd));
+            _mm512_storeu_si512(panel + p * NR + 16, _mm512_permutex2var_epi16(even, hi, odd));
+        }
+    }
+    if (full < nc) pack_b_generic(b, ldb, 0, k0, kc, j0 + full, nc - full, dst + full * kp);
+}
+
+/// Writes an accumulator tile: C = alpha·acc (+ beta·C, or + C when accumulating a later K block).
+BF16_TARGET
+static inline void store_row(float *c, __m512 acc, float alpha, float beta, int accumulate, __mmask16 m) {
+    __m512 v = _mm512_mul_ps(acc, _mm512_set1_ps(alpha));
+    if (accumulate) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, c));
+    else if (beta != 0) v = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, c), _mm512_set1_ps(beta), v);
+    _mm512_mask_storeu_ps(c, m, v);
+}
+
+/// The 12 x 32 micro-kernel; `cols` ≤ 32 and `rows` ≤ 12 clip the stored tile.
+BF16_TARGET
+static void kernel_12x32(size_t kp, const uint32_t *a, const uint32_t *b, float *c, size_t ldc,
+                         size_t rows, size_t cols, float alpha, float beta, int accumulate) {
+    __m512 acc[MR][2];
+#pragma clang loop unroll(full)
+    for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+    for (size_t p = 0; p < kp; p++) {
+        __m512bh b0 = (__m512bh)_mm512_loadu_si512(b);
+        __m512bh b1 = (__m512bh)_mm512_loadu_si512(b + 16);
+#pragma clang loop unroll(full)
+        for (int i = 0; i < MR; i++) {
+            __m512bh ai = (__m512bh)_mm512_set1_epi32((int)a[i * AS]);
+            acc[i][0] = _mm512_dpbf16_ps(acc[i][0], ai, b0);
+            acc[i][1] = _mm512_dpbf16_ps(acc[i][1], ai, b1);
+        }
+        a += 1;
+        b += NR;
+    }
+    __mmask16 m0 = cols >= 16 ? 0xffff : (__mmask16)((1u << cols) - 1);
+    __mmask16 m1 = cols >= 32 ? 0xffff : cols <= 16 ? 0 : (__mmask16)((1u << (cols - 16)) - 1);
+    for (size_t i = 0; i < rows; i++) {
+        store_row(c + i * ldc, acc[i][0], alpha, beta, accumulate, m0);
+        if (m1) store_row(c + i * ldc + 16, acc[i][1], alpha, beta, accumulate, m1);
+    }
+}
+
+/// The 12 x 16 micro-kernel for a right edge of at most 16 columns (attention's 40- and
+/// 80-wide heads would otherwise waste most of a 32-wide panel).
+BF16_TARGET
+static void kernel_12x16(size_t kp, const uint32_t *a, const uint32_t *b, float *c, size_t ldc,
+                         size_t rows, size_t cols, float alpha, float beta, int accumulate) {
+    __m512 acc[MR];
+#pragma clang loop unroll(full)
+    for (int i = 0; i < MR; i++) acc[i] = _mm512_setzero_ps();
+    for (size_t p = 0; p < kp; p++) {
+        __m512bh b0 = (__m512bh)_mm512_loadu_si512(b);
+#pragma clang loop unroll(full)
+        for (int i = 0; i < MR; i++)
+            acc[i] = _mm512_dpbf16_ps(acc[i], (__m512bh)_mm512_set1_epi32((int)a[i * AS]), b0);
+        a += 1;
+        b += NR;
+    }
+    __mmask16 m0 = cols >= 16 ? 0xffff : (__mmask16)((1u << cols) - 1);
+    for (size_t i = 0; i < rows; i++) store_row(c + i * ldc, acc[i], alpha, beta, accumulate, m0);
+}
+#endif
+
+/// Portable micro-kernel with the same arithmetic (bf16 products summed in float32), for CPUs
+/// without AVX512-BF16.
+static void kernel_portable(size_t kp, const uint32_t *a, const uint32_t *b, float *c, size_t ldc,
+                            size_t rows, size_t cols, float alpha, float beta, int accumulate) {
+    for (size_t i = 0; i < rows; i++) {
+        for (size_t j = 0; j < cols; j++) {
+            float s = 0;
+            for (size_t p = 0; p < kp; p++) {
+                uint32_t x = a[i * AS + p], y = b[p * NR + j];
+                s += from_bf16((uint16_t)x) * from_bf16((uint16_t)y);
+                s += from_bf16((uint16_t)(x >> 16)) * from_bf16((uint16_t)(y >> 16));
+            }
+            float *out = c + i * ldc + j;
+            float v = alpha * s;
+            if (accumulate) v += *out;
+            else if (beta != 0) v += beta * *out;
+            *out = v;
+        }
+    }
+}
+
+/// Packing buffers live per thread and only grow, so repeated calls neither allocate nor fault.
+static _Thread_local uint32_t *packed_a, *packed_b;
+static _Thread_local size_t packed_a_size, packed_b_size;
+
+static uint32_t *scratch(uint32_t **buffer, size_t *size, size_t need) {
+    if (*size < need) {
+        free(*buffer);
+        *buffer = aligned_alloc(64, (need * sizeof(uint32_t) + 63) / 64 * 64);
+        *size = *buffer ? need : 0;
+    }
+    return *buffer;
+}
+
+static size_t round_up(size_t x, size_t to) { return (x + to - 1) / to * to; }
+
+/// Packs op(B)'s K block [pc, pc+kc) x column block [jc, jc+nc).
+static void pack_b(const float *b, size_t ldb, int trans_b, size_t pc, size_t kc, size_t jc, size_t nc,
+                   uint32_t *dst) {
+#if PK_HAVE_X86
+    if (pk_bf16_supported() && !trans_b) { pack_b_rows(b, ldb, pc, kc, jc, nc, dst); return; }
+#endif
+    pack_b_generic(b, ldb, trans_b, pc, kc, jc, nc, dst);
+}
+
+/// A whole packed op(B) stores its (column block, K block) panels one after another; KC and NC
+/// being multiples of 2 and NR, the block at (jc, pc) starts here.
+static size_t packed_offset(size_t k, size_t jc, size_t pc, size_t nc) {
+    return (k + 1) / 2 * jc + pc / 2 * round_up(nc, NR);
+}
+
+size_t pk_bf16_packed_b_count(size_t k, size_t n) { return (k + 1) / 2 * round_up(n, NR); }
+
+void pk_bf16_pack_b(int trans_b, size_t k, size_t n, const float *b, size_t ldb, uint32_t *dst) {
+    for (size_t jc = 0; jc < n; jc += NC) {
+        size_t nc = n - jc < NC ? n - jc : NC;
+        for (size_t pc = 0; pc < k; pc += KC)
+            pack_b(b, ldb, trans_b, pc, k - pc < KC ? k - pc : KC, jc, nc, dst + packed_offset(k, jc, pc, nc));
+    }
+}
+
+/// The blocked product; op(B) comes either from `b` (packed here, block by block) or, when
+/// `prepacked` is set, from a whole packed op(B).
+static void gemm(int trans_a, int trans_b, size_t m, size_t n, size_t k, float alpha,
+                 const float *a, size_t lda, const float *b, size_t ldb, const uint32_t *prepacked,
+                 float beta, float *c, size_t ldc) {
+    if (m == 0 || n == 0) return;
+    if (k == 0) {
+        for (size_t i = 0; i < m; i++)
+            for (size_t j = 0; j < n; j++) c[i * ldc + j] = beta == 0 ? 0 : beta * c[i * ldc + j];
+        return;
+    }
+    int fast = pk_bf16_supported();
+    size_t kpMax = (KC + 1) / 2;
+    uint32_t *pb = prepacked ? NULL : scratch(&packed_b, &packed_b_size, kpMax * (NC + NR));
+    uint32_t *pa = scratch(&packed_a, &packed_a_size, (size_t)AS * (MC + MR));
+    if (!pa || (!prepacked && !pb)) abort();
+    for (size_t jc = 0; jc < n; jc += NC) {
+        size_t nc = n - jc < NC ? n - jc : NC;
+        for (size_t pc = 0; pc < k; pc += KC) {
+            size_t kc = k - pc < KC ? k - pc : KC;
+            size_t kp = (kc + 1) / 2;
+            int accumulate = pc > 0;
+            const uint32_t *panel = prepacked ? prepacked + packed_offset(k, jc, pc, nc) : pb;
+            if (!prepacked) pack_b(b, ldb, trans_b, pc, kc, jc, nc, pb);
+            for (size_t ic = 0; ic < m; ic += MC) {
+                size_t mc = m - ic < MC ? m - ic : MC;
+                pack_a(a, lda, trans_a, ic, mc, pc, kc, pa);
+                for (size_t jr = 0; jr < nc; jr += NR) {
+                    size_t cols = nc - jr < NR ? nc - jr : NR;
+                    const uint32_t *bp = panel + jr * kp;
+                    for (size_t ir = 0; ir < mc; ir += MR) {
+                        size_t rows = mc - ir < MR ? mc - ir : MR;
+                        const uint32_t *ap = pa + ir * AS;
+                        float *ct = c + (ic + ir) * ldc + jc + jr;
+#if PK_HAVE_X86
+                        if (fast) {
+                            if (cols <= 16) kernel_12x16(kp, ap, bp, ct, ldc, rows, cols, alpha, beta, accumulate);
+                            else kernel_12x32(kp, ap, bp, ct, ldc, rows, cols, alpha, beta, accumulate);
+                            continue;
+                        }
+#endif
+                        kernel_portable(kp, ap, bp, ct, ldc, rows, cols, alpha, beta, accumulate);
+                    }
+                }
+            }
+        }
+    }
+}
+
+void pk_gemm_bf16(int trans_a, int trans_b, size_t m, size_t n, size_t k, float alpha,
+                  const float *a, size_t lda, const float *b, size_t ldb, float beta,
+                  float *c, size_t ldc) {
+    gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, NULL, beta, c, ldc);
+}
+
+void pk_gemm_bf16_packed_b(int trans_a, size_t m, size_t n, size_t k, float alpha, const float *a,
+                           size_t lda, const uint32_t *packed_b, float beta, float *c, size_t ldc) {
+    gemm(trans_a, 0, m, n, k, alpha, a, lda, NULL, 0, packed_b, beta, c, ldc);
+}

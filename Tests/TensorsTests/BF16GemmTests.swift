@@ -1,0 +1,121 @@
+import CKernels
+import Tensors
+import XCTest
+
+/// The bf16 GEMM against a float64 product of the same bf16-rounded operands: only the float32
+/// summation order may differ, so the tolerance is tight.
+final class BF16GemmTests: XCTestCase {
+    private func values(_ count: Int, seed: UInt64) -> [Float] {
+        var state = seed &* 6364136223846793005 &+ 1442695040888963407
+        return (0..<count).map { _ in
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            return Float(Int64(bitPattern: state >> 11) % 2000) / 1000 - 1
+        }
+    }
+
+    /// Runs one product through `pk_gemm_bf16` and checks every element.
+    private func check(m: Int, n: Int, k: Int, transA: Bool, transB: Bool, alpha: Float, beta: Float,
+                       file: StaticString = #filePath, line: UInt = #line) {
+        let (lda, ldb, ldc) = (transA ? m + 3 : k + 1, transB ? k + 2 : n + 5, n + 7)
+        let a = values((transA ? k : m) * lda, seed: 1), b = values((transB ? n : k) * ldb, seed: 2)
+        let c0 = values(m * ldc, seed: 3)
+        var c = c0
+        pk_gemm_bf16(transA ? 1 : 0, transB ? 1 : 0, m, n, k, alpha, a, lda, b, ldb, beta, &c, ldc)
+        var worst: Double = 0
+        for i in 0..<m {
+            for j in 0..<n {
+                var s: Double = 0
+                for p in 0..<k {
+                    let x = transA ? a[p * lda + i] : a[i * lda + p]
+                    let y = transB ? b[j * ldb + p] : b[p * ldb + j]
+                    s += Double(pk_round_bf16(x)) * Double(pk_round_bf16(y))
+                }
+                let expected = Double(alpha) * s + (beta == 0 ? 0 : Double(beta) * Double(c0[i * ldc + j]))
+                worst = max(worst, abs(expected - Double(c[i * ldc + j])))
+            }
+            // Columns past n belong to someone else.
+            for j in n..<ldc where c[i * ldc + j] != c0[i * ldc + j] {
+                XCTFail("wrote outside the matrix at (\(i), \(j))", file: file, line: line)
+                return
+            }
+        }
+        XCTAssertLessThanOrEqual(worst, 2e-6 * Double(k).squareRoot() * 4,
+                                 "m \(m) n \(n) k \(k) transA \(transA) transB \(transB)", file: file, line: line)
+    }
+
+    private func checkShapes() {
+        // Edges in every dimension, K odd, K across several blocks, M across blocks, N above one panel.
+        for (m, n, k) in [(1, 1, 1), (12, 32, 2), (13, 33, 3), (7, 40, 41), (29, 80, 385), (250, 17, 64),
+                          (37, 3100, 9), (5, 16, 800)] {
+            for (transA, transB) in [(false, false), (false, true), (true, false), (true, true)] {
+                check(m: m, n: n, k: k, transA: transA, transB: transB, alpha: 0.7, beta: 0)
+            }
+            check(m: m, n: n, k: k, transA: false, transB: false, alpha: 1, beta: 0.5)
+        }
+    }
+
+    func testFastKernelMatchesDefinition() throws {
+        try XCTSkipUnless(Compute.hasFastBF16, "this CPU has no AVX512-BF16")
+        checkShapes()
+    }
+
+    func testPortableKernelMatchesDefinition() {
+        pk_bf16_force_portable(1)
+        defer { pk_bf16_force_portable(0) }
+        checkShapes()
+    }
+
+    func testRoundingIsToNearestEven() {
+        XCTAssertEqual(pk_round_bf16(1 + 1.0 / 256), 1)            // a tie: down to the even 1.0
+        XCTAssertEqual(pk_round_bf16(1 + 3.0 / 256), 1 + 4.0 / 256)  // a tie: up to the even neighbour
+        XCTAssertEqual(pk_round_bf16(1 + 1.5 / 256), 1 + 2.0 / 256)
+        XCTAssertTrue(pk_round_bf16(.nan).isNaN)
+        XCTAssertEqual(pk_round_bf16(.infinity), .infinity)
+    }
+
+    /// The threaded `gemm` entry point at bf16 splits by columns or rows and must agree with
+    /// the single-threaded kernel exactly (same blocks along K, so the same sums).
+    func testThreadedSplitAgrees() {
+        let saved = Compute.precision
+        Compute.precision = .bf16
+        defer { Compute.precision = saved }
+        for (m, n, k) in [(300, 1000, 70), (700, 40, 80)] {
+            let a = values(m * k, seed: 4), b = values(k * n, seed: 5)
+            var threaded = [Float](repeating: 0, count: m * n), single = threaded
+            gemm(m: m, n: n, k: k, a: a, lda: k, b: b, ldb: n, c: &threaded, ldc: n)
+            pk_gemm_bf16(0, 0, m, n, k, 1, a, k, b, n, 0, &single, n)
+            XCTAssertEqual(threaded, single)
+        }
+    }
+}
+
+extension BF16GemmTests {
+    /// A pre-packed op(B) gives exactly the product of packing it on the fly.
+    func testPrepackedOperandAgrees() {
+        for (m, n, k, transB) in [(30, 40, 770, false), (13, 3100, 41, true), (64, 80, 9, true)] {
+            let ldb = transB ? k : n
+            let a = values(m * k, seed: 6), b = values((transB ? n : k) * ldb, seed: 7)
+            var packed = [UInt32](repeating: 0, count: pk_bf16_packed_b_count(k, n))
+            pk_bf16_pack_b(transB ? 1 : 0, k, n, b, ldb, &packed)
+            var direct = [Float](repeating: 0, count: m * n), viaPacked = direct
+            pk_gemm_bf16(0, transB ? 1 : 0, m, n, k, 0.5, a, k, b, ldb, 0, &direct, n)
+            pk_gemm_bf16_packed_b(0, m, n, k, 0.5, a, k, packed, 0, &viaPacked, n)
+            XCTAssertEqual(direct, viaPacked, "m \(m) n \(n) k \(k)")
+        }
+    }
+
+    /// Attention at bf16 stays close to fp32 (scores and probabilities rounded to bf16).
+    func testAttentionAtBF16() {
+        let (b, nq, nk, heads, d) = (2, 100, 77, 4, 40)
+        let q = Tensor(shape: [b, nq, heads * d], data: values(b * nq * heads * d, seed: 8))
+        let k = Tensor(shape: [b, nk, heads * d], data: values(b * nk * heads * d, seed: 9))
+        let v = Tensor(shape: [b, nk, heads * d], data: values(b * nk * heads * d, seed: 10))
+        let reference = scaledDotProductAttention(q: q, k: k, v: v, heads: heads)
+        let saved = Compute.precision
+        Compute.precision = .bf16
+        defer { Compute.precision = saved }
+        let result = scaledDotProductAttention(q: q, k: k, v: v, heads: heads)
+        XCTAssertLessThan(result.maxAbsDifference(reference), 0.01 * reference.maxAbs)
+        XCTAssertGreaterThan(result.maxAbsDifference(reference), 0)  // the bf16 path really ran
+    }
+}
