@@ -36,7 +36,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: optimise),
         .executableTarget(name: "PanoramaBenchmarks",
-                          dependencies: ["Renderer", "Models", "Schedulers", "Weights", "Tensors", "Tokenization"],
+                          dependencies: ["Renderer", "Models", "Schedulers", "Weights", "Tensors", "Tokenization", "Imaging"],
                           path: "benchmarks/Sources/PanoramaBenchmarks", swiftSettings: optimise),
         .testTarget(name: "TensorsTests", dependencies: ["Tensors", "CKernels"]),
         .testTarget(name: "WeightsTests", dependencies: ["Weights"]),

@@ -5,7 +5,8 @@ and prints one table: seconds, GFLOP/s, % of the OpenBLAS sgemm rate, peak RSS, 
     /work/.venv-ref/bin/python benchmarks/compare_pytorch.py unet vae-decode-512 text-encoder
     /work/.venv-ref/bin/python benchmarks/compare_pytorch.py all --skip-4096 --out results.json
 
-Each row runs in a fresh process (Swift first, then PyTorch fp32, then bf16 where measured), one
+Each row runs in a fresh process (Swift fp32, Swift bf16 where measured, then PyTorch fp32, then
+bf16; each PyTorch ratio is against the Swift run of the same precision), one
 after the other, so every peak RSS is that row's own. FLOP are counted by
 torch.utils.flop_counter on the meta device (2·M·N·K per conv / linear / attention product) and
 checked against the Swift benchmark's count from the configs. `--swift-json FILE` reuses Swift
@@ -221,7 +222,11 @@ def main():
         if swift is None:
             command = [a.swift, row, "--json", "--cache", a.cache] + (["--runs", str(a.runs)] if a.runs else [])
             swift = run_json(command)
-        entry = {"row": row, "swift": swift, "gflop": swift.get("gflop"), "torch": {}}
+        entry = {"row": row, "swift": swift, "gflop": swift.get("gflop"), "torch": {}, "swift_bf16": None}
+        if row in BF16_ROWS and not a.no_bf16:
+            # The engine's own bf16 path (--precision bf16), compared with PyTorch bf16.
+            command = [a.swift, row, "--json", "--cache", a.cache, "--precision", "bf16"] + (["--runs", str(a.runs)] if a.runs else [])
+            entry["swift_bf16"] = run_json(command)
         torch_gflop = count_flops(row)
         if torch_gflop is not None and swift.get("gflop") is not None:
             entry["gflop_torch_counter"] = torch_gflop
@@ -244,9 +249,13 @@ def main():
     for e in results:
         s, gflop, sgemm = e["swift"], e["gflop"], e["swift"].get("sgemm_gflops")
         runs = lambda r: f"{len(r['seconds'])}" + (f" (+{r['warmups']})" if r.get("warmups") else "")
-        print("| " + " | ".join([e["row"], "Swift", runs(s)] + cells(s, gflop, sgemm) + ["1"]) + " |")
+        print("| " + " | ".join([e["row"], "Swift fp32", runs(s)] + cells(s, gflop, sgemm) + ["1"]) + " |")
+        if e["swift_bf16"]:
+            b = e["swift_bf16"]
+            print("| " + " | ".join([e["row"], "Swift bf16", runs(b)] + cells(b, gflop, sgemm) + ["1"]) + " |")
         for dtype, t in e["torch"].items():
-            ratio = t["min_seconds"] / s["min_seconds"]
+            same = e["swift_bf16"] if dtype == "bf16" and e["swift_bf16"] else s
+            ratio = t["min_seconds"] / same["min_seconds"]
             print("| " + " | ".join([e["row"], f"PyTorch {t['torch']} {dtype}", runs(t)] + cells(t, gflop, sgemm)
                                     + [f"{ratio:.2f}"]) + " |")
     print()

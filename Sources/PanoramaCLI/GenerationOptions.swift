@@ -50,6 +50,9 @@ struct GenerationOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("VAE decode: tiled (bounded memory, whole-image normalisation, exact 360° wrap) or whole (diffusers' single pass) (default tiled).", valueName: "method"))
     var decode: String?
 
+    @Option(name: .long, help: ArgumentHelp("How overlapping windows are averaged: uniform (diffusers' MultiDiffusion) or gaussian (each window fades towards its edges; gaussian:SIGMA sets the width as a fraction of the window, default 0.1) (default uniform).", valueName: "weights"))
+    var windowWeights: String?
+
     @Option(name: .long, help: "Compute threads (default 2).")
     var threads: Int?
 
@@ -107,6 +110,11 @@ struct GenerationOptions: ParsableArguments {
         s.stride = stride ?? preset?.stride ?? 8
         s.viewBatchSize = viewBatchSize ?? preset?.viewBatchSize ?? 1
         s.circular = circular
+        let weights = windowWeights ?? preset?.windowWeights ?? "uniform"
+        guard let weighting = WindowWeighting(name: weights) else {
+            throw ValidationError("unknown --window-weights \"\(weights)\"; available: uniform, gaussian, gaussian:SIGMA")
+        }
+        s.windowWeighting = weighting
         switch decode ?? "tiled" {
         case "tiled": s.decodeMethod = .tiled(VAETiling())
         case "whole": s.decodeMethod = .whole
@@ -127,6 +135,7 @@ struct GenerationOptions: ParsableArguments {
         fields.append("MultiDiffusion stride: \(s.stride)")
         if s.circular { fields.append("Circular: true") }
         if s.decodeMethod == .whole { fields.append("VAE decode: whole") }
+        if s.windowWeighting != .uniform { fields.append("Window weights: \(s.windowWeighting.name)") }
         if Compute.precision != .fp32 { fields.append("Precision: \(Compute.precision.rawValue)") }
         lines.append(fields.joined(separator: ", "))
         return lines.joined(separator: "\n")

@@ -15,11 +15,13 @@ struct Preset: Decodable {
     var viewBatchSize: Int?
     var circular: Bool?
     var negativePrompt: String?
+    var windowWeights: String?
 
     enum CodingKeys: String, CodingKey {
         case description, width, height, steps, guidance, scheduler, eta, stride, circular
         case viewBatchSize = "view_batch_size"
         case negativePrompt = "negative_prompt"
+        case windowWeights = "window_weights"
     }
 
     /// Every preset in the presets folder, by name. Without the folder: an error, or none when
@@ -42,7 +44,8 @@ struct Preset: Decodable {
                       steps: steps ?? base.steps, guidance: guidance ?? base.guidance,
                       scheduler: scheduler ?? base.scheduler, eta: eta ?? base.eta, stride: stride ?? base.stride,
                       viewBatchSize: viewBatchSize ?? base.viewBatchSize, circular: circular ?? base.circular,
-                      negativePrompt: negativePrompt ?? base.negativePrompt)
+                      negativePrompt: negativePrompt ?? base.negativePrompt,
+                      windowWeights: windowWeights ?? base.windowWeights)
     }
 
     static func named(_ name: String) throws -> Preset {

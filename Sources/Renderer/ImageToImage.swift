@@ -50,10 +50,12 @@ extension PanoramaPipeline {
             let noise = generator.randn(latents.shape)
             start = scheduler.addNoise(latents, noise: noise, timestep: scheduler.timesteps[first])
         }
-        return DenoisingLoop(unet: model.unet, scheduler: scheduler, guidance: try guidance(settings),
-                             latents: start,
-                             tiler: ViewTiler(window: model.latentWindow, stride: settings.stride,
-                                              circular: settings.circular),
-                             viewBatchSize: settings.viewBatchSize, generator: generator, firstStep: first)
+        var loop = DenoisingLoop(unet: model.unet, scheduler: scheduler, guidance: try guidance(settings),
+                                 latents: start,
+                                 tiler: ViewTiler(window: model.latentWindow, stride: settings.stride,
+                                                  circular: settings.circular),
+                                 viewBatchSize: settings.viewBatchSize, generator: generator, firstStep: first)
+        loop.weightWindows(settings.windowWeighting)
+        return loop
     }
 }

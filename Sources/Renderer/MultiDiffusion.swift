@@ -84,6 +84,11 @@ public struct DenoisingLoop<S: Scheduler>: DenoisingProcess, Sequence {
     /// Steps this loop runs.
     public var stepCount: Int { scheduler.timesteps.count - firstStep }
 
+    /// Gives every window the weights of `weighting` (uniform clears them).
+    public mutating func weightWindows(_ weighting: WindowWeighting) {
+        viewWeights = views.map { weighting.weights(height: $0.height, width: $0.width) }
+    }
+
     public mutating func next() -> StepReport? {
         guard stepIndex < scheduler.timesteps.count else { return nil }
         let t = scheduler.timesteps[stepIndex]

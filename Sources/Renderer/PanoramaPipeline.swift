@@ -26,6 +26,8 @@ public struct PanoramaSettings: Sendable, Equatable {
     public var clipSkip = 0
     /// How the VAE decodes the canvas (tiled by default: same image, bounded memory).
     public var decodeMethod: DecodeMethod = .tiled(VAETiling())
+    /// How overlapping windows are averaged (`.uniform` is diffusers' behaviour).
+    public var windowWeighting = WindowWeighting.uniform
 
     public init(prompt: String, width: Int, height: Int) {
         self.prompt = prompt
@@ -187,11 +189,13 @@ public struct PanoramaPipeline: Sendable {
         } else {
             (start, generator) = seededLatents(settings, initNoiseSigma: scheduler.initNoiseSigma)
         }
-        return DenoisingLoop(unet: model.unet, scheduler: scheduler, guidance: try guidance(settings),
-                             latents: start,
-                             tiler: ViewTiler(window: model.latentWindow, stride: settings.stride,
-                                              circular: settings.circular),
-                             viewBatchSize: settings.viewBatchSize, generator: generator)
+        var loop = DenoisingLoop(unet: model.unet, scheduler: scheduler, guidance: try guidance(settings),
+                                 latents: start,
+                                 tiler: ViewTiler(window: model.latentWindow, stride: settings.stride,
+                                                  circular: settings.circular),
+                                 viewBatchSize: settings.viewBatchSize, generator: generator)
+        loop.weightWindows(settings.windowWeighting)
+        return loop
     }
 
     /// Decodes final latents to an image [1, 3, H, W] in [-1, 1].

@@ -119,9 +119,10 @@ public struct RegionDenoisingLoop<S: Scheduler>: DenoisingProcess, Sequence {
     ///   - foregroundMasks: per region its latent mask [rows · columns]; the background's is
     ///     derived from them.
     ///   - weights: per prompt (background first) the factor on its mask when fusing.
+    ///   - windowWeighting: a per-window factor on every mask as well (`.uniform`: none).
     public init(unet: UNet2DConditionModel, scheduler: S, guidances: [Guidance], foregroundMasks: [[Float]],
                 weights: [Float], latents: Tensor, tiler: ViewTiler, viewBatchSize: Int = 1,
-                bootstrap: Bootstrap?, generator: TorchGenerator) {
+                bootstrap: Bootstrap?, generator: TorchGenerator, windowWeighting: WindowWeighting = .uniform) {
         let (rows, columns) = (latents.shape[2], latents.shape[3])
         precondition(guidances.count == foregroundMasks.count + 1 && weights.count == guidances.count)
         precondition(foregroundMasks.allSatisfy { $0.count == rows * columns })
@@ -144,8 +145,12 @@ public struct RegionDenoisingLoop<S: Scheduler>: DenoisingProcess, Sequence {
         let windows = views.map { view in masks.map { Self.window(of: $0, view, columns: columns) } }
         promptsPerView = windows.map { perPrompt in perPrompt.indices.filter { perPrompt[$0].contains { $0 > 0 } } }
         viewMasks = zip(windows, promptsPerView).map { perPrompt, prompts in prompts.map { perPrompt[$0] } }
-        fusionWeights = zip(viewMasks, promptsPerView).map { maskList, prompts in
-            zip(maskList, prompts).map { mask, k in mask.map { $0 * weights[k] } }
+        fusionWeights = zip(zip(viewMasks, promptsPerView), views).map { pair, view in
+            let (maskList, prompts) = pair
+            let window = windowWeighting.weights(height: view.height, width: view.width)
+            return zip(maskList, prompts).map { mask, k in
+                mask.indices.map { i in mask[i] * weights[k] * (window?[i] ?? 1) }
+            }
         }
         states = promptsPerView.map { $0.map { _ in scheduler.makeViewState() } }
     }
@@ -320,7 +325,8 @@ extension PanoramaPipeline {
                                    weights: [1] + composition.regions.map(\.prompt.weight), latents: latents,
                                    tiler: ViewTiler(window: model.latentWindow, stride: settings.stride,
                                                     circular: settings.circular),
-                                   viewBatchSize: settings.viewBatchSize, bootstrap: bootstrap, generator: generator)
+                                   viewBatchSize: settings.viewBatchSize, bootstrap: bootstrap, generator: generator,
+                                   windowWeighting: settings.windowWeighting)
     }
 
     /// The scaled latent of a constant colour (RGB in [0, 1]): the centre latent pixel of its

@@ -22,6 +22,19 @@ public final class CanvasStore: @unchecked Sendable {
     private let memory: UnsafeMutablePointer<Float>?
     private let file: Int32
 
+    private static let accounting = NSLock()
+    nonisolated(unsafe) private static var fileBytes = 0, peakBytes = 0
+
+    /// The most bytes that file-backed stores held at once in this process (temporary disk).
+    public static var peakFileBytes: Int { accounting.withLock { peakBytes } }
+
+    private static func account(_ bytes: Int) {
+        accounting.withLock {
+            fileBytes += bytes
+            peakBytes = max(peakBytes, fileBytes)
+        }
+    }
+
     /// A zero-filled map, in memory when it takes at most `memoryLimit` bytes, otherwise in a
     /// temporary file under `directory`.
     public init(channels: Int, height: Int, width: Int, memoryLimit: Int = .max,
@@ -49,6 +62,7 @@ public final class CanvasStore: @unchecked Sendable {
                 throw CanvasStoreError(description: "cannot reserve \(count * 4 >> 20) MiB in \(directory): \(reason)")
             }
             file = fd
+            Self.account(count * MemoryLayout<Float>.size)
         }
     }
 
@@ -61,7 +75,12 @@ public final class CanvasStore: @unchecked Sendable {
     }
 
     deinit {
-        if let memory { memory.deallocate() } else { close(file) }
+        if let memory {
+            memory.deallocate()
+        } else {
+            close(file)
+            Self.account(-channels * height * width * MemoryLayout<Float>.size)
+        }
     }
 
     /// Rows `rows` and columns `columns` as [1, C, rows, columns]. With `wrap`, columns outside

@@ -3,6 +3,7 @@ import Foundation
 import Glibc
 #endif
 import Models
+import Imaging
 import Renderer
 import Tensors
 import Tokenization
@@ -10,7 +11,7 @@ import Weights
 
 /// The rows `panorama-benchmarks` measures, in the order `all` runs them.
 let rowNames = ["sgemm", "text-encoder", "unet", "unet-layers", "vae-decode-512", "vae-layers", "vae-decode-4096",
-                "vae-decode-512-tiled", "vae-decode-4096-tiled", "panorama-step", "compose-step", "load"]
+                "vae-decode-512-tiled", "vae-decode-4096-tiled", "panorama-step", "compose-step", "load", "upscale"]
 
 /// Command-line settings shared by every row.
 struct Options {
@@ -24,6 +25,8 @@ struct Options {
     var skip4096 = false
     var cold = false
     var precision = Precision.fp32
+    /// `upscale`: the side of the square result.
+    var target = 2048
     /// `vae-layers`: latent width (64 = the 512x512 decode, 512 = the 512x4096 one).
     var latentWidth = 64
     /// `unet-layers` / `vae-layers`: replay only this kind of layer (conv, linear, attention, …).
@@ -242,6 +245,52 @@ func runRow(_ row: String, _ o: Options) throws -> RowResult {
         result.extra["bound: sum over views of (1 + regions touching the view)"] =
             loop.promptsPerView.reduce(0) { $0 + 1 + $1.filter { $0 > 0 }.count }
         result.extra["most prompts on one view"] = loop.promptsPerView.map(\.count).max() ?? 0
+
+    case "upscale":
+        // The whole `panorama upscale` pipeline on an N/2 x N/2 synthetic picture: Lanczos to
+        // N x N, tiled encode, img2img noise at strength 0.35 of 6 steps (2 run), MultiDiffusion
+        // windows at stride 48, CFG 7.5, tiled decode. Memory is the point: maps above 256 MiB go
+        // to temporary files.
+        let side = o.target, half = o.target / 2
+        let model = try StableDiffusionModel(folder: folderURL)
+        let pipeline = PanoramaPipeline(model: model)
+        var settings = PanoramaSettings(prompt: "a detailed photograph", width: side, height: side)
+        settings.seed = 1
+        settings.steps = 6
+        settings.stride = 48
+        try pipeline.validate(settings)
+        var pixels = [UInt8](repeating: 0, count: half * half * 3)
+        for y in 0..<half {
+            for x in 0..<half {
+                for c in 0..<3 {
+                    let v = 128 + 90 * sin(Double(x) / Double(23 + 7 * c)) * cos(Double(y) / 41) + 30 * sin(Double(x + y) / 5)
+                    pixels[(y * half + x) * 3 + c] = UInt8(max(0, min(255, v)))
+                }
+            }
+        }
+        let source = RGBImage(width: half, height: half, pixels: pixels)
+        probe = LoadProbe()
+        let t0 = now()
+        let image = source.resized(width: side, height: side).tensor()
+        let t1 = now()
+        var loop = try pipeline.imageToImageLoop(settings, image: image, strength: 0.35)
+        let t2 = now()
+        var steps = 0
+        while loop.next() != nil { steps += 1 }
+        let t3 = now()
+        let output = RGBImage(decoded: try pipeline.decode(loop.latents, circular: false))
+        let t4 = now()
+        let megapixels = Double(side * side) / 1e6
+        result = RowResult(row: row, what: "upscale \(half)x\(half) -> \(side)x\(side): resize, tiled encode, \(steps) img2img steps x \(loop.views.count) windows (stride 48, CFG), tiled decode",
+                           seconds: [t4 - t0], warmups: 0, gflop: nil)
+        result.extra["seconds per megapixel"] = (t4 - t0) / megapixels
+        result.extra["resize s"] = t1 - t0
+        result.extra["encode + noise s"] = t2 - t1
+        result.extra["denoise s"] = t3 - t2
+        result.extra["decode s"] = t4 - t3
+        result.extra["windows"] = loop.views.count
+        result.extra["temporary file peak, GiB"] = Double(CanvasStore.peakFileBytes) / Double(1 << 30)
+        result.extra["output mean level"] = Double(output.pixels.reduce(0) { $0 + Int($1) }) / Double(output.pixels.count)
 
     case "load":
         if o.cold { evictFromPageCache(folderURL) }

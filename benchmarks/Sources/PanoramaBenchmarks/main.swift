@@ -20,6 +20,7 @@ let usage = """
       --sgemm-gflops X use X as the ceiling instead of measuring sgemm in each row's process
       --skip-4096      leave vae-decode-4096 out of `all`
       --cold           `load`: evict the weight files from the page cache first
+      --target N       `upscale`: side of the square result (default 2048; multiple of 64)
       --precision P    fp32 (default) or bf16: the arithmetic of the models' matrix products
                        (`sgemm` then also times the own bf16 GEMM on the same shapes)
       --latent-width N `vae-layers`: latent width (64: the 512x512 decode; 512: the 512x4096 one)
@@ -60,6 +61,7 @@ func parse(_ arguments: [String]) throws -> (rows: [String], options: Options) {
             o.sgemmGflops = x
         case "--skip-4096": o.skip4096 = true
         case "--cold": o.cold = true
+        case "--target": o.target = max(512, try int() / 64 * 64)
         case "--precision":
             let v = try value()
             guard let p = Precision(rawValue: v) else { throw BenchmarkError("--precision: fp32 or bf16, not \(v)") }
