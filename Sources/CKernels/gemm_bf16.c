@@ -313,11 +313,89 @@ void pk_bf16_pack_b(int trans_b, size_t k, size_t n, const float *b, size_t ldb,
     }
 }
 
+/// An implicit im2col matrix: column j is output pixel (r0 + j / out_width, j % out_width) of one
+/// image, row k is input channel k / (kh·kw) at kernel offset ((k / kw) % kh, k % kw).
+typedef struct {
+    const float *input;
+    size_t height, width, kh, kw, stride, pad_top, pad_left, out_width, r0;
+} conv_geometry;
+
+static inline float conv_element(const conv_geometry *g, size_t k, size_t j) {
+    size_t taps = g->kh * g->kw;
+    size_t ch = k / taps, ky = (k / g->kw) % g->kh, kx = k % g->kw;
+    long iy = (long)((g->r0 + j / g->out_width) * g->stride + ky) - (long)g->pad_top;
+    long ix = (long)((j % g->out_width) * g->stride + kx) - (long)g->pad_left;
+    if (iy < 0 || iy >= (long)g->height || ix < 0 || ix >= (long)g->width) return 0;
+    return g->input[(ch * g->height + (size_t)iy) * g->width + (size_t)ix];
+}
+
+#if PK_HAVE_X86
+/// Row k of the implicit matrix at 32 consecutive columns of one output row (stride 1): a
+/// masked load of the input row, zero where the kernel reaches into the padding.
+BF16_TARGET
+static inline __m512i conv_row_bf16(const conv_geometry *g, size_t k, size_t oy, size_t ox0) {
+    size_t taps = g->kh * g->kw;
+    size_t ch = k / taps, ky = (k / g->kw) % g->kh, kx = k % g->kw;
+    long iy = (long)(oy + ky) - (long)g->pad_top;
+    if (iy < 0 || iy >= (long)g->height) return _mm512_setzero_si512();
+    long start = (long)(ox0 + kx) - (long)g->pad_left;
+    long lo = start < 0 ? -start : 0, hi = (long)g->width - start;
+    if (hi > 32) hi = 32;
+    if (hi <= lo) return _mm512_setzero_si512();
+    uint64_t bits = (hi >= 64 ? ~0ull : (1ull << hi) - 1) & ~((1ull << lo) - 1);
+    // Masked-off lanes are never read (AVX-512 suppresses their faults), so the address may
+    // point before the row.
+    const float *src = g->input + (ch * g->height + (size_t)iy) * g->width;
+    __m512 v0 = _mm512_maskz_loadu_ps((__mmask16)bits, src + start);
+    __m512 v1 = _mm512_maskz_loadu_ps((__mmask16)(bits >> 16), src + start + 16);
+    return (__m512i)_mm512_cvtne2ps_pbh(v1, v0);
+}
+
+/// One whole 32-column panel of the implicit matrix (stride 1, inside one output row).
+BF16_TARGET
+static void pack_conv_panel(const conv_geometry *g, size_t pc, size_t kc, size_t oy, size_t ox0, uint32_t *panel) {
+    const __m512i lo = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8,
+                                        39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
+    const __m512i hi = _mm512_add_epi16(lo, _mm512_set1_epi16(16));
+    size_t kp = (kc + 1) / 2;
+    for (size_t p = 0; p < kp; p++) {
+        __m512i even = conv_row_bf16(g, pc + 2 * p, oy, ox0);
+        __m512i odd = 2 * p + 1 < kc ? conv_row_bf16(g, pc + 2 * p + 1, oy, ox0) : _mm512_setzero_si512();
+        _mm512_storeu_si512(panel + p * NR, _mm512_permutex2var_epi16(even, lo, odd));
+        _mm512_storeu_si512(panel + p * NR + 16, _mm512_permutex2var_epi16(even, hi, odd));
+    }
+}
+#endif
+
+/// Packs K block [pc, pc+kc) x column block [jc, jc+nc) of the implicit matrix, as `pack_b`.
+static void pack_conv(const conv_geometry *g, size_t pc, size_t kc, size_t jc, size_t nc, uint32_t *dst) {
+    size_t kp = (kc + 1) / 2;
+    for (size_t jr = 0; jr < nc; jr += NR) {
+        size_t cols = nc - jr < NR ? nc - jr : NR;
+        uint32_t *panel = dst + jr * kp;
+        size_t j0 = jc + jr, oy = g->r0 + j0 / g->out_width, ox0 = j0 % g->out_width;
+#if PK_HAVE_X86
+        if (pk_bf16_supported() && g->stride == 1 && cols == NR && ox0 + NR <= g->out_width) {
+            pack_conv_panel(g, pc, kc, oy, ox0, panel);
+            continue;
+        }
+#endif
+        for (size_t p = 0; p < kp; p++) {
+            for (size_t c = 0; c < NR; c++) {
+                if (c >= cols) { panel[p * NR + c] = 0; continue; }
+                float e = conv_element(g, pc + 2 * p, j0 + c);
+                float o = 2 * p + 1 < kc ? conv_element(g, pc + 2 * p + 1, j0 + c) : 0;
+                panel[p * NR + c] = pair(e, o);
+            }
+        }
+    }
+}
+
 /// The blocked product; op(B) comes either from `b` (packed here, block by block) or, when
 /// `prepacked` is set, from a whole packed op(B).
 static void gemm(int trans_a, int trans_b, size_t m, size_t n, size_t k, float alpha,
                  const float *a, size_t lda, const float *b, size_t ldb, const uint32_t *prepacked,
-                 float beta, float *c, size_t ldc) {
+                 const conv_geometry *conv, float beta, float *c, size_t ldc) {
     if (m == 0 || n == 0) return;
     if (k == 0) {
         for (size_t i = 0; i < m; i++)
@@ -336,7 +414,8 @@ static void gemm(int trans_a, int trans_b, size_t m, size_t n, size_t k, float a
             size_t kp = (kc + 1) / 2;
             int accumulate = pc > 0;
             const uint32_t *panel = prepacked ? prepacked + packed_offset(k, jc, pc, nc) : pb;
-            if (!prepacked) pack_b(b, ldb, trans_b, pc, kc, jc, nc, pb);
+            if (conv) pack_conv(conv, pc, kc, jc, nc, pb);
+            else if (!prepacked) pack_b(b, ldb, trans_b, pc, kc, jc, nc, pb);
             for (size_t ic = 0; ic < m; ic += MC) {
                 size_t mc = m - ic < MC ? m - ic : MC;
                 pack_a(a, lda, trans_a, ic, mc, pc, kc, pa);
@@ -365,10 +444,19 @@ static void gemm(int trans_a, int trans_b, size_t m, size_t n, size_t k, float a
 void pk_gemm_bf16(int trans_a, int trans_b, size_t m, size_t n, size_t k, float alpha,
                   const float *a, size_t lda, const float *b, size_t ldb, float beta,
                   float *c, size_t ldc) {
-    gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, NULL, beta, c, ldc);
+    gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, NULL, NULL, beta, c, ldc);
 }
 
 void pk_gemm_bf16_packed_b(int trans_a, size_t m, size_t n, size_t k, float alpha, const float *a,
                            size_t lda, const uint32_t *packed_b, float beta, float *c, size_t ldc) {
-    gemm(trans_a, 0, m, n, k, alpha, a, lda, NULL, 0, packed_b, beta, c, ldc);
+    gemm(trans_a, 0, m, n, k, alpha, a, lda, NULL, 0, packed_b, NULL, beta, c, ldc);
+}
+
+void pk_conv_bf16(const float *input, size_t channels, size_t height, size_t width,
+                  const float *weight, size_t out_channels, size_t kh, size_t kw, size_t stride,
+                  size_t pad_top, size_t pad_left, size_t out_width, size_t first_row, size_t rows,
+                  float *output, size_t ldo) {
+    conv_geometry g = {input, height, width, kh, kw, stride, pad_top, pad_left, out_width, first_row};
+    size_t k = channels * kh * kw;
+    gemm(0, 0, out_channels, rows * out_width, k, 1, weight, k, NULL, 0, NULL, &g, 0, output, ldo);
 }

@@ -30,6 +30,9 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int = 1,
     // Every output element is written by a GEMM with beta = 0, so no zero fill is needed.
     let pointwise = kh == 1 && kw == 1 && stride == 1 && padding == .uniform(0)
     let rowsPerBlock = max(1, min(hout, im2colBudget / max(1, kdim * wout)))
+    // bf16 with whole 32-pixel panels per output row: the kernel gathers its operand straight
+    // from the input, no im2col buffer.
+    let implicit = !pointwise && Compute.precision == .bf16 && Compute.hasFastBF16 && stride == 1 && wout % 32 == 0
     return Tensor(uninitializedShape: [n, cout, hout, wout]) { op in
         x.withUnsafeBufferPointer { xp in
             weight.withUnsafeBufferPointer { wp in
@@ -41,6 +44,12 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int = 1,
                         gemm(m: cout, n: range.count * wout, k: cin, a: wp.baseAddress!, lda: cin,
                               b: input + range.lowerBound * w, ldb: h * w,
                               c: output + range.lowerBound * wout, ldc: plane)
+                        return
+                    }
+                    if implicit {
+                        pk_conv_bf16(input, cin, h, w, wp.baseAddress!, cout, kh, kw, stride, padding.top,
+                                     padding.left, wout, range.lowerBound, range.count,
+                                     output + range.lowerBound * wout, plane)
                         return
                     }
                     let col = pk_scratch(kdim * rowsPerBlock * wout, 0)!

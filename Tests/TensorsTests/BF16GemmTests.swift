@@ -119,3 +119,53 @@ extension BF16GemmTests {
         XCTAssertGreaterThan(result.maxAbsDifference(reference), 0)  // the bf16 path really ran
     }
 }
+
+extension BF16GemmTests {
+    /// The implicit-im2col convolution against a direct float64 convolution of the same
+    /// bf16-rounded values: whole 32-pixel panels (the vector gather), ragged widths and stride 2
+    /// (the scalar gather), padding on every side, a band of output rows.
+    func testImplicitConvolution() {
+        for (cin, cout, h, w, k, stride, pad) in [(3, 5, 9, 64, 3, 1, 1), (7, 13, 6, 37, 3, 1, 1), (4, 6, 10, 20, 3, 2, 1),
+                                                  (5, 4, 5, 32, 1, 1, 0), (2, 3, 8, 64, 3, 1, 0)] {
+            let hout = (h + 2 * pad - k) / stride + 1, wout = (w + 2 * pad - k) / stride + 1
+            let input = values(cin * h * w, seed: 11), weight = values(cout * cin * k * k, seed: 12)
+            let (first, rows) = (1, hout - 2)
+            var out = [Float](repeating: .nan, count: cout * rows * wout)
+            pk_conv_bf16(input, cin, h, w, weight, cout, k, k, stride, pad, pad, wout, first, rows, &out, rows * wout)
+            var worst: Double = 0
+            for co in 0..<cout {
+                for y in first..<(first + rows) {
+                    for x in 0..<wout {
+                        var s: Double = 0
+                        for ci in 0..<cin {
+                            for ky in 0..<k {
+                                for kx in 0..<k {
+                                    let iy = y * stride - pad + ky, ix = x * stride - pad + kx
+                                    guard iy >= 0 && iy < h && ix >= 0 && ix < w else { continue }
+                                    s += Double(pk_round_bf16(input[(ci * h + iy) * w + ix]))
+                                        * Double(pk_round_bf16(weight[((co * cin + ci) * k + ky) * k + kx]))
+                                }
+                            }
+                        }
+                        worst = max(worst, abs(s - Double(out[co * rows * wout + (y - first) * wout + x])))
+                    }
+                }
+            }
+            XCTAssertLessThan(worst, 1e-5, "cin \(cin) cout \(cout) \(h)x\(w) k \(k) stride \(stride)")
+        }
+    }
+
+    /// conv2d at bf16 (implicit path at width 64) stays near fp32.
+    func testConv2DAtBF16() {
+        let x = Tensor(shape: [2, 8, 12, 64], data: values(2 * 8 * 12 * 64, seed: 13))
+        let weight = Tensor(shape: [16, 8, 3, 3], data: values(16 * 8 * 9, seed: 14))
+        let bias = Tensor(shape: [16], data: values(16, seed: 15))
+        let reference = conv2d(x, weight: weight, bias: bias, padding: 1)
+        let saved = Compute.precision
+        Compute.precision = .bf16
+        defer { Compute.precision = saved }
+        let result = conv2d(x, weight: weight, bias: bias, padding: 1)
+        XCTAssertLessThan(result.maxAbsDifference(reference), 0.01 * reference.maxAbs)
+        XCTAssertGreaterThan(result.maxAbsDifference(reference), 0)
+    }
+}

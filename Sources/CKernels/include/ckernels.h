@@ -57,4 +57,14 @@ void pk_bf16_pack_b(int trans_b, size_t k, size_t n, const float *b, size_t ldb,
 void pk_gemm_bf16_packed_b(int trans_a, size_t m, size_t n, size_t k, float alpha, const float *a,
                            size_t lda, const uint32_t *packed_b, float beta, float *c, size_t ldc);
 
+/// bf16 convolution of one image without an im2col buffer: output rows
+/// [first_row, first_row + rows) of every output channel, written at output + co·ldo +
+/// (y − first_row)·out_width + x. `weight` is [out_channels, channels·kh·kw]; input [channels,
+/// height, width]; zero padding of pad_top / pad_left (the bottom and right follow from
+/// out_width and the number of rows). No bias. Single-threaded.
+void pk_conv_bf16(const float *input, size_t channels, size_t height, size_t width,
+                  const float *weight, size_t out_channels, size_t kh, size_t kw, size_t stride,
+                  size_t pad_top, size_t pad_left, size_t out_width, size_t first_row, size_t rows,
+                  float *output, size_t ldo);
+
 #endif
