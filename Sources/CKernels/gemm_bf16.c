@@ -68,12 +68,6 @@ static inline uint32_t pair(float even, float odd) {
     return (uint32_t)to_bf16(even) | ((uint32_t)to_bf16(odd) << 16);
 }
 
-/// Element (k, mn) of an operand stored row-major with leading dimension ld, where `trans`
-/// means the stored matrix is the transpose.
-static inline float element(const float *x, size_t ld, int trans, size_t row, size_t col) {
-    return trans ? x[col * ld + row] : x[row * ld + col];
-}
-
 #if PK_HAVE_X86
 /// Converts the first 32·⌊kc/32⌋ floats of `src` to consecutive bf16 pairs; returns the number of
 /// pairs written.
@@ -102,34 +96,31 @@ static size_t pack_pairs_strided(const float *src, size_t kc, uint32_t *dst, siz
 }
 #endif
 
+/// Packs one line of kc operand values (consecutive along K, `step` floats apart) as pairs, pair p
+/// at dst[p·stride]; a missing odd partner is 0. A line that is not `valid` (padding past the
+/// matrix edge) is written as zeros and `src` is not read.
+static void pack_line(const float *src, size_t step, size_t kc, int valid, uint32_t *dst, size_t stride) {
+    size_t kp = (kc + 1) / 2, p = 0;
+    if (!valid) {
+        for (; p < kp; p++) dst[p * stride] = 0;
+        return;
+    }
+#if PK_HAVE_X86
+    if (step == 1 && pk_bf16_supported()) p = stride == 1 ? pack_pairs(src, kc, dst) : pack_pairs_strided(src, kc, dst, stride);
+#endif
+    for (; 2 * p + 1 < kc; p++) dst[p * stride] = pair(src[2 * p * step], src[(2 * p + 1) * step]);
+    if (p < kp) dst[p * stride] = pair(src[2 * p * step], 0);
+}
+
 /// Packs rows [i0, i0+mc) x K [k0, k0+kc) of op(A) into MR-row micro-panels of pairs.
 static void pack_a(const float *a, size_t lda, int trans, size_t i0, size_t mc, size_t k0, size_t kc,
                    uint32_t *dst) {
-    size_t kp = (kc + 1) / 2;
     for (size_t ir = 0; ir < mc; ir += MR) {
         size_t rows = mc - ir < MR ? mc - ir : MR;
-        uint32_t *panel = dst + ir * AS;
         for (size_t r = 0; r < MR; r++) {
-            if (r >= rows) {
-                for (size_t p = 0; p < kp; p++) panel[r * AS + p] = 0;
-                continue;
-            }
             size_t i = i0 + ir + r;
-            if (!trans) {
-                const float *row = a + i * lda + k0;
-                size_t p = 0;
-#if PK_HAVE_X86
-                if (pk_bf16_supported()) p = pack_pairs(row, kc, panel + r * AS);
-#endif
-                for (; 2 * p + 1 < kc; p++) panel[r * AS + p] = pair(row[2 * p], row[2 * p + 1]);
-                if (p < kp) panel[r * AS + p] = pair(row[2 * p], 0);
-            } else {
-                for (size_t p = 0; p < kp; p++) {
-                    float e = element(a, lda, 1, i, k0 + 2 * p);
-                    float o = 2 * p + 1 < kc ? element(a, lda, 1, i, k0 + 2 * p + 1) : 0;
-                    panel[r * AS + p] = pair(e, o);
-                }
-            }
+            const float *line = trans ? a + k0 * lda + i : a + i * lda + k0;
+            pack_line(line, trans ? lda : 1, kc, r < rows, dst + (ir + r) * AS, 1);
         }
     }
 }
@@ -140,29 +131,10 @@ static void pack_b_generic(const float *b, size_t ldb, int trans, size_t k0, siz
     size_t kp = (kc + 1) / 2;
     for (size_t jr = 0; jr < nc; jr += NR) {
         size_t cols = nc - jr < NR ? nc - jr : NR;
-        uint32_t *panel = dst + jr * kp;
         for (size_t c = 0; c < NR; c++) {
-            if (c >= cols) {
-                for (size_t p = 0; p < kp; p++) panel[p * NR + c] = 0;
-                continue;
-            }
             size_t j = j0 + jr + c;
-            if (trans) {
-                // Column j of op(B) is row j of the stored matrix: its K values are contiguous.
-                const float *col = b + j * ldb + k0;
-                size_t p = 0;
-#if PK_HAVE_X86
-                if (pk_bf16_supported()) p = pack_pairs_strided(col, kc, panel + c, NR);
-#endif
-                for (; 2 * p + 1 < kc; p++) panel[p * NR + c] = pair(col[2 * p], col[2 * p + 1]);
-                if (p < kp) panel[p * NR + c] = pair(col[2 * p], 0);
-            } else {
-                for (size_t p = 0; p < kp; p++) {
-                    float e = b[(k0 + 2 * p) * ldb + j];
-                    float o = 2 * p + 1 < kc ? b[(k0 + 2 * p + 1) * ldb + j] : 0;
-                    panel[p * NR + c] = pair(e, o);
-                }
-            }
+            const float *line = trans ? b + j * ldb + k0 : b + k0 * ldb + j;
+            pack_line(line, trans ? 1 : ldb, kc, c < cols, dst + jr * kp + c, NR);
         }
     }
 }

@@ -6,7 +6,8 @@ import Tensors
 /// Where a region prompt applies, in image pixels.
 public enum RegionShape: Sendable, Equatable {
     /// A rectangle; with `feather` > 0 its weight rises linearly from 0 at the edge to 1 at
-    /// `feather` pixels inside (a soft edge), otherwise it is 1 inside and 0 outside.
+    /// `feather` pixels inside (a soft edge; edges on the canvas border stay hard), otherwise it
+    /// is 1 inside and 0 outside.
     case rectangle(x: Double, y: Double, width: Double, height: Double, feather: Double = 0)
     /// A mask of the canvas's size, row-major values in [0, 1]; thresholded at 0.5.
     case mask(width: Int, height: Int, values: [Float])
@@ -54,7 +55,10 @@ extension RegionShape {
                     let (cx, cy) = (Double(px), Double(py))
                     guard cx >= x && cx < x + w && cy >= y && cy < y + h else { continue }
                     if feather > 0 {
-                        let inside = min(cx - x + 0.5, x + w - cx - 0.5, cy - y + 0.5, y + h - cy - 0.5)
+                        // Edges on the canvas border stay hard: nothing lies beyond them to blend with.
+                        let (width, height) = (Double(columns * scale), Double(rows * scale))
+                        let inside = min(x > 0 ? cx - x + 0.5 : .infinity, x + w < width ? x + w - cx - 0.5 : .infinity,
+                                         y > 0 ? cy - y + 0.5 : .infinity, y + h < height ? y + h - cy - 0.5 : .infinity)
                         out[i * columns + j] = Float(min(1, max(0, inside / feather)))
                     } else {
                         out[i * columns + j] = 1

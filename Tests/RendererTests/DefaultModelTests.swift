@@ -169,21 +169,13 @@ final class DefaultModelTests: XCTestCase {
     /// column carries no harder step than the rest of the image.
     func testCompositionHalvesFollowTheirPrompts() throws {
         try requireModelChecks()
-        let p = try Self.pipeline()
         var wins = 0, values: [String] = [], boundary = 0.0, elsewhere = 0.0
+        let regions = [
+            Region(shape: .rectangle(x: 0, y: 0, width: 512, height: 512), prompt: RegionPrompt(prompt: "a calm sea at night")),
+            Region(shape: .rectangle(x: 512, y: 0, width: 512, height: 512), prompt: RegionPrompt(prompt: "a calm sea at noon")),
+        ]
         for seed in UInt64(1)...10 {
-            var s = PanoramaSettings(prompt: "a calm sea", width: 1024, height: 512)
-            s.steps = 15
-            s.guidanceScale = 5
-            s.seed = seed
-            s.stride = 16
-            let regions = [
-                Region(shape: .rectangle(x: 0, y: 0, width: 512, height: 512), prompt: RegionPrompt(prompt: "a calm sea at night")),
-                Region(shape: .rectangle(x: 512, y: 0, width: 512, height: 512), prompt: RegionPrompt(prompt: "a calm sea at noon")),
-            ]
-            var loop = try p.regionLoop(s, composition: Composition(regions: regions, bootstrapSteps: 3))
-            while loop.next() != nil {}
-            let image = RGBImage(decoded: try p.decode(loop.latents, circular: false))
+            let image = try compose(background: "a calm sea", regions, seed: seed, steps: 15, bootstrapSteps: 3)
             let (l, r) = Self.halfSkyLuminance(image)
             if r > l { wins += 1 }
             values.append(String(format: "%.3f/%.3f", l, r))
@@ -220,5 +212,66 @@ extension DefaultModelTests {
         print("bf16 landscape-demo 512x512, 20 steps: final latents max diff / max = \(ratio), image MAD \(mad * 255)/255")
         XCTAssertLessThanOrEqual(ratio, 0.02)
         XCTAssertLessThanOrEqual(mad, 1.0 / 255)
+    }
+}
+
+extension DefaultModelTests {
+    /// A 1024x512 composition (guidance 5, stride 16), decoded.
+    private func compose(background: String, _ regions: [Region], seed: UInt64, steps: Int, bootstrapSteps: Int,
+                         weighting: WindowWeighting = .uniform) throws -> RGBImage {
+        let p = try Self.pipeline()
+        var s = PanoramaSettings(prompt: background, width: 1024, height: 512)
+        s.steps = steps
+        s.guidanceScale = 5
+        s.seed = seed
+        s.stride = 16
+        s.windowWeighting = weighting
+        var loop = try p.regionLoop(s, composition: Composition(regions: regions, bootstrapSteps: bootstrapSteps))
+        while loop.next() != nil {}
+        return RGBImage(decoded: try p.decode(loop.latents, circular: false))
+    }
+
+    /// Mean blue share B / (R + G + B) of the lower half, over columns `columns`.
+    static func lowerBlueShare(_ image: RGBImage, columns: Range<Int>) -> Double {
+        var total = 0.0
+        for y in (image.height / 2)..<image.height {
+            for x in columns {
+                let i = (y * image.width + x) * 3
+                let (r, g, b) = (Double(image.pixels[i]), Double(image.pixels[i + 1]), Double(image.pixels[i + 2]))
+                total += b / max(r + g + b, 1)
+            }
+        }
+        return total / Double((image.height - image.height / 2) * columns.count)
+    }
+
+    /// A composition with the model's preset (20 steps, guidance 5, Gaussian window weights):
+    /// "a calm sea at noon" on the left, "rocky mountains at noon" on the right, crossfading over
+    /// 128 pixels in the middle (each rectangle feathered by 128 pixels on its inner edge). The left
+    /// third must be bluer below than the right third on at least 9 of 10 seeds, and the crossfade
+    /// must hold no hard edge: its largest column step no larger than the largest elsewhere.
+    func testSeaAndMountainsComposition() throws {
+        var wins = 0, values: [String] = [], worstRatio = 0.0, meanRatios = 0.0
+        let regions = [
+            Region(shape: .rectangle(x: 0, y: 0, width: 576, height: 512, feather: 128),
+                   prompt: RegionPrompt(prompt: "a calm sea at noon")),
+            Region(shape: .rectangle(x: 448, y: 0, width: 576, height: 512, feather: 128),
+                   prompt: RegionPrompt(prompt: "rocky mountains at noon")),
+        ]
+        for seed in UInt64(1)...10 {
+            let image = try compose(background: "a landscape at noon", regions, seed: seed, steps: 20,
+                                    bootstrapSteps: 4, weighting: .gaussian)
+            let (l, r) = (Self.lowerBlueShare(image, columns: 0..<341), Self.lowerBlueShare(image, columns: 683..<1024))
+            if l > r { wins += 1 }
+            values.append(String(format: "%.3f/%.3f", l, r))
+            let steps = Self.columnStepProfile(image)
+            let inside = Array(steps[448..<576]), outside = Array(steps[0..<448] + steps[576...])
+            worstRatio = max(worstRatio, inside.max()! / outside.max()!)
+            meanRatios += (inside.reduce(0, +) / Double(inside.count)) / (outside.reduce(0, +) / Double(outside.count)) / 10
+        }
+        print("composition sea|mountains: left third bluer below on \(wins)/10 seeds; left/right \(values.joined(separator: " "))")
+        print(String(format: "composition crossfade: largest column step in it / largest elsewhere, worst seed %.2f; mean step in it / mean elsewhere, averaged %.2f",
+                     worstRatio, meanRatios))
+        XCTAssertGreaterThanOrEqual(wins, 9, "\(values)")
+        XCTAssertLessThanOrEqual(worstRatio, 1)
     }
 }

@@ -87,5 +87,8 @@ final class RegionParityTests: XCTestCase {
         let soft = RegionShape.rectangle(x: 64, y: 0, width: 128, height: 128, feather: 32)
             .latentMask(rows: 16, columns: 32, scale: 8)
         XCTAssertEqual(Array(soft[(8 * 32 + 7)..<(8 * 32 + 14)]), [0, 0.140625, 0.390625, 0.640625, 0.890625, 1, 1])
+        // The top and bottom edges lie on the canvas border: not feathered.
+        XCTAssertEqual(soft[16], 1)
+        XCTAssertEqual(soft[15 * 32 + 16], 1)
     }
 }
