@@ -119,8 +119,9 @@ struct TiledRunner {
         let hout = (hc + pad.top + pad.bottom - k) / s + 1
         let wout = circular ? (wc + s - 1) / s : (wc + pad.left + pad.right - k) / s + 1
         let moments = norm.map { _ in input.statistics! }
-        let side = tiling.tileSide
-            ?? max(8, Int(Double(tiling.tileElements / max(cin, cout)).squareRoot()))
+        // Sides of whole 32-pixel panels let the bf16 convolution skip its im2col buffer.
+        let fitting = Int(Double(tiling.tileElements / max(cin, cout)).squareRoot())
+        let side = tiling.tileSide ?? (fitting >= 64 ? fitting / 32 * 32 : max(8, fitting))
         let output = try newStore(channels: cout, height: hout, width: wout)
         var statistics = newStatistics(channels: cout)
 
