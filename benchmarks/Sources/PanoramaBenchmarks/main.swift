@@ -10,7 +10,7 @@ let usage = """
     usage: panorama-benchmarks ROW... [--json] [--runs N] [--warmups N] [--threads N]
                                [--cache DIR] [--layout DIR] [--sgemm-gflops X] [--skip-4096] [--cold]
                                [--precision fp32|bf16]
-    rows: \(rowNames.joined(separator: ", ")), all; `flops` prints the counted FLOPs only
+    rows: \(rowNames.joined(separator: ", ")), all (every row but upscale); `flops` prints the counted FLOPs only
       --json           print JSON (one object per row, an array for several rows) instead of a table
       --runs/--warmups timed and untimed repetitions (defaults per row: unet 3+1, vae-decode-512 3+1,
                        vae-decode-4096 1+0, the -tiled decodes as their whole-image rows, text-encoder 10+1, panorama-step 1+0, compose-step 1+0, load 1, sgemm 5+1,
@@ -104,7 +104,7 @@ do {
         print(flopReport(layout: options.layout))
     } else if rows == ["all"] || rows.count > 1 {
         // Several rows: one fresh process each, with the options passed through.
-        let expanded = rows.flatMap { $0 == "all" ? rowNames.filter { !(options.skip4096 && $0.hasPrefix("vae-decode-4096")) } : [$0] }
+        let expanded = rows.flatMap { $0 == "all" ? rowNames.filter { !(options.skip4096 && $0.hasPrefix("vae-decode-4096")) && $0 != "upscale" } : [$0] }
         let passed = Array(CommandLine.arguments.dropFirst()).filter { !rowNames.contains($0) && $0 != "all" && $0 != "--json" }
         _ = try RandomWeights.ensure(cache: options.cache, layout: options.layout)
         for row in expanded {
