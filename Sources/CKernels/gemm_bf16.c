@@ -9,8 +9,8 @@
 //      i·KC/2 + p, so rows convert with contiguous stores and the kernel broadcasts from fixed
 //      offsets;
 //   B: for each 32-column micro-panel, 32 uint32 (column j's pair), two zmm loads.
-// Ragged edges are zero-padded in the packed panels, and the micro-kernel writes edge tiles
-// through a local buffer. Single-threaded: callers split the work over their own workers.
+// Ragged edges are zero-padded in the packed panels, and the micro-kernel stores edge tiles with
+// masks. Single-threaded: callers split the work over their own workers.
 
 #include "ckernels.h"
 #include <stdint.h>
@@ -25,6 +25,7 @@
 #define PK_HAVE_X86 0
 #endif
 
+// Block sizes; -DPK_KC=… -DPK_MC=… -DPK_NC=… override them for tuning experiments.
 #ifndef PK_KC
 #define PK_KC 384
 #define PK_MC 240

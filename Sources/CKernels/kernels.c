@@ -1,12 +1,11 @@
 #include "ckernels.h"
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
-
-#include <stdlib.h>
 
 static _Thread_local float *scratch_buffers[2];
 static _Thread_local size_t scratch_sizes[2];

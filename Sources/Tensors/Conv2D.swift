@@ -42,8 +42,8 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int = 1,
                     let output = op.baseAddress! + b * cout * plane
                     if pointwise {
                         gemm(m: cout, n: range.count * wout, k: cin, a: wp.baseAddress!, lda: cin,
-                              b: input + range.lowerBound * w, ldb: h * w,
-                              c: output + range.lowerBound * wout, ldc: plane)
+                             b: input + range.lowerBound * w, ldb: h * w,
+                             c: output + range.lowerBound * wout, ldc: plane)
                         return
                     }
                     if implicit {
@@ -61,7 +61,7 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int = 1,
                                padding: padding, outWidth: wout, firstRow: y0, rows: rows, into: col,
                                parallel: parallel)
                         gemm(m: cout, n: cols, k: kdim, a: wp.baseAddress!, lda: kdim, b: col, ldb: cols,
-                              c: output + y0 * wout, ldc: plane)
+                             c: output + y0 * wout, ldc: plane)
                         y0 += rows
                     }
                 }

@@ -12,8 +12,8 @@ public func linear(_ x: Tensor, weight: Tensor, bias: Tensor?) -> Tensor {
                 let workers = Compute.threads
                 guard workers > 1 && rows >= 64 * workers else {
                     gemm(transB: true, m: rows, n: outFeatures, k: inFeatures,
-                          a: xp.baseAddress!, lda: inFeatures, b: wp.baseAddress!, ldb: inFeatures,
-                          c: out.baseAddress!, ldc: outFeatures)
+                         a: xp.baseAddress!, lda: inFeatures, b: wp.baseAddress!, ldb: inFeatures,
+                         c: out.baseAddress!, ldc: outFeatures)
                     return
                 }
                 // Row blocks on separate workers with single-threaded GEMMs avoid OpenBLAS's
@@ -22,9 +22,9 @@ public func linear(_ x: Tensor, weight: Tensor, bias: Tensor?) -> Tensor {
                     Compute.parallelFor(workers) { part in
                         let r0 = rows * part / workers, r1 = rows * (part + 1) / workers
                         gemm(transB: true, m: r1 - r0, n: outFeatures, k: inFeatures,
-                              a: xp.baseAddress! + r0 * inFeatures, lda: inFeatures,
-                              b: wp.baseAddress!, ldb: inFeatures,
-                              c: out.baseAddress! + r0 * outFeatures, ldc: outFeatures)
+                             a: xp.baseAddress! + r0 * inFeatures, lda: inFeatures,
+                             b: wp.baseAddress!, ldb: inFeatures,
+                             c: out.baseAddress! + r0 * outFeatures, ldc: outFeatures)
                     }
                 }
             }
