@@ -41,7 +41,7 @@ struct Compose: ParsableCommand {
     @Option(name: .long, help: "Steps with bootstrapping at the start (default: 20% of the steps).")
     var bootstrapSteps: Int?
 
-    @Option(name: .long, help: ArgumentHelp("Soft rectangle edges: the weight rises over this many pixels (default 0).", valueName: "pixels"))
+    @Option(name: .long, help: ArgumentHelp("Soft rectangle edges: the weight rises over this many pixels; edges on the canvas border stay hard (default 0).", valueName: "pixels"))
     var feather: Double?
 
     @Flag(name: .long, help: "Resize mask images of another size than the canvas (nearest neighbour) instead of failing.")
