@@ -42,14 +42,20 @@ final class DefaultModelTests: XCTestCase {
         return RGBImage(decoded: try p.decode(loop.latents, circular: false))
     }
 
-    /// diffusers' StableDiffusionPipeline on the shipped folder (tools/reference/make_default_model_fixtures.py).
-    func testDiffusersAgreesOnOneWindow() throws {
+    /// diffusers' result for one 512x512 window (20 steps, guidance 5, seed 7) and those settings.
+    static func goldenWindow() throws -> (golden: SafeTensorsFile, settings: PanoramaSettings) {
         let golden = try SafeTensorsFile(url: PanoramaParityTests.fixtures.appendingPathComponent("golden/landscape-demo/sd_window.safetensors"))
-        let p = try Self.pipeline()
         var s = PanoramaSettings(prompt: "snowy mountains at sunset", width: 512, height: 512)
         s.steps = 20
         s.guidanceScale = 5
         s.seed = 7
+        return (golden, s)
+    }
+
+    /// diffusers' StableDiffusionPipeline on the shipped folder (tools/reference/make_default_model_fixtures.py).
+    func testDiffusersAgreesOnOneWindow() throws {
+        let (golden, s) = try Self.goldenWindow()
+        let p = try Self.pipeline()
         var loop = try p.denoisingLoop(s)
         XCTAssertLessThanOrEqual(loop.latents.maxAbsDifference(try golden.tensor("initial_latent")), 1e-5)
         while loop.next() != nil {}
@@ -195,14 +201,10 @@ extension DefaultModelTests {
     /// 20-step generation (measured: latents 0.7 % of their range, image 0.24/255 mean difference).
     func testBF16StaysCloseOnOneWindow() throws {
         try XCTSkipUnless(Compute.hasFastBF16, "no AVX512-BF16")
-        let golden = try SafeTensorsFile(url: PanoramaParityTests.fixtures.appendingPathComponent("golden/landscape-demo/sd_window.safetensors"))
+        let (golden, s) = try Self.goldenWindow()
         Compute.precision = .bf16
         defer { Compute.precision = .fp32 }
         let p = try Self.pipeline()
-        var s = PanoramaSettings(prompt: "snowy mountains at sunset", width: 512, height: 512)
-        s.steps = 20
-        s.guidanceScale = 5
-        s.seed = 7
         var loop = try p.denoisingLoop(s)
         while loop.next() != nil {}
         let expected = try golden.tensor("final_latent")
