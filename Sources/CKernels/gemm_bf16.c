@@ -14,7 +14,6 @@
 
 #include "ckernels.h"
 #include <stdint.h>
-#include <stdlib.h>
 #include <string.h>
 
 #if defined(__x86_64__) && defined(__clang__)
@@ -141,15 +140,22 @@ static void pack_b_generic(const float *b, size_t ldb, int trans, size_t k0, siz
 }
 
 #if PK_HAVE_X86
+/// Stores 32 pairs: bf16 column c of `even` and of `odd` side by side, for c = 0…31.
+BF16_TARGET
+static inline void store_interleaved(uint32_t *panel, __m512i even, __m512i odd) {
+    const __m512i lo = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8,
+                                        39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
+    const __m512i hi = _mm512_add_epi16(lo, _mm512_set1_epi16(16));
+    _mm512_storeu_si512(panel, _mm512_permutex2var_epi16(even, lo, odd));
+    _mm512_storeu_si512(panel + 16, _mm512_permutex2var_epi16(even, hi, odd));
+}
+
 /// Untransposed B with whole 32-column micro-panels: two rows of 32 floats become one panel row
 /// of 32 interleaved pairs.
 BF16_TARGET
 static void pack_b_rows(const float *b, size_t ldb, size_t k0, size_t kc, size_t j0, size_t nc,
                         uint32_t *dst) {
     size_t kp = (kc + 1) / 2;
-    const __m512i lo = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8,
-                                        39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
-    const __m512i hi = _mm512_add_epi16(lo, _mm512_set1_epi16(16));
     size_t full = nc / NR * NR;
     for (size_t jr = 0; jr < full; jr += NR) {
         uint32_t *panel = dst + jr * kp;
@@ -161,8 +167,7 @@ static void pack_b_rows(const float *b, size_t ldb, size_t k0, size_t kc, size_t
                 const float *r1 = r0 + ldb;
                 odd = (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(r1 + 16), _mm512_loadu_ps(r1));
             }
-            _mm512_storeu_si512(panel + p * NR, _mm512_permutex2var_epi16(even, lo, odd));
-            _mm512_storeu_si512(panel + p * NR + 16, _mm512_permutex2var_epi16(even, hi, odd));
+            store_interleaved(panel + p * NR, even, odd);
         }
     }
     if (full < nc) pack_b_generic(b, ldb, 0, k0, kc, j0 + full, nc - full, dst + full * kp);
@@ -246,19 +251,6 @@ static void kernel_portable(size_t kp, const uint32_t *a, const uint32_t *b, flo
     }
 }
 
-/// Packing buffers live per thread and only grow, so repeated calls neither allocate nor fault.
-static _Thread_local uint32_t *packed_a, *packed_b;
-static _Thread_local size_t packed_a_size, packed_b_size;
-
-static uint32_t *scratch(uint32_t **buffer, size_t *size, size_t need) {
-    if (*size < need) {
-        free(*buffer);
-        *buffer = aligned_alloc(64, (need * sizeof(uint32_t) + 63) / 64 * 64);
-        *size = *buffer ? need : 0;
-    }
-    return *buffer;
-}
-
 static size_t round_up(size_t x, size_t to) { return (x + to - 1) / to * to; }
 
 /// Packs op(B)'s K block [pc, pc+kc) x column block [jc, jc+nc).
@@ -327,15 +319,11 @@ static inline __m512i conv_row_bf16(const conv_geometry *g, size_t k, size_t oy,
 /// One whole 32-column panel of the implicit matrix (stride 1, inside one output row).
 BF16_TARGET
 static void pack_conv_panel(const conv_geometry *g, size_t pc, size_t kc, size_t oy, size_t ox0, uint32_t *panel) {
-    const __m512i lo = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8,
-                                        39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
-    const __m512i hi = _mm512_add_epi16(lo, _mm512_set1_epi16(16));
     size_t kp = (kc + 1) / 2;
     for (size_t p = 0; p < kp; p++) {
         __m512i even = conv_row_bf16(g, pc + 2 * p, oy, ox0);
         __m512i odd = 2 * p + 1 < kc ? conv_row_bf16(g, pc + 2 * p + 1, oy, ox0) : _mm512_setzero_si512();
-        _mm512_storeu_si512(panel + p * NR, _mm512_permutex2var_epi16(even, lo, odd));
-        _mm512_storeu_si512(panel + p * NR + 16, _mm512_permutex2var_epi16(even, hi, odd));
+        store_interleaved(panel + p * NR, even, odd);
     }
 }
 #endif
@@ -377,9 +365,9 @@ static void gemm(int trans_a, int trans_b, size_t m, size_t n, size_t k, float a
     }
     int fast = pk_bf16_supported();
     size_t kpMax = (KC + 1) / 2;
-    uint32_t *pb = prepacked ? NULL : scratch(&packed_b, &packed_b_size, kpMax * (NC + NR));
-    uint32_t *pa = scratch(&packed_a, &packed_a_size, (size_t)AS * (MC + MR));
-    if (!pa || (!prepacked && !pb)) abort();
+    // Per-thread buffers that only grow (slots 2 and 3; callers hold 0 and 1 around their GEMMs).
+    uint32_t *pb = prepacked ? NULL : (uint32_t *)pk_scratch(kpMax * (NC + NR), 3);
+    uint32_t *pa = (uint32_t *)pk_scratch((size_t)AS * (MC + MR), 2);
     for (size_t jc = 0; jc < n; jc += NC) {
         size_t nc = n - jc < NC ? n - jc : NC;
         for (size_t pc = 0; pc < k; pc += KC) {

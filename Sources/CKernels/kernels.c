@@ -7,8 +7,8 @@
 #include <malloc.h>
 #endif
 
-static _Thread_local float *scratch_buffers[2];
-static _Thread_local size_t scratch_sizes[2];
+static _Thread_local float *scratch_buffers[4];
+static _Thread_local size_t scratch_sizes[4];
 
 float *pk_scratch(size_t count, int slot) {
     if (scratch_sizes[slot] < count) {

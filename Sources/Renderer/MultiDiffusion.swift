@@ -86,7 +86,7 @@ public struct DenoisingLoop<S: Scheduler>: DenoisingProcess, Sequence {
 
     /// Gives every window the weights of `weighting` (uniform clears them).
     public mutating func weightWindows(_ weighting: WindowWeighting) {
-        viewWeights = views.map { weighting.weights(height: $0.height, width: $0.width) }
+        viewWeights = weighting.weights(for: views)
     }
 
     public mutating func next() -> StepReport? {

@@ -149,9 +149,9 @@ public struct RegionDenoisingLoop<S: Scheduler>: DenoisingProcess, Sequence {
         let windows = views.map { view in masks.map { Self.window(of: $0, view, columns: columns) } }
         promptsPerView = windows.map { perPrompt in perPrompt.indices.filter { perPrompt[$0].contains { $0 > 0 } } }
         viewMasks = zip(windows, promptsPerView).map { perPrompt, prompts in prompts.map { perPrompt[$0] } }
-        fusionWeights = zip(zip(viewMasks, promptsPerView), views).map { pair, view in
+        let windowWeights = windowWeighting.weights(for: views)
+        fusionWeights = zip(zip(viewMasks, promptsPerView), windowWeights).map { pair, window in
             let (maskList, prompts) = pair
-            let window = windowWeighting.weights(height: view.height, width: view.width)
             return zip(maskList, prompts).map { mask, k in
                 mask.indices.map { i in mask[i] * weights[k] * (window?[i] ?? 1) }
             }

@@ -27,11 +27,24 @@ public enum WindowWeighting: Sendable, Equatable {
         return wy.flatMap { y in wx.map { y * $0 } }
     }
 
-    /// The name used on the command line, in presets and in PNG parameters.
+    /// The name used on the command line, in presets and in PNG parameters (`init(name:)` reads it).
     public var name: String {
         switch self {
         case .uniform: "uniform"
-        case .gaussian(let sigma): sigma == 0.1 ? "gaussian" : "gaussian(\(sigma))"
+        case .gaussian(let sigma): sigma == 0.1 ? "gaussian" : "gaussian:\(sigma)"
+        }
+    }
+
+    /// Weights for each view, computed once per distinct window size (the arrays are shared).
+    public func weights(for views: [LatentView]) -> [[Float]?] {
+        guard self != .uniform else { return views.map { _ in nil } }
+        var bySize: [[Int]: [Float]] = [:]
+        return views.map { view in
+            let key = [view.height, view.width]
+            if let known = bySize[key] { return known }
+            let w = weights(height: view.height, width: view.width)!
+            bySize[key] = w
+            return w
         }
     }
 

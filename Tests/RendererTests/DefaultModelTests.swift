@@ -79,20 +79,22 @@ final class DefaultModelTests: XCTestCase {
         mean(image, rows: 0..<image.height) { r, g, b in min(r, g, b) > 200.0 / 255 ? 1 : 0 }
     }
 
-    /// Mean blue share B / (R + G + B) of the lower half.
-    static func lowerBlueShare(_ image: RGBImage) -> Double {
-        mean(image, rows: (image.height / 2)..<image.height) { r, g, b in b / max(r + g + b, 1e-3) }
+    /// Mean blue share B / (R + G + B) of the lower half (of `columns`, default all).
+    static func lowerBlueShare(_ image: RGBImage, columns: Range<Int>? = nil) -> Double {
+        mean(image, rows: (image.height / 2)..<image.height, columns: columns) { r, g, b in b / max(r + g + b, 1e-3) }
     }
 
-    static func mean(_ image: RGBImage, rows: Range<Int>, _ f: (Double, Double, Double) -> Double) -> Double {
+    static func mean(_ image: RGBImage, rows: Range<Int>, columns: Range<Int>? = nil,
+                     _ f: (Double, Double, Double) -> Double) -> Double {
+        let columns = columns ?? 0..<image.width
         var total = 0.0
         for y in rows {
-            for x in 0..<image.width {
+            for x in columns {
                 let i = (y * image.width + x) * 3
                 total += f(Double(image.pixels[i]) / 255, Double(image.pixels[i + 1]) / 255, Double(image.pixels[i + 2]) / 255)
             }
         }
-        return total / Double(rows.count * image.width)
+        return total / Double(rows.count * columns.count)
     }
 
     /// For seeds 1–10, `statistic(first) > statistic(second)` on at least 9.
@@ -118,7 +120,7 @@ final class DefaultModelTests: XCTestCase {
     }
 
     func testSeaIsBluerBelowThanMountains() throws {
-        try assertMovesTheRightWay("a calm sea at noon", "rocky mountains at noon", "lower-half blue share", Self.lowerBlueShare)
+        try assertMovesTheRightWay("a calm sea at noon", "rocky mountains at noon", "lower-half blue share", { Self.lowerBlueShare($0) })
     }
 
     /// Sky luminance (top third) of the left and right halves.
@@ -231,19 +233,6 @@ extension DefaultModelTests {
         var loop = try p.regionLoop(s, composition: Composition(regions: regions, bootstrapSteps: bootstrapSteps))
         while loop.next() != nil {}
         return RGBImage(decoded: try p.decode(loop.latents, circular: false))
-    }
-
-    /// Mean blue share B / (R + G + B) of the lower half, over columns `columns`.
-    static func lowerBlueShare(_ image: RGBImage, columns: Range<Int>) -> Double {
-        var total = 0.0
-        for y in (image.height / 2)..<image.height {
-            for x in columns {
-                let i = (y * image.width + x) * 3
-                let (r, g, b) = (Double(image.pixels[i]), Double(image.pixels[i + 1]), Double(image.pixels[i + 2]))
-                total += b / max(r + g + b, 1)
-            }
-        }
-        return total / Double((image.height - image.height / 2) * columns.count)
     }
 
     /// A composition with the model's preset (20 steps, guidance 5, Gaussian window weights):

@@ -20,7 +20,10 @@ final class WindowWeightingTests: XCTestCase {
         XCTAssertEqual(WindowWeighting(name: "uniform"), .uniform)
         XCTAssertEqual(WindowWeighting(name: "gaussian"), .gaussian(sigma: 0.1))
         XCTAssertEqual(WindowWeighting(name: "gaussian:0.25"), .gaussian(sigma: 0.25))
-        XCTAssertEqual(WindowWeighting.gaussian(sigma: 0.25).name, "gaussian(0.25)")
+        XCTAssertEqual(WindowWeighting.gaussian(sigma: 0.25).name, "gaussian:0.25")
+        for w in [WindowWeighting.uniform, .gaussian, .gaussian(sigma: 0.25)] {
+            XCTAssertEqual(WindowWeighting(name: w.name), w, "the name reads back")
+        }
         for bad in ["gauss", "gaussian:0", "gaussian:-1", "gaussian:x", ""] {
             XCTAssertNil(WindowWeighting(name: bad), bad)
         }

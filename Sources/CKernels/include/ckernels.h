@@ -23,8 +23,9 @@ void pk_scale_shift(const float *x, float *y, size_t n, float scale, float shift
 void pk_geglu(const float *x, float *out, size_t rows, size_t d);
 
 /// A per-thread scratch buffer of at least `count` floats that only grows, so hot loops neither
-/// allocate nor page-fault. `slot` 0 or 1 picks one of two independent buffers. The contents
-/// are undefined and valid until the same thread asks for the same slot again.
+/// allocate nor page-fault. `slot` 0–3 picks one of four independent buffers (0 and 1 for
+/// kernels' own scratch, 2 and 3 for the bf16 GEMM's packed operands). The contents are
+/// undefined and valid until the same thread asks for the same slot again.
 float *pk_scratch(size_t count, int slot);
 
 /// glibc: keep freed blocks up to 32 MiB in the heap instead of unmapping them (no-op elsewhere).
