@@ -8,7 +8,9 @@ import Tensors
 /// border it needs from the neighbouring tiles, and every GroupNorm uses the mean and variance of
 /// the whole map, accumulated while the previous layer wrote its tiles. So tile borders cannot
 /// show and colours do not shift from tile to tile. Memory is bounded by the tile size plus the
-/// maps small enough to keep in memory; larger maps go to temporary files.
+/// maps small enough to keep in memory; larger maps go to temporary files. A resnet writes its
+/// output over its input map (they meet pixel by pixel only), so a block needs two full-size
+/// maps of disk, not three.
 ///
 /// The one exception is the mid-block attention, which is global: above `attentionTokenLimit`
 /// latent positions it attends within windows of at most that many positions instead.
@@ -21,19 +23,23 @@ public struct VAETiling: Sendable, Equatable {
     public var memoryLimit: Int
     /// Where those files go (they are unlinked at creation and vanish with the process).
     public var temporaryDirectory: String
+    /// How those files hold values: `.bfloat16` halves the disk a huge image needs, and rounds
+    /// the stored activations to 8 significant bits (a decoded image moves by about 1/255).
+    public var fileFormat: CanvasStore.FileFormat
     /// The largest number of latent positions the mid-block attention sees at once.
     public var attentionTokenLimit: Int
     /// 360° images: convolutions wrap around the left and right edges instead of seeing zeros.
     public var circular: Bool
 
     public init(tileElements: Int = 4 << 20, tileSide: Int? = nil, memoryLimit: Int = 256 << 20,
-                temporaryDirectory: String = NSTemporaryDirectory(), attentionTokenLimit: Int = 65536,
-                circular: Bool = false) {
+                temporaryDirectory: String = NSTemporaryDirectory(), fileFormat: CanvasStore.FileFormat = .float32,
+                attentionTokenLimit: Int = 65536, circular: Bool = false) {
         precondition(tileSide.map { $0 > 0 } ?? true && tileElements > 0 && attentionTokenLimit > 0)
         self.tileElements = tileElements
         self.tileSide = tileSide
         self.memoryLimit = memoryLimit
         self.temporaryDirectory = temporaryDirectory
+        self.fileFormat = fileFormat
         self.attentionTokenLimit = attentionTokenLimit
         self.circular = circular
     }
@@ -45,17 +51,54 @@ extension AutoencoderKL {
     public func decode(_ latents: Tensor, tiling: VAETiling) throws -> Tensor {
         let runner = TiledRunner(tiling: tiling, groups: config.normNumGroups)
         let images = try (0..<latents.shape[0]).map { b in
-            var h = try runner.map(latents.batch(b))
-            if let postQuantConv { h = try runner.convolve(h, norm: nil, postQuantConv) }
-            h = try runner.convolve(h, norm: nil, decoder.convIn)
-            h = try runner.mid(h, decoder.mid)
-            for block in decoder.blocks {
-                for resnet in block.resnets { h = try runner.resnet(h, resnet) }
-                if let up = block.upsampler { h = try runner.convolve(h, norm: nil, up.conv, upsample: true) }
-            }
-            return try runner.convolve(h, norm: decoder.normOut, decoder.convOut).store.tensor()
+            try decoderLayers(runner, try runner.map(latents.batch(b))).store.tensor()
         }
         return images.count == 1 ? images[0] : Tensor.concatenate(images, dimension: 0)
+    }
+
+    /// The layers of the decoder, in order, as one pass.
+    private func decoderLayers<P: VAEPass>(_ pass: P, _ latents: consuming P.Map) throws -> P.Map {
+        var h = consume latents
+        if let postQuantConv { h = try pass.convolve(h, norm: nil, postQuantConv) }
+        h = try pass.convolve(h, norm: nil, decoder.convIn)
+        h = try pass.mid(h, decoder.mid)
+        for block in decoder.blocks {
+            for resnet in block.resnets { h = try pass.resnet(h, resnet) }
+            if let up = block.upsampler { h = try pass.convolve(h, norm: nil, up.conv, upsample: true) }
+        }
+        return try pass.convolve(h, norm: decoder.normOut, decoder.convOut)
+    }
+
+    /// The layers of the encoder, in order, as one pass. The image map is released after the
+    /// first convolution: at full resolution it is worth keeping off the disk.
+    private func encoderLayers<P: VAEPass>(_ pass: P, _ encoder: VAEEncoder, _ images: consuming P.Map) throws -> P.Map {
+        var h = try pass.convolve(images, norm: nil, encoder.convIn)
+        _ = consume images
+        for block in encoder.blocks {
+            for resnet in block.resnets { h = try pass.resnet(h, resnet) }
+            if let down = block.downsampler { h = try pass.convolve(h, norm: nil, down.conv) }
+        }
+        h = try pass.mid(h, encoder.mid)
+        h = try pass.convolve(h, norm: encoder.normOut, encoder.convOut)
+        if let quantConv { h = try pass.convolve(h, norm: nil, quantConv) }
+        return h
+    }
+
+    /// The most bytes of temporary files a tiled pass with `tiling` holds at once, for an image of
+    /// `height` x `width` pixels (`encoding`: the encoder's pass over it, else the decoder's pass
+    /// producing it). Counted from the same layer sequence the passes run; 0 when every map fits
+    /// under `tiling.memoryLimit`.
+    public func temporaryFileBytes(height: Int, width: Int, tiling: VAETiling, encoding: Bool) -> Int {
+        let planner = DiskPlanner(tiling: tiling)
+        let scale = 1 << (config.blockOutChannels.count - 1)
+        if encoding {
+            guard let encoder else { return 0 }
+            _ = try? encoderLayers(planner, encoder, planner.input(channels: config.inChannels, height: height, width: width))
+        } else {
+            _ = try? decoderLayers(planner, planner.input(channels: config.latentChannels,
+                                                          height: height / scale, width: width / scale))
+        }
+        return planner.peak
     }
 
     /// `encode(_:)` computed in tiles (see `VAETiling`).
@@ -63,16 +106,7 @@ extension AutoencoderKL {
         guard let encoder else { throw ModelError.invalidInput(Self.noEncoderMessage) }
         let runner = TiledRunner(tiling: tiling, groups: config.normNumGroups)
         let moments = try (0..<images.shape[0]).map { b in
-            var h = try runner.map(images.batch(b))
-            h = try runner.convolve(h, norm: nil, encoder.convIn)
-            for block in encoder.blocks {
-                for resnet in block.resnets { h = try runner.resnet(h, resnet) }
-                if let down = block.downsampler { h = try runner.convolve(h, norm: nil, down.conv) }
-            }
-            h = try runner.mid(h, encoder.mid)
-            h = try runner.convolve(h, norm: encoder.normOut, encoder.convOut)
-            if let quantConv { h = try runner.convolve(h, norm: nil, quantConv) }
-            return try h.store.tensor()
+            try encoderLayers(runner, encoder, try runner.map(images.batch(b))).store.tensor()
         }
         return distribution(moments.count == 1 ? moments[0] : Tensor.concatenate(moments, dimension: 0))
     }
@@ -85,14 +119,90 @@ struct TiledMap {
     let statistics: GroupStatistics?
 }
 
+/// One layer-by-layer pass over whole maps. Every VAE layer is a convolution of the form
+/// `TiledRunner.convolve` computes or the mid-block attention; resnets and mid-blocks are built
+/// from those two, so the runner that computes a pass and the planner that sizes its disk walk
+/// the same sequence.
+protocol VAEPass {
+    associatedtype Map
+    func convolve(_ input: Map, norm: GroupNorm?, _ conv: Conv2D, upsample: Bool, residual: Map?,
+                  shortcut: Conv2D?, consumingResidual: Bool) throws -> Map
+    func attend(_ input: Map, norm: GroupNorm, _ attention: Attention) throws -> Map
+}
+
+extension VAEPass {
+    func convolve(_ input: Map, norm: GroupNorm?, _ conv: Conv2D, upsample: Bool = false) throws -> Map {
+        try convolve(input, norm: norm, conv, upsample: upsample, residual: nil, shortcut: nil, consumingResidual: false)
+    }
+
+    /// A resnet writes its output over its input, which it no longer needs by then.
+    func resnet(_ x: Map, _ block: ResnetBlock2D) throws -> Map {
+        precondition(block.timeProjection == nil && block.outputScale == 1, "tiled resnet: VAE blocks only")
+        let h = try convolve(x, norm: block.norm1, block.conv1)
+        return try convolve(h, norm: block.norm2, block.conv2, upsample: false, residual: x,
+                            shortcut: block.shortcut, consumingResidual: true)
+    }
+
+    func mid(_ x: Map, _ block: VAEMidBlock) throws -> Map {
+        var h = try resnet(x, block.first)
+        if let norm = block.norm, let attention = block.attention { h = try attend(h, norm: norm, attention) }
+        return try resnet(h, block.second)
+    }
+}
+
+/// Sizes the temporary files of a pass without computing it: the maps alive during each layer
+/// (its input, its residual and its output unless written over the residual) that exceed the
+/// memory limit.
+final class DiskPlanner: VAEPass {
+    struct Map {
+        let channels: Int, height: Int, width: Int
+    }
+
+    let tiling: VAETiling
+    private(set) var peak = 0
+
+    init(tiling: VAETiling) { self.tiling = tiling }
+
+    func input(channels: Int, height: Int, width: Int) -> Map {
+        let map = Map(channels: channels, height: height, width: width)
+        peak = max(peak, fileBytes(map))
+        return map
+    }
+
+    private func fileBytes(_ m: Map) -> Int {
+        let count = m.channels * m.height * m.width
+        return count * 4 > tiling.memoryLimit ? count * tiling.fileFormat.size : 0
+    }
+
+    func convolve(_ input: Map, norm: GroupNorm?, _ conv: Conv2D, upsample: Bool, residual: Map?,
+                  shortcut: Conv2D?, consumingResidual: Bool) throws -> Map {
+        let (k, s, pad) = (conv.weight.shape[2], conv.stride, conv.padding)
+        let factor = upsample ? 2 : 1
+        let (hc, wc) = (input.height * factor, input.width * factor)
+        let hout = (hc + pad.top + pad.bottom - k) / s + 1
+        let wout = tiling.circular ? (wc + s - 1) / s : (wc + pad.left + pad.right - k) / s + 1
+        let output = Map(channels: conv.weight.shape[0], height: hout, width: wout)
+        let overlaid = consumingResidual && residual.map {
+            $0.channels >= output.channels && $0.height == hout && $0.width == wout
+        } ?? false
+        peak = max(peak, fileBytes(input) + (residual.map(fileBytes) ?? 0) + (overlaid ? 0 : fileBytes(output)))
+        return output
+    }
+
+    func attend(_ input: Map, norm: GroupNorm, _ attention: Attention) throws -> Map {
+        peak = max(peak, 2 * fileBytes(input))
+        return input
+    }
+}
+
 /// Runs VAE layers over `TiledMap`s tile by tile.
-struct TiledRunner {
+struct TiledRunner: VAEPass {
     let tiling: VAETiling
     let groups: Int
 
     private func newStore(channels: Int, height: Int, width: Int) throws -> CanvasStore {
         try CanvasStore(channels: channels, height: height, width: width, memoryLimit: tiling.memoryLimit,
-                        directory: tiling.temporaryDirectory)
+                        directory: tiling.temporaryDirectory, fileFormat: tiling.fileFormat)
     }
 
     private func newStatistics(channels: Int) -> GroupStatistics? {
@@ -108,9 +218,11 @@ struct TiledRunner {
     }
 
     /// `conv(silu(norm(x)))`, optionally on the 2x nearest upsampling of the input, plus
-    /// `shortcut(residual)` (or `residual`) — every convolution of the VAE has this form.
-    func convolve(_ input: TiledMap, norm: GroupNorm?, _ conv: Conv2D, upsample: Bool = false,
-                  residual: TiledMap? = nil, shortcut: Conv2D? = nil) throws -> TiledMap {
+    /// `shortcut(residual)` (or `residual`) — every convolution of the VAE has this form. With
+    /// `consumingResidual` the output is written over the residual's map (see `CanvasStore.overlay`),
+    /// which the caller must not use afterwards.
+    func convolve(_ input: TiledMap, norm: GroupNorm?, _ conv: Conv2D, upsample: Bool,
+                  residual: TiledMap?, shortcut: Conv2D?, consumingResidual: Bool) throws -> TiledMap {
         let source = input.store
         let (cin, cout, k) = (source.channels, conv.weight.shape[0], conv.weight.shape[2])
         let (s, pad, circular) = (conv.stride, conv.padding, tiling.circular)
@@ -122,7 +234,12 @@ struct TiledRunner {
         // Sides of whole 32-pixel panels let the bf16 convolution skip its im2col buffer.
         let fitting = Int(Double(tiling.tileElements / max(cin, cout)).squareRoot())
         let side = tiling.tileSide ?? (fitting >= 64 ? fitting / 32 * 32 : max(8, fitting))
-        let output = try newStore(channels: cout, height: hout, width: wout)
+        let output: CanvasStore
+        if consumingResidual, let r = residual?.store, r.channels >= cout, r.height == hout, r.width == wout {
+            output = r.overlay(channels: cout)
+        } else {
+            output = try newStore(channels: cout, height: hout, width: wout)
+        }
         var statistics = newStatistics(channels: cout)
 
         for oy in stride(from: 0, to: hout, by: side) {
@@ -159,18 +276,6 @@ struct TiledRunner {
             }
         }
         return TiledMap(store: output, statistics: statistics)
-    }
-
-    func resnet(_ x: TiledMap, _ block: ResnetBlock2D) throws -> TiledMap {
-        precondition(block.timeProjection == nil && block.outputScale == 1, "tiled resnet: VAE blocks only")
-        let h = try convolve(x, norm: block.norm1, block.conv1)
-        return try convolve(h, norm: block.norm2, block.conv2, residual: x, shortcut: block.shortcut)
-    }
-
-    func mid(_ x: TiledMap, _ block: VAEMidBlock) throws -> TiledMap {
-        var h = try resnet(x, block.first)
-        if let norm = block.norm, let attention = block.attention { h = try attend(h, norm: norm, attention) }
-        return try resnet(h, block.second)
     }
 
     /// `attention(norm(x)) + x` over the whole map, or over windows when it has more positions

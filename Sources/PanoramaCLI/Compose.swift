@@ -71,7 +71,7 @@ struct Compose: ParsableCommand {
     func run() throws {
         var progress = ProgressReporter(quiet: options.quiet)
         let (modelURL, preset) = try options.setUp()
-        let settings = try options.settings(width: width ?? preset?.width ?? 2048, height: height ?? preset?.height ?? 512,
+        var settings = try options.settings(width: width ?? preset?.width ?? 2048, height: height ?? preset?.height ?? 512,
                                             circular: circular || (preset?.circular ?? false), preset: preset)
         var specs = try region.map(parseRegion)
         var base = URL(fileURLWithPath: FileManager.default.currentDirectoryPath)
@@ -85,7 +85,7 @@ struct Compose: ParsableCommand {
                                       bootstrapSteps: bootstrapSteps ?? Int((Double(settings.steps) * 0.2).rounded()))
         let outputURL = try options.outputLocation(defaultBase: "composition-\(settings.width)x\(settings.height)-\(settings.seed)")
 
-        let pipeline = try options.loadPipeline(modelURL, settings: settings, progress: progress)
+        let pipeline = try options.loadPipeline(modelURL, settings: &settings, progress: progress)
         let model = pipeline.model
         try pipeline.validate(composition, for: settings)
 

@@ -90,11 +90,20 @@ struct GenerationOptions: ParsableArguments {
     }
 
     /// Loads the model, checks `settings` against it, and reports the load time and the seed.
-    func loadPipeline(_ modelURL: URL, settings: PanoramaSettings, progress: ProgressReporter) throws -> PanoramaPipeline {
+    /// Loads the model and checks `settings` against it and this machine; the tiled VAE's
+    /// temporary files switch to bfloat16 when float32 ones would not fit the disk (`encoding`:
+    /// an input image is encoded at the settings' size too).
+    func loadPipeline(_ modelURL: URL, settings: inout PanoramaSettings, encoding: Bool = false,
+                      progress: ProgressReporter) throws -> PanoramaPipeline {
         let start = Date()
         progress.note("loading \(modelURL.path)")
         let pipeline = PanoramaPipeline(model: try StableDiffusionModel(folder: modelURL))
         try pipeline.validate(settings)
+        let before = settings.decodeMethod
+        let disk = try pipeline.fitTemporaryFiles(&settings, encoding: encoding)
+        if settings.decodeMethod != before {
+            progress.note("the VAE's temporary files take \(formatBytes(disk)) as bfloat16 (float32 would not fit the free disk)")
+        }
         progress.note(String(format: "model loaded in %.1f s; seed %llu", Date().timeIntervalSince(start), settings.seed))
         return pipeline
     }

@@ -40,12 +40,12 @@ struct Render: ParsableCommand {
     func run() throws {
         var progress = ProgressReporter(quiet: options.quiet)
         let (modelURL, preset) = try options.setUp()
-        let settings = try options.settings(width: width ?? preset?.width ?? 2048, height: height ?? preset?.height ?? 512,
+        var settings = try options.settings(width: width ?? preset?.width ?? 2048, height: height ?? preset?.height ?? 512,
                                             circular: circular || (preset?.circular ?? false), preset: preset)
         let outputURL = try options.outputLocation(defaultBase: "panorama-\(settings.width)x\(settings.height)-\(settings.seed)")
         let latentsOutURL = try latentsOut.map { try options.checkedWritable(URL(fileURLWithPath: $0), replace: true) }
 
-        let pipeline = try options.loadPipeline(modelURL, settings: settings, progress: progress)
+        let pipeline = try options.loadPipeline(modelURL, settings: &settings, progress: progress)
         let model = pipeline.model
         let startLatents = try latentsIn.map { try readLatents($0) }
         if let startLatents { try pipeline.checkLatents(startLatents, for: settings) }

@@ -50,11 +50,11 @@ struct Upscale: ParsableCommand {
         let inputURL = URL(fileURLWithPath: input)
         let source = try PNG.read(inputURL)
         let (targetWidth, targetHeight) = targetSize(source)
-        let settings = try options.settings(width: targetWidth, height: targetHeight, circular: circular, preset: preset)
+        var settings = try options.settings(width: targetWidth, height: targetHeight, circular: circular, preset: preset)
         let stem = inputURL.deletingPathExtension().lastPathComponent
         let outputURL = try options.outputLocation(defaultBase: "\(stem)-upscaled-\(targetWidth)x\(targetHeight)-\(settings.seed)")
 
-        let pipeline = try options.loadPipeline(modelURL, settings: settings, progress: progress)
+        let pipeline = try options.loadPipeline(modelURL, settings: &settings, encoding: true, progress: progress)
         let model = pipeline.model
 
         progress.note("\(source.width)x\(source.height) -> \(targetWidth)x\(targetHeight): resizing and encoding")

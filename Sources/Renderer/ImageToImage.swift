@@ -24,14 +24,16 @@ extension PanoramaPipeline {
     ///
     /// diffusers' img2img samples the latent distribution instead of taking its mean; given the
     /// same latents (its `image` argument accepts them), the two agree exactly.
-    public func imageToImageLoop(_ settings: PanoramaSettings, image: Tensor, strength: Double,
-                                 encodeTiling: VAETiling = VAETiling()) throws -> DenoisingLoop<DDIMScheduler> {
+    /// The encode uses the settings' tiling when they decode in tiles (so with the same
+    /// temporary-file format), else `VAETiling()`.
+    public func imageToImageLoop(_ settings: PanoramaSettings, image: Tensor, strength: Double) throws -> DenoisingLoop<DDIMScheduler> {
         try Self.checkStrength(strength)
         let expected = [1, 3, settings.height, settings.width]
         guard image.shape == expected else {
             throw RenderError.invalidSize("the image is \(image.shape) but the settings ask for \(expected)")
         }
-        var tiling = encodeTiling
+        var tiling = VAETiling()
+        if case .tiled(let t) = settings.decodeMethod { tiling = t }
         tiling.circular = settings.circular
         let latents = try model.vae.encode(image, tiling: tiling).mean * model.vae.scalingFactor
         return try imageToImageLoop(settings, latents: latents, strength: strength)

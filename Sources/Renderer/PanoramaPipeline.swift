@@ -41,6 +41,7 @@ public enum RenderError: Error, CustomStringConvertible, Equatable {
     case invalidSize(String)
     case invalidSetting(String)
     case tooLarge(estimatedBytes: Int, availableBytes: Int, what: String)
+    case notEnoughDisk(estimatedBytes: Int, availableBytes: Int, directory: String, what: String)
     case invalidLatents(String)
 
     public var description: String {
@@ -48,6 +49,9 @@ public enum RenderError: Error, CustomStringConvertible, Equatable {
         case .invalidSize(let s), .invalidSetting(let s), .invalidLatents(let s): return s
         case .tooLarge(let need, let have, let what):
             return "\(what) needs about \(formatBytes(need)) of memory, but this machine has \(formatBytes(have)) available"
+        case .notEnoughDisk(let need, let have, let directory, let what):
+            return "\(what) needs about \(formatBytes(need)) of temporary files (bfloat16) in \(directory), but only "
+                + "\(formatBytes(have)) is free there; set TMPDIR to a directory on a larger disk"
         }
     }
 }
@@ -145,6 +149,37 @@ public struct PanoramaPipeline: Sendable {
         return max(unet, vae)
     }
 
+    /// Makes the tiled VAE's temporary files of `settings` fit the free disk of their directory:
+    /// float32 files when they fit, else bfloat16 files (half the disk, activations rounded to 8
+    /// significant bits). `encoding`: an input image is encoded at the settings' size too.
+    /// Returns the bytes the files will need at most (0 for `.whole` decodes or small images);
+    /// throws `RenderError.notEnoughDisk` when even bfloat16 files do not fit.
+    @discardableResult
+    public func fitTemporaryFiles(_ settings: inout PanoramaSettings, encoding: Bool = false,
+                                  freeDisk: (String) -> Int? = freeDiskSpace) throws -> Int {
+        guard case .tiled(var tiling) = settings.decodeMethod else { return 0 }
+        func need(_ tiling: VAETiling) -> Int {
+            let vae = model.vae
+            let decode = vae.temporaryFileBytes(height: settings.height, width: settings.width, tiling: tiling, encoding: false)
+            let encode = encoding ? vae.temporaryFileBytes(height: settings.height, width: settings.width, tiling: tiling, encoding: true) : 0
+            return max(decode, encode)
+        }
+        var bytes = need(tiling)
+        guard bytes > 0, let free = freeDisk(tiling.temporaryDirectory) else { return bytes }
+        // Room for the output file and everything else on that disk.
+        let usable = free - max(1 << 30, free / 20)
+        if bytes > usable && tiling.fileFormat == .float32 {
+            tiling.fileFormat = .bfloat16
+            bytes = need(tiling)
+            settings.decodeMethod = .tiled(tiling)
+        }
+        guard bytes <= usable else {
+            throw RenderError.notEnoughDisk(estimatedBytes: bytes, availableBytes: free, directory: tiling.temporaryDirectory,
+                                            what: "a \(settings.width)x\(settings.height) image")
+        }
+        return bytes
+    }
+
     /// Latent columns added on each side before a 360° decode, so the image's edges see each other.
     public static let circularDecodePadding = 8
 
@@ -228,6 +263,13 @@ public struct PanoramaPipeline: Sendable {
 public enum DecodeMethod: Sendable, Equatable {
     case tiled(VAETiling)
     case whole
+}
+
+/// Bytes free for an unprivileged user on the file system holding `directory`, or nil where unknown.
+public func freeDiskSpace(_ directory: String) -> Int? {
+    var info = statvfs()
+    guard statvfs(directory, &info) == 0 else { return nil }
+    return Int(info.f_bavail) * Int(info.f_frsize)
 }
 
 /// Memory the kernel reports as available (MemAvailable), or nil where unknown.

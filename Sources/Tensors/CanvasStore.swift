@@ -14,19 +14,38 @@ public struct CanvasStoreError: Error, CustomStringConvertible {
 /// (the operating system's page cache still speeds the file up when memory is free).
 ///
 /// Values are stored pixel-major ([H][W][C]) so that a rectangle is one contiguous run per row.
+/// File-backed maps can be kept as bfloat16 (`FileFormat.bfloat16`), which halves the disk they
+/// take at the cost of rounding every value to 8 significant bits.
 public final class CanvasStore: @unchecked Sendable {
+    /// How a file-backed map stores its values (maps in memory are always float32).
+    public enum FileFormat: String, Sendable, CaseIterable {
+        case float32, bfloat16
+
+        /// Bytes per stored value.
+        public var size: Int { self == .float32 ? 4 : 2 }
+    }
+
     public let channels: Int, height: Int, width: Int
     /// Whether the values live in a temporary file rather than memory.
     public var isFileBacked: Bool { memory == nil }
+    /// How the values are stored: float32 in memory, `FileFormat` in a file.
+    public let format: FileFormat
 
     private let memory: UnsafeMutablePointer<Float>?
     private let file: Int32
+    /// Stored values per pixel: `channels`, or more for an overlay on a wider map.
+    private let pixelStride: Int
+    /// The store whose memory or file an overlay uses, kept alive by it; nil for a store of its own.
+    private let base: CanvasStore?
 
     private static let accounting = NSLock()
     nonisolated(unsafe) private static var fileBytes = 0, peakBytes = 0
 
     /// The most bytes that file-backed stores held at once in this process (temporary disk).
     public static var peakFileBytes: Int { accounting.withLock { peakBytes } }
+
+    /// Starts `peakFileBytes` over from the bytes held now.
+    public static func resetPeakFileBytes() { accounting.withLock { peakBytes = fileBytes } }
 
     private static func account(_ bytes: Int) {
         accounting.withLock {
@@ -35,51 +54,77 @@ public final class CanvasStore: @unchecked Sendable {
         }
     }
 
-    /// A zero-filled map, in memory when it takes at most `memoryLimit` bytes, otherwise in a
-    /// temporary file under `directory`.
+    /// A zero-filled map, in memory when it takes at most `memoryLimit` bytes as float32,
+    /// otherwise in a temporary file under `directory` holding values as `fileFormat`.
     public init(channels: Int, height: Int, width: Int, memoryLimit: Int = .max,
-                directory: String = NSTemporaryDirectory()) throws {
+                directory: String = NSTemporaryDirectory(), fileFormat: FileFormat = .float32) throws {
         precondition(channels > 0 && height > 0 && width > 0, "CanvasStore: empty map")
         self.channels = channels
         self.height = height
         self.width = width
+        self.pixelStride = channels
+        self.base = nil
         let count = channels * height * width
         if count * MemoryLayout<Float>.size <= memoryLimit {
             memory = .allocate(capacity: count)
             memory!.initialize(repeating: 0, count: count)
             file = -1
+            format = .float32
         } else {
             memory = nil
+            format = fileFormat
+            let bytes = count * fileFormat.size
             var template = Array((directory + "/panorama-canvas-XXXXXX").utf8CString)
             let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
             guard fd >= 0 else {
                 throw CanvasStoreError(description: "cannot create a temporary file in \(directory): \(String(cString: strerror(errno)))")
             }
             template.withUnsafeBufferPointer { _ = unlink($0.baseAddress!) }
-            guard ftruncate(fd, off_t(count * MemoryLayout<Float>.size)) == 0 else {
+            guard ftruncate(fd, off_t(bytes)) == 0 else {
                 let reason = String(cString: strerror(errno))
                 close(fd)
-                throw CanvasStoreError(description: "cannot reserve \(count * 4 >> 20) MiB in \(directory): \(reason)")
+                throw CanvasStoreError(description: "cannot reserve \(bytes >> 20) MiB in \(directory): \(reason)")
             }
             file = fd
-            Self.account(count * MemoryLayout<Float>.size)
+            Self.account(bytes)
         }
     }
 
+    private init(overlaying base: CanvasStore, channels: Int) {
+        self.channels = channels
+        self.height = base.height
+        self.width = base.width
+        self.pixelStride = base.pixelStride
+        self.base = base
+        self.memory = base.memory
+        self.file = base.file
+        self.format = base.format
+    }
+
     /// A store holding `tensor` ([1, C, H, W]).
-    public convenience init(_ tensor: Tensor, memoryLimit: Int = .max) throws {
+    public convenience init(_ tensor: Tensor, memoryLimit: Int = .max, fileFormat: FileFormat = .float32) throws {
         precondition(tensor.rank == 4 && tensor.shape[0] == 1, "CanvasStore: expected [1, C, H, W], got \(tensor.shape)")
         try self.init(channels: tensor.shape[1], height: tensor.shape[2], width: tensor.shape[3],
-                      memoryLimit: memoryLimit)
+                      memoryLimit: memoryLimit, fileFormat: fileFormat)
         try write(tensor, row: 0, column: 0)
     }
 
+    /// A map of `channels` (at most this map's) kept in this map's storage, so it needs no memory
+    /// or disk of its own. Writing a pixel of the overlay destroys that pixel of this map: made
+    /// for layers whose output at a pixel depends on their input only at that pixel (residual
+    /// additions), which can then write over an input they no longer need.
+    public func overlay(channels: Int) -> CanvasStore {
+        precondition(channels > 0 && channels <= self.channels, "CanvasStore.overlay: \(channels) of \(self.channels) channels")
+        return CanvasStore(overlaying: self, channels: channels)
+    }
+
     deinit {
+        guard base == nil else { return }
         if let memory {
             memory.deallocate()
         } else {
             close(file)
-            Self.account(-channels * height * width * MemoryLayout<Float>.size)
+            Self.account(-pixelStride * height * width * format.size)
         }
     }
 
@@ -99,21 +144,13 @@ public final class CanvasStore: @unchecked Sendable {
             runs.append((source, x - columns.lowerBound, n))
             x += n
         }
-        var row = [Float](repeating: 0, count: w * c)
         var out = Tensor(zeros: [1, c, h, w])
         try out.withUnsafeMutableBufferPointer { op in
             for y in 0..<h {
+                let dst = op.baseAddress! + y * w
                 for run in runs {
-                    try row.withUnsafeMutableBufferPointer { rp in
-                        try load(rp.baseAddress! + run.destination * c, row: rows.lowerBound + y,
-                                 column: run.source, count: run.count)
-                    }
-                }
-                row.withUnsafeBufferPointer { rp in
-                    let src = rp.baseAddress!, dst = op.baseAddress! + y * w
-                    for ch in 0..<c {
-                        let plane = dst + ch * h * w
-                        for i in 0..<w { plane[i] = src[i * c + ch] }
+                    try load(row: rows.lowerBound + y, column: run.source, count: run.count) { i, ch, value in
+                        dst[ch * h * w + run.destination + i] = value
                     }
                 }
             }
@@ -130,41 +167,62 @@ public final class CanvasStore: @unchecked Sendable {
         precondition(tensor.shape[0] == 1 && tensor.shape[1] == c, "CanvasStore.write: \(tensor.shape) into \(c) channels")
         precondition(row >= 0 && column >= 0 && row + h <= height && column + w <= width,
                      "CanvasStore.write: \(h)x\(w) at (\(row), \(column)) outside \(height)x\(width)")
-        var line = [Float](repeating: 0, count: w * c)
         try tensor.withUnsafeBufferPointer { tp in
             for y in 0..<h {
-                try line.withUnsafeMutableBufferPointer { lp in
-                    let dst = lp.baseAddress!, src = tp.baseAddress! + y * w
-                    for ch in 0..<c {
-                        let plane = src + ch * h * w
-                        for i in 0..<w { dst[i * c + ch] = plane[i] }
-                    }
-                    try store(UnsafePointer(dst), row: row + y, column: column, count: w)
-                }
+                let src = tp.baseAddress! + y * w
+                try store(row: row + y, column: column, count: w) { i, ch in src[ch * h * w + i] }
             }
         }
     }
 
-    private func offset(row: Int, column: Int) -> Int { (row * width + column) * channels }
+    private func offset(row: Int, column: Int) -> Int { (row * width + column) * pixelStride }
 
-    private func load(_ destination: UnsafeMutablePointer<Float>, row: Int, column: Int, count: Int) throws {
-        let n = count * channels
+    /// Hands `count` pixels of a row to `take(pixel, channel, value)`.
+    private func load(row: Int, column: Int, count: Int, _ take: (Int, Int, Float) -> Void) throws {
+        let (c, stride) = (channels, pixelStride)
         if let memory {
-            destination.update(from: memory + offset(row: row, column: column), count: n)
+            let src = memory + offset(row: row, column: column)
+            for i in 0..<count { for ch in 0..<c { take(i, ch, src[i * stride + ch]) } }
             return
         }
-        try transfer(UnsafeMutableRawPointer(destination), bytes: n * 4, at: offset(row: row, column: column) * 4) {
+        let n = count * stride
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: n * format.size, alignment: 64)
+        defer { raw.deallocate() }
+        try transfer(raw, bytes: n * format.size, at: offset(row: row, column: column) * format.size) {
             pread(file, $0, $1, off_t($2))
+        }
+        switch format {
+        case .float32:
+            let src = raw.assumingMemoryBound(to: Float.self)
+            for i in 0..<count { for ch in 0..<c { take(i, ch, src[i * stride + ch]) } }
+        case .bfloat16:
+            let src = raw.assumingMemoryBound(to: UInt16.self)
+            for i in 0..<count { for ch in 0..<c { take(i, ch, Float(bitPattern: UInt32(src[i * stride + ch]) << 16)) } }
         }
     }
 
-    private func store(_ source: UnsafePointer<Float>, row: Int, column: Int, count: Int) throws {
-        let n = count * channels
+    /// Stores `count` pixels of a row, channel `ch` of pixel `i` being `value(i, ch)`. In an
+    /// overlay, the base map's other channels of those pixels are overwritten too.
+    private func store(row: Int, column: Int, count: Int, _ value: (Int, Int) -> Float) throws {
+        let (c, stride) = (channels, pixelStride)
         if let memory {
-            (memory + offset(row: row, column: column)).update(from: source, count: n)
+            let dst = memory + offset(row: row, column: column)
+            for i in 0..<count { for ch in 0..<c { dst[i * stride + ch] = value(i, ch) } }
             return
         }
-        try transfer(UnsafeMutableRawPointer(mutating: source), bytes: n * 4, at: offset(row: row, column: column) * 4) {
+        let n = count * stride
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: n * format.size, alignment: 64)
+        defer { raw.deallocate() }
+        raw.initializeMemory(as: UInt8.self, repeating: 0, count: n * format.size)
+        switch format {
+        case .float32:
+            let dst = raw.assumingMemoryBound(to: Float.self)
+            for i in 0..<count { for ch in 0..<c { dst[i * stride + ch] = value(i, ch) } }
+        case .bfloat16:
+            let dst = raw.assumingMemoryBound(to: UInt16.self)
+            for i in 0..<count { for ch in 0..<c { dst[i * stride + ch] = bfloat16(value(i, ch)) } }
+        }
+        try transfer(raw, bytes: n * format.size, at: offset(row: row, column: column) * format.size) {
             pwrite(file, $0, $1, off_t($2))
         }
     }
@@ -182,4 +240,12 @@ public final class CanvasStore: @unchecked Sendable {
             done += n
         }
     }
+}
+
+/// `value` rounded to the nearest bfloat16 (ties to even), as its bit pattern.
+@inline(__always)
+func bfloat16(_ value: Float) -> UInt16 {
+    let bits = value.bitPattern
+    if value.isNaN { return UInt16(truncatingIfNeeded: bits >> 16) | 0x40 }
+    return UInt16(truncatingIfNeeded: (bits &+ 0x7FFF &+ ((bits >> 16) & 1)) >> 16)
 }

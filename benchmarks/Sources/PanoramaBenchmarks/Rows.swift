@@ -250,7 +250,7 @@ func runRow(_ row: String, _ o: Options) throws -> RowResult {
         // The whole `panorama upscale` pipeline on an N/2 x N/2 synthetic picture: Lanczos to
         // N x N, tiled encode, img2img noise at strength 0.35 of 6 steps (2 run), MultiDiffusion
         // windows at stride 48, CFG 7.5, tiled decode. Memory is the point: maps above 256 MiB go
-        // to temporary files.
+        // to temporary files, as bfloat16 when float32 ones would not fit the free disk.
         let side = o.target, half = o.target / 2
         let model = try StableDiffusionModel(folder: folderURL)
         let pipeline = PanoramaPipeline(model: model)
@@ -259,6 +259,7 @@ func runRow(_ row: String, _ o: Options) throws -> RowResult {
         settings.steps = 6
         settings.stride = 48
         try pipeline.validate(settings)
+        let plannedDisk = try pipeline.fitTemporaryFiles(&settings, encoding: true)
         var pixels = [UInt8](repeating: 0, count: half * half * 3)
         for y in 0..<half {
             for x in 0..<half {
@@ -278,7 +279,7 @@ func runRow(_ row: String, _ o: Options) throws -> RowResult {
         var steps = 0
         while loop.next() != nil { steps += 1 }
         let t3 = now()
-        let output = RGBImage(decoded: try pipeline.decode(loop.latents, circular: false))
+        let output = RGBImage(decoded: try pipeline.decode(loop.latents, circular: false, method: settings.decodeMethod))
         let t4 = now()
         let megapixels = Double(side * side) / 1e6
         result = RowResult(row: row, what: "upscale \(half)x\(half) -> \(side)x\(side): resize, tiled encode, \(steps) img2img steps x \(loop.views.count) windows (stride 48, CFG), tiled decode",
@@ -290,6 +291,8 @@ func runRow(_ row: String, _ o: Options) throws -> RowResult {
         result.extra["decode s"] = t4 - t3
         result.extra["windows"] = loop.views.count
         result.extra["temporary file peak, GiB"] = Double(CanvasStore.peakFileBytes) / Double(1 << 30)
+        result.extra["temporary files planned, GiB"] = Double(plannedDisk) / Double(1 << 30)
+        if case .tiled(let tiling) = settings.decodeMethod { result.extra["temporary file format"] = tiling.fileFormat.rawValue }
         result.extra["output mean level"] = Double(output.pixels.reduce(0) { $0 + Int($1) }) / Double(output.pixels.count)
 
     case "load":
