@@ -12,10 +12,11 @@ if [ -z "${PYTHON:-}" ] && [ -x /work/.venv-ref/bin/python ]; then PY=/work/.ven
 mkdir -p "$HERE/checkpoints"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
 echo "=== run_all.sh start $(date) pid $$ ==="
-"$PY" -u "$HERE/train.py" vae latents unet export \
+"$PY" -u "$HERE/train.py" vae latents unet tune export \
     --vae-minutes 50 --vae-batch 4 --vae-crop 128 \
     --latent-minutes 25 \
     --unet-steps 8500 --unet-minutes 240 --offset-noise 0 --reset-text-encoder-at 4600 --unet-batch 8 --ema 0.995 \
+    --tune-minutes 20 --tune-lr 2e-4 --tune-high-noise 0.5 --high-noise-from 0.7 \
     --sample-minutes 20 \
     --panorama "snowy mountains at sunset" \
     "$@"

@@ -408,8 +408,21 @@ def train_scheduler():
 
 
 def stage_unet(args):
-    if is_done(args, "unet"):
-        log("unet: already done")
+    train_unet(args, "unet", steps=args.unet_steps, minutes=args.unet_minutes, lr=args.unet_lr,
+               high_noise_share=0.0)
+
+
+def stage_tune(args):
+    """Continues the finished UNet + text encoder (from their EMA weights) with a fresh optimizer and
+    learning-rate schedule, drawing a share of the timesteps from the noisiest end, where the
+    picture's overall light (night, noon) can only come from the prompt."""
+    train_unet(args, "tune", steps=args.tune_steps, minutes=args.tune_minutes, lr=args.tune_lr,
+               high_noise_share=args.tune_high_noise, init_from="unet.pt")
+
+
+def train_unet(args, stage, steps, minutes, lr, high_noise_share, init_from=None):
+    if is_done(args, stage):
+        log(f"{stage}: already done")
         return
     stats = read_json(os.path.join(args.ckpt_dir, "latents", "stats.json"))
     mu, sd = latent_norm(stats)
@@ -437,14 +450,21 @@ def stage_unet(args):
     ema_u, ema_t = copy.deepcopy(unet).eval(), copy.deepcopy(te).eval()
     for p in list(ema_u.parameters()) + list(ema_t.parameters()):
         p.requires_grad_(False)
-    ck = os.path.join(args.ckpt_dir, "unet.pt")
+    ck = os.path.join(args.ckpt_dir, f"{stage}.pt")
     step, elapsed0, hist, text_reset = 0, 0.0, [], False
-    if os.path.exists(ck):
+    if init_from and not os.path.exists(ck):
+        st = torch.load(os.path.join(args.ckpt_dir, init_from), map_location="cpu", weights_only=False)
+        for m, key in ((unet, "ema_unet"), (ema_u, "ema_unet"), (te, "ema_te"), (ema_t, "ema_te")):
+            m.load_state_dict(st[key])
+        text_reset = bool(st.get("text_reset"))
+        log(f"{stage}: starting from the EMA weights of {init_from} (step {st['step']})")
+    elif os.path.exists(ck):
         st = torch.load(ck, map_location="cpu", weights_only=False)
         unet.load_state_dict(st["unet"])
         ema_u.load_state_dict(st["ema_unet"])
         step, elapsed0, hist = st["step"], st["elapsed"], st["hist"]
-        fresh_text = args.reset_text_encoder_at and step < args.reset_text_encoder_at + 1 and not st.get("text_reset")
+        fresh_text = (stage == "unet" and args.reset_text_encoder_at and step < args.reset_text_encoder_at + 1
+                      and not st.get("text_reset"))
         if fresh_text:
             log(f"unet: new text encoder (seed {args.seed + 1}) and optimizer at step {step}")
             torch.manual_seed(args.seed + 1)
@@ -461,7 +481,7 @@ def stage_unet(args):
             if len(st["opt"]["param_groups"]) == len(opt.param_groups):
                 opt.load_state_dict(st["opt"])
         text_reset = bool(st.get("text_reset")) or fresh_text
-        log(f"unet: resumed at step {step} ({elapsed0 / 60:.1f} min)")
+        log(f"{stage}: resumed at step {step} ({elapsed0 / 60:.1f} min)")
     nu = sum(p.numel() for p in unet.parameters())
     nt = sum(p.numel() for p in te.parameters())
     log(f"unet: {nu / 1e6:.2f} M params, text encoder {nt / 1e6:.2f} M params, batch {args.unet_batch}")
@@ -473,7 +493,7 @@ def stage_unet(args):
         weight = torch.ones_like(snr)
     else:  # Min-SNR-gamma weighting, epsilon target
         weight = torch.clamp(snr, max=args.min_snr) / snr
-    budget = Budget(args.unet_steps, args.unet_minutes, elapsed0)
+    budget = Budget(steps, minutes, elapsed0)
     win = configs.UNET["sample_size"]
     last_ck = last_sample = time.time()
     run = []
@@ -500,7 +520,11 @@ def stage_unet(args):
         noise = torch.randn(x0.shape, generator=g)
         if args.offset_noise:  # per-sample, per-channel constant: lets the model move an image's overall colour
             noise = noise + args.offset_noise * torch.randn((x0.shape[0], x0.shape[1], 1, 1), generator=g)
-        t = torch.randint(0, sched.config.num_train_timesteps, (x0.shape[0],), generator=g)
+        n_t = sched.config.num_train_timesteps
+        t = torch.randint(0, n_t, (x0.shape[0],), generator=g)
+        if high_noise_share:
+            high = torch.rand(x0.shape[0], generator=g) < high_noise_share
+            t = torch.where(high, torch.randint(int(args.high_noise_from * n_t), n_t, t.shape, generator=g), t)
         xt = sched.add_noise(x0, noise, t)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(args.bf16)):
             enc = te(ids)[0]
@@ -510,7 +534,7 @@ def stage_unet(args):
         loss = (per * weight[t]).mean()
         lrf = lr_factor(step, budget.progress(step), args.unet_warmup, final=0.1)
         for gr in opt.param_groups:
-            gr["lr"] = args.unet_lr * lrf * gr.get("lr_scale", 1.0)
+            gr["lr"] = lr * lrf * gr.get("lr_scale", 1.0)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -525,7 +549,7 @@ def stage_unet(args):
         if step % args.log_every == 0:
             m = np.mean(run, 0)
             hist.append([step, *m.tolist()])
-            log(f"unet step {step} loss {m[0]:.4f} mse {m[1]:.4f} lr {args.unet_lr * lrf:.2e} "
+            log(f"{stage} step {step} loss {m[0]:.4f} mse {m[1]:.4f} lr {lr * lrf:.2e} "
                 f"elapsed {budget.elapsed() / 60:.1f} min")
             run = []
         now = time.time()
@@ -533,14 +557,15 @@ def stage_unet(args):
             save()
             last_ck = time.time()
         if now - last_sample > 60 * args.sample_minutes:
-            sample_grid(args, ema_u, ema_t, tok, (mu, sd), f"unet_step{step:06d}.png")
+            sample_grid(args, ema_u, ema_t, tok, (mu, sd), f"{stage}_step{step:06d}.png")
             last_sample = time.time()
     save()
-    sample_grid(args, ema_u, ema_t, tok, (mu, sd), "unet_final.png")
-    record_stage(args, "unet", steps=step, minutes=round(budget.elapsed() / 60, 1), unet_params=nu,
-                 text_params=nt, last_log=hist[-1] if hist else None, batch=args.unet_batch)
-    mark_done(args, "unet")
-    log(f"unet: done, {step} steps, {budget.elapsed() / 60:.1f} min")
+    sample_grid(args, ema_u, ema_t, tok, (mu, sd), f"{stage}_final.png")
+    record_stage(args, stage, steps=step, minutes=round(budget.elapsed() / 60, 1), unet_params=nu,
+                 text_params=nt, last_log=hist[-1] if hist else None, batch=args.unet_batch,
+                 lr=lr, high_noise_share=high_noise_share)
+    mark_done(args, stage)
+    log(f"{stage}: done, {step} steps, {budget.elapsed() / 60:.1f} min")
 
 
 @torch.no_grad()
@@ -617,7 +642,7 @@ night sky", "rolling hills at noon with clouds", "a lake below snowy mountains a
 
 Command (from the repository root; each stage resumes from `tools/train-demo/checkpoints/`):
 
-    tools/train-demo/run_all.sh        # = train.py vae, latents, unet, export in sequence
+    tools/train-demo/run_all.sh        # = train.py vae, latents, unet, tune, export in sequence
 
 ## Licence
 
@@ -653,7 +678,9 @@ def stage_export(args):
     from transformers import CLIPTextModel
 
     out = args.out
-    ck = torch.load(os.path.join(args.ckpt_dir, "unet.pt"), map_location="cpu", weights_only=False)
+    # the tuned weights when the tune stage has finished, else the UNet stage's
+    ck = torch.load(os.path.join(args.ckpt_dir, "tune.pt" if is_done(args, "tune") else "unet.pt"),
+                    map_location="cpu", weights_only=False)
     stats = read_json(os.path.join(args.ckpt_dir, "latents", "stats.json"))
     mu, sd = latent_norm(stats)
     unet, te = new_unet_and_text(args.seed)
@@ -735,6 +762,19 @@ def stage_export(args):
                      f"zero-terminal-SNR schedule, plain MSE, offset noise {args.offset_noise:g}, AdamW lr {args.unet_lr:g} (warm-up, cosine), 10 % empty captions for "
                      f"classifier-free guidance, EMA {args.ema} weights exported"
                      + (f"; final weighted loss {ll[1]:.4f}, plain MSE {ll[2]:.4f}" if ll else ""))
+    if "tune" in st:
+        v = st["tune"]
+        ll = v.get("last_log")
+        lines.append(f"- Tune: {v.get('steps')} more steps of batch {v.get('batch')} from the EMA weights above, "
+                     f"{v.get('minutes')} min, fresh AdamW at lr {v.get('lr', args.tune_lr):g} (warm-up, cosine), "
+                     f"{100 * v.get('high_noise_share', args.tune_high_noise):.0f} % of the timesteps drawn from "
+                     f"t >= {args.high_noise_from:g} T, where the prompt alone sets the picture's overall light; "
+                     f"EMA {args.ema} weights exported"
+                     + (f"; final MSE {ll[2]:.4f}" if ll else ""))
+    history = os.path.join(HERE, "card_history.md")
+    if os.path.exists(history):
+        with open(history) as f:
+            lines.append("\n" + f.read().strip())
     card = MODEL_CARD.format(total_mb=total / 1e6, unet_ch=tuple(configs.UNET["block_out_channels"]),
                              xdim=configs.UNET["cross_attention_dim"], unet_p=nu,
                              vae_ch=tuple(configs.VAE["block_out_channels"]), vae_p=nv, te_p=nt,
@@ -782,7 +822,7 @@ def stage_export(args):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("stages", nargs="+", choices=["vae", "latents", "unet", "export", "all"])
+    ap.add_argument("stages", nargs="+", choices=["vae", "latents", "unet", "tune", "export", "all"])
     ap.add_argument("--smoke", action="store_true", help="a few iterations of everything, in checkpoints/smoke/")
     ap.add_argument("--ckpt-dir", default=os.path.join(HERE, "checkpoints"))
     ap.add_argument("--out", default=os.path.join(REPO, "models", "landscape-demo"))
@@ -825,6 +865,13 @@ def main():
                     help="when resuming at this step or earlier (once), start a new text encoder and optimizer")
     ap.add_argument("--offset-noise", type=float, default=0.1, help="std of a per-sample, per-channel constant added to the noise")
     ap.add_argument("--sample-steps", type=int, default=20)
+    # tune (continues the finished unet stage)
+    ap.add_argument("--tune-steps", type=int, default=1000000)
+    ap.add_argument("--tune-minutes", type=float, default=20.0)
+    ap.add_argument("--tune-lr", type=float, default=2e-4)
+    ap.add_argument("--tune-high-noise", type=float, default=0.5,
+                    help="share of the tune stage's timesteps drawn from the noisiest end (see --high-noise-from)")
+    ap.add_argument("--high-noise-from", type=float, default=0.7, help="the noisiest end: t >= this fraction of T")
     # export
     ap.add_argument("--export-ema", type=int, default=1)
     ap.add_argument("--check-prompt", default="snowy mountains at sunset")
@@ -839,15 +886,16 @@ def main():
         args.vae_pool, args.vae_pool_start, args.vae_add_every = 3, 2, 1
         args.latent_scenes, args.latent_minutes, args.latent_shard = 5, 0, 2
         args.unet_steps, args.unet_minutes, args.unet_batch, args.log_every = 4, 0, 2, 2
+        args.tune_steps, args.tune_minutes = 4, 0
         args.sample_steps, args.check_steps, args.sample_minutes = 2, 2, 1e9
         args.panorama = args.panorama or ["snowy mountains at sunset"]
     os.makedirs(args.ckpt_dir, exist_ok=True)
     torch.set_num_threads(args.threads)
-    stages = ["vae", "latents", "unet", "export"] if "all" in args.stages else args.stages
+    stages = ["vae", "latents", "unet", "tune", "export"] if "all" in args.stages else args.stages
     for s in stages:
         if args.no_resume and s != "export":
             for f in {"vae": ["vae.pt", "vae.done", "vae_final"], "latents": ["latents", "latents.done"],
-                      "unet": ["unet.pt", "unet.done"]}[s]:
+                      "unet": ["unet.pt", "unet.done"], "tune": ["tune.pt", "tune.done"]}[s]:
                 p = os.path.join(args.ckpt_dir, f)
                 if os.path.isdir(p):
                     shutil.rmtree(p)
@@ -855,7 +903,7 @@ def main():
                     os.remove(p)
         t0 = time.time()
         log(f"=== stage {s} ===")
-        dict(vae=stage_vae, latents=stage_latents, unet=stage_unet, export=stage_export)[s](args)
+        dict(vae=stage_vae, latents=stage_latents, unet=stage_unet, tune=stage_tune, export=stage_export)[s](args)
         log(f"=== stage {s} finished in {(time.time() - t0) / 60:.1f} min (this run) ===")
 
 
