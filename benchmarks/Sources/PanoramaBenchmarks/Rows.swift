@@ -25,6 +25,8 @@ struct Options {
     var skip4096 = false
     var cold = false
     var precision = Precision.fp32
+    /// Forces the tiled VAE's temporary-file format (nil: its own choice).
+    var fileFormat: CanvasStore.FileFormat?
     /// `upscale`: the side of the square result.
     var target = 2048
     /// `vae-layers`: latent width (64 = the 512x512 decode, 512 = the 512x4096 one).
@@ -90,7 +92,9 @@ func measureSgemmRate(runs: Int = 3) -> Double {
 
 /// Runs one row in this process.
 func runRow(_ row: String, _ o: Options) throws -> RowResult {
-    if o.runs == 0 && row != "compose-step" { throw BenchmarkError("--runs 0 only applies to compose-step (counts without timing)") }
+    if o.runs == 0 && row != "compose-step" && row != "upscale" {
+        throw BenchmarkError("--runs 0 only applies to compose-step (counts without timing) and upscale (the disk plan)")
+    }
     Compute.threads = o.threads
     Compute.retainFreedMemory()
     let folderURL = try RandomWeights.ensure(cache: o.cache, layout: o.layout)
@@ -147,14 +151,22 @@ func runRow(_ row: String, _ o: Options) throws -> RowResult {
         var out = latents
         let warmups = o.warmups ?? (wide ? 0 : 1), runs = o.runs ?? (wide ? 1 : 3)
         probe = LoadProbe()
+        let tiling = VAETiling(fileFormat: o.fileFormat ?? .float32)
+        let plannedDisk = vae.temporaryFileBytes(height: 512, width: wide ? 4096 : 512, tiling: tiling, encoding: false)
+        CanvasStore.resetPeakFileBytes()
         let seconds = try time(warmups: warmups, runs: runs) {
-            out = tiled ? try vae.decode(latents, tiling: VAETiling()) : vae.decode(latents)
+            out = tiled ? try vae.decode(latents, tiling: tiling) : vae.decode(latents)
         }
         let flops = vaeDecodeFlops(vae.config, batch: 1, height: 64, width: wide ? 512 : 64)
         result = RowResult(row: row, what: "VAE decode 64x\(wide ? 512 : 64) latent -> 512x\(wide ? 4096 : 512)\(tiled ? ", tiled (default VAETiling)" : "")",
                            seconds: seconds, warmups: warmups, gflop: flops.gflop)
         result.flopBreakdown = flops.breakdown
         result.extra["output max |x|"] = Double(out.maxAbs)
+        if tiled {
+            result.extra["temporary files, GiB: planned"] = Double(plannedDisk) / Double(1 << 30)
+            result.extra["temporary files, GiB: peak"] = Double(CanvasStore.peakFileBytes) / Double(1 << 30)
+            result.extra["temporary file format"] = tiling.fileFormat.rawValue
+        }
 
     case "unet-layers", "vae-layers":
         // The layers of the unet / vae-decode-512 rows replayed kind by kind (see LayerReplay).
@@ -259,6 +271,20 @@ func runRow(_ row: String, _ o: Options) throws -> RowResult {
         settings.steps = 6
         settings.stride = 48
         try pipeline.validate(settings)
+        if let format = o.fileFormat { settings.decodeMethod = .tiled(VAETiling(fileFormat: format)) }
+        if o.runs == 0 {  // the plan only: temporary files of the encode and the decode in each format
+            probe = LoadProbe()
+            result = RowResult(row: row, what: "upscale to \(side)x\(side): temporary-file plan only (--runs 0)",
+                               seconds: [], warmups: 0, gflop: nil)
+            for format in CanvasStore.FileFormat.allCases {
+                let tiling = VAETiling(fileFormat: format)
+                for encoding in [true, false] {
+                    let bytes = model.vae.temporaryFileBytes(height: side, width: side, tiling: tiling, encoding: encoding)
+                    result.extra["\(encoding ? "encode" : "decode") \(format.rawValue) files, GiB"] = Double(bytes) / Double(1 << 30)
+                }
+            }
+            break
+        }
         let plannedDisk = try pipeline.fitTemporaryFiles(&settings, encoding: true)
         var pixels = [UInt8](repeating: 0, count: half * half * 3)
         for y in 0..<half {

@@ -9,7 +9,7 @@ import Glibc
 let usage = """
     usage: panorama-benchmarks ROW... [--json] [--runs N] [--warmups N] [--threads N]
                                [--cache DIR] [--layout DIR] [--sgemm-gflops X] [--skip-4096] [--cold]
-                               [--precision fp32|bf16]
+                               [--precision fp32|bf16] [--file-format float32|bfloat16]
     rows: \(rowNames.joined(separator: ", ")), all (every row but upscale); `flops` prints the counted FLOPs only
       --json           print JSON (one object per row, an array for several rows) instead of a table
       --runs/--warmups timed and untimed repetitions (defaults per row: unet 3+1, vae-decode-512 3+1,
@@ -20,9 +20,12 @@ let usage = """
       --sgemm-gflops X use X as the ceiling instead of measuring sgemm in each row's process
       --skip-4096      leave vae-decode-4096 out of `all`
       --cold           `load`: evict the weight files from the page cache first
-      --target N       `upscale`: side of the square result (default 2048; multiple of 64)
+      --target N       `upscale`: side of the square result (default 2048; multiple of 64);
+                       with --runs 0 it only prints the plan of temporary files
       --precision P    fp32 (default) or bf16: the arithmetic of the models' matrix products
                        (`sgemm` then also times the own bf16 GEMM on the same shapes)
+      --file-format F  the -tiled decodes and `upscale`: temporary files as float32 or bfloat16
+                       (default: the tiled VAE's own choice, float32 unless the disk is too small)
       --latent-width N `vae-layers`: latent width (64: the 512x512 decode; 512: the 512x4096 one)
       --only KIND      `unet-layers`/`vae-layers`: replay only conv, linear, attention, groupnorm or layernorm
       --verbose        `unet-layers`/`vae-layers`: print every layer's time to standard error
@@ -61,6 +64,10 @@ func parse(_ arguments: [String]) throws -> (rows: [String], options: Options) {
             o.sgemmGflops = x
         case "--skip-4096": o.skip4096 = true
         case "--cold": o.cold = true
+        case "--file-format":
+            let v = try value()
+            guard let f = CanvasStore.FileFormat(rawValue: v) else { throw BenchmarkError("--file-format: float32 or bfloat16, not \(v)") }
+            o.fileFormat = f
         case "--target": o.target = max(512, try int() / 64 * 64)
         case "--precision":
             let v = try value()
