@@ -278,6 +278,22 @@ void pk_bf16_pack_b(int trans_b, size_t k, size_t n, const float *b, size_t ldb,
     }
 }
 
+/// A whole packed op(A) stores, for each K block, the MC-row blocks' micro-panels one after
+/// another (MC being a multiple of MR, only the last block is short): the block at (ic, pc)
+/// starts here, laid out as `pack_a` writes it.
+static size_t packed_a_offset(size_t m, size_t ic, size_t pc) {
+    return pc / KC * AS * round_up(m, MR) + ic * AS;
+}
+
+size_t pk_bf16_packed_a_count(size_t m, size_t k) { return (k + KC - 1) / KC * AS * round_up(m, MR); }
+
+void pk_bf16_pack_a(int trans_a, size_t m, size_t k, const float *a, size_t lda, uint32_t *dst) {
+    for (size_t pc = 0; pc < k; pc += KC)
+        for (size_t ic = 0; ic < m; ic += MC)
+            pack_a(a, lda, trans_a, ic, m - ic < MC ? m - ic : MC, pc, k - pc < KC ? k - pc : KC,
+                   dst + packed_a_offset(m, ic, pc));
+}
+
 /// An implicit im2col matrix: column j is output pixel (r0 + j / out_width, j % out_width) of one
 /// image, row k is input channel k / (kh·kw) at kernel offset ((k / kw) % kh, k % kw).
 typedef struct {
@@ -352,11 +368,12 @@ static void pack_conv(const conv_geometry *g, size_t pc, size_t kc, size_t jc, s
     }
 }
 
-/// The blocked product; op(B) comes either from `b` (packed here, block by block) or, when
-/// `prepacked` is set, from a whole packed op(B).
+/// The blocked product; op(A) comes either from `a` (packed here, block by block) or, when
+/// `packed_a` is set, from a whole packed op(A); op(B) from `b`, from the implicit matrix of
+/// `conv`, or, when `prepacked` is set, from a whole packed op(B).
 static void gemm(int trans_a, int trans_b, size_t m, size_t n, size_t k, float alpha,
-                 const float *a, size_t lda, const float *b, size_t ldb, const uint32_t *prepacked,
-                 const conv_geometry *conv, float beta, float *c, size_t ldc) {
+                 const float *a, size_t lda, const uint32_t *packed_a, const float *b, size_t ldb,
+                 const uint32_t *prepacked, const conv_geometry *conv, float beta, float *c, size_t ldc) {
     if (m == 0 || n == 0) return;
     if (k == 0) {
         for (size_t i = 0; i < m; i++)
@@ -367,7 +384,7 @@ static void gemm(int trans_a, int trans_b, size_t m, size_t n, size_t k, float a
     size_t kpMax = (KC + 1) / 2;
     // Per-thread buffers that only grow (slots 2 and 3; callers hold 0 and 1 around their GEMMs).
     uint32_t *pb = prepacked ? NULL : (uint32_t *)pk_scratch(kpMax * (NC + NR), 3);
-    uint32_t *pa = (uint32_t *)pk_scratch((size_t)AS * (MC + MR), 2);
+    uint32_t *pa = packed_a ? NULL : (uint32_t *)pk_scratch((size_t)AS * (MC + MR), 2);
     for (size_t jc = 0; jc < n; jc += NC) {
         size_t nc = n - jc < NC ? n - jc : NC;
         for (size_t pc = 0; pc < k; pc += KC) {
@@ -379,13 +396,14 @@ static void gemm(int trans_a, int trans_b, size_t m, size_t n, size_t k, float a
             else if (!prepacked) pack_b(b, ldb, trans_b, pc, kc, jc, nc, pb);
             for (size_t ic = 0; ic < m; ic += MC) {
                 size_t mc = m - ic < MC ? m - ic : MC;
-                pack_a(a, lda, trans_a, ic, mc, pc, kc, pa);
+                const uint32_t *block = packed_a ? packed_a + packed_a_offset(m, ic, pc) : pa;
+                if (!packed_a) pack_a(a, lda, trans_a, ic, mc, pc, kc, pa);
                 for (size_t jr = 0; jr < nc; jr += NR) {
                     size_t cols = nc - jr < NR ? nc - jr : NR;
                     const uint32_t *bp = panel + jr * kp;
                     for (size_t ir = 0; ir < mc; ir += MR) {
                         size_t rows = mc - ir < MR ? mc - ir : MR;
-                        const uint32_t *ap = pa + ir * AS;
+                        const uint32_t *ap = block + ir * AS;
                         float *ct = c + (ic + ir) * ldc + jc + jr;
 #if PK_HAVE_X86
                         if (fast) {
@@ -405,19 +423,24 @@ static void gemm(int trans_a, int trans_b, size_t m, size_t n, size_t k, float a
 void pk_gemm_bf16(int trans_a, int trans_b, size_t m, size_t n, size_t k, float alpha,
                   const float *a, size_t lda, const float *b, size_t ldb, float beta,
                   float *c, size_t ldc) {
-    gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, NULL, NULL, beta, c, ldc);
+    gemm(trans_a, trans_b, m, n, k, alpha, a, lda, NULL, b, ldb, NULL, NULL, beta, c, ldc);
+}
+
+void pk_gemm_bf16_packed_a(int trans_b, size_t m, size_t n, size_t k, float alpha, const uint32_t *packed_a,
+                           const float *b, size_t ldb, float beta, float *c, size_t ldc) {
+    gemm(0, trans_b, m, n, k, alpha, NULL, 0, packed_a, b, ldb, NULL, NULL, beta, c, ldc);
 }
 
 void pk_gemm_bf16_packed_b(int trans_a, size_t m, size_t n, size_t k, float alpha, const float *a,
                            size_t lda, const uint32_t *packed_b, float beta, float *c, size_t ldc) {
-    gemm(trans_a, 0, m, n, k, alpha, a, lda, NULL, 0, packed_b, NULL, beta, c, ldc);
+    gemm(trans_a, 0, m, n, k, alpha, a, lda, NULL, NULL, 0, packed_b, NULL, beta, c, ldc);
 }
 
 void pk_conv_bf16(const float *input, size_t channels, size_t height, size_t width,
-                  const float *weight, size_t out_channels, size_t kh, size_t kw, size_t stride,
-                  size_t pad_top, size_t pad_left, size_t out_width, size_t first_row, size_t rows,
-                  float *output, size_t ldo) {
+                  const float *weight, const uint32_t *packed_weight, size_t out_channels, size_t kh,
+                  size_t kw, size_t stride, size_t pad_top, size_t pad_left, size_t out_width,
+                  size_t first_row, size_t rows, float *output, size_t ldo) {
     conv_geometry g = {input, height, width, kh, kw, stride, pad_top, pad_left, out_width, first_row};
     size_t k = channels * kh * kw;
-    gemm(0, 0, out_channels, rows * out_width, k, 1, weight, k, NULL, 0, NULL, &g, 0, output, ldo);
+    gemm(0, 0, out_channels, rows * out_width, k, 1, weight, k, packed_weight, NULL, 0, NULL, &g, 0, output, ldo);
 }

@@ -1,15 +1,15 @@
 import Tensors
 
-/// `torch.nn.Conv2d` with its weights.
+/// `torch.nn.Conv2d` with its weights (packed as bf16 when built at `.bf16` precision).
 struct Conv2D: Sendable {
-    let weight: Tensor
+    let weight: LayerWeight
     let bias: Tensor?
     let stride: Int
     let padding: Padding2D
 
     init(_ p: Parameters, in cin: Int, out cout: Int, kernel: Int, stride: Int = 1,
          padding: Padding2D? = nil, bias: Bool = true) throws {
-        weight = try p.tensor("weight", [cout, cin, kernel, kernel])
+        weight = LayerWeight(try p.tensor("weight", [cout, cin, kernel, kernel]), as: .left)
         self.bias = bias ? try p.tensor("bias", [cout]) : nil
         self.stride = stride
         self.padding = padding ?? .uniform(kernel / 2)
@@ -20,18 +20,17 @@ struct Conv2D: Sendable {
     }
 }
 
-/// `torch.nn.Linear` with its weights. Also loads 1x1 convolution weights ([out, in, 1, 1]),
-/// which some checkpoints use for the same projections.
+/// `torch.nn.Linear` with its weights (packed as bf16 when built at `.bf16` precision). Also
+/// loads 1x1 convolution weights ([out, in, 1, 1]), which some checkpoints use for the same
+/// projections.
 struct Linear: Sendable {
-    let weight: Tensor
+    let weight: LayerWeight
     let bias: Tensor?
 
     init(_ p: Parameters, in fin: Int, out fout: Int, bias: Bool = true) throws {
-        if p.shape(of: "weight") == [fout, fin, 1, 1] {
-            weight = try p.tensor("weight", [fout, fin, 1, 1]).reshaped([fout, fin])
-        } else {
-            weight = try p.tensor("weight", [fout, fin])
-        }
+        let w = p.shape(of: "weight") == [fout, fin, 1, 1]
+            ? try p.tensor("weight", [fout, fin, 1, 1]).reshaped([fout, fin]) : try p.tensor("weight", [fout, fin])
+        weight = LayerWeight(w, as: .transposedRight)
         self.bias = bias ? try p.tensor("bias", [fout]) : nil
     }
 

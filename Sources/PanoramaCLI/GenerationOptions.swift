@@ -89,10 +89,9 @@ struct GenerationOptions: ParsableArguments {
         return (modelURL, preset)
     }
 
-    /// Loads the model, checks `settings` against it, and reports the load time and the seed.
-    /// Loads the model and checks `settings` against it and this machine; the tiled VAE's
-    /// temporary files switch to bfloat16 when float32 ones would not fit the disk (`encoding`:
-    /// an input image is encoded at the settings' size too).
+    /// Loads the model, checks `settings` against it and this machine, and reports the load time
+    /// and the seed. The tiled VAE's temporary files switch to bfloat16 when float32 ones would
+    /// not fit the disk (`encoding`: an input image is encoded at the settings' size too).
     func loadPipeline(_ modelURL: URL, settings: inout PanoramaSettings, encoding: Bool = false,
                       progress: ProgressReporter) throws -> PanoramaPipeline {
         let start = Date()

@@ -13,6 +13,27 @@ public func sgemm(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k:
                 Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
 }
 
+/// C = alpha · W · op(B) + beta · C for a weight packed as the left operand, in bf16 (W is
+/// `packed.rows` x `packed.columns`); split by columns over the workers unless the caller
+/// already runs one product per worker.
+public func gemm(packed: PackedWeight, transB: Bool = false, n: Int, alpha: Float = 1,
+                 b: UnsafePointer<Float>, ldb: Int, beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int) {
+    precondition(packed.operand == .left, "gemm(packed:): the weight is packed as the right operand")
+    let (m, k) = (packed.rows, packed.columns)
+    let workers = Compute.singleThreadedBLAS ? 1 : Compute.threads
+    guard workers > 1 && m * n * k >= 1 << 21 && n >= 64 * workers else {
+        pk_gemm_bf16_packed_a(transB ? 1 : 0, m, n, k, alpha, packed.panels, b, ldb, beta, c, ldc)
+        return
+    }
+    Compute.withSingleThreadedBLAS {
+        Compute.parallelFor(workers) { part in
+            let j0 = (n / 32 * part / workers) * 32, j1 = part == workers - 1 ? n : (n / 32 * (part + 1) / workers) * 32
+            pk_gemm_bf16_packed_a(transB ? 1 : 0, m, j1 - j0, k, alpha, packed.panels, b + (transB ? j0 * ldb : j0), ldb,
+                                  beta, c + j0, ldc)
+        }
+    }
+}
+
 /// Row-major GEMM at `Compute.precision`: OpenBLAS for fp32, the own bf16 kernel for bf16 (split
 /// over the workers unless the caller already runs one product per worker).
 @inline(__always)

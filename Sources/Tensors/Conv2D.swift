@@ -18,10 +18,17 @@ private let im2colBudget = 8 << 20  // floats
 /// im2col in blocks of output rows.
 public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int = 1,
                    padding: Padding2D) -> Tensor {
-    precondition(x.rank == 4 && weight.rank == 4, "conv2d: input \(x.shape), weight \(weight.shape)")
+    conv2d(x, weight: .float32(weight), bias: bias, stride: stride, padding: padding)
+}
+
+/// `conv2d` with a float32 or a packed weight; a packed one always computes in bf16.
+public func conv2d(_ x: Tensor, weight layerWeight: LayerWeight, bias: Tensor?, stride: Int = 1,
+                   padding: Padding2D) -> Tensor {
+    let weight = layerWeight.shape
+    precondition(x.rank == 4 && weight.count == 4, "conv2d: input \(x.shape), weight \(weight)")
     let (n, cin, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
-    let (cout, kh, kw) = (weight.shape[0], weight.shape[2], weight.shape[3])
-    precondition(weight.shape[1] == cin, "conv2d: input has \(cin) channels, weight expects \(weight.shape[1])")
+    let (cout, kh, kw) = (weight[0], weight[2], weight[3])
+    precondition(weight[1] == cin, "conv2d: input has \(cin) channels, weight expects \(weight[1])")
     let hout = (h + padding.top + padding.bottom - kh) / stride + 1
     let wout = (w + padding.left + padding.right - kw) / stride + 1
     let kdim = cin * kh * kw
@@ -32,22 +39,32 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int = 1,
     let rowsPerBlock = max(1, min(hout, im2colBudget / max(1, kdim * wout)))
     // bf16 with whole 32-pixel panels per output row: the kernel gathers its operand straight
     // from the input, no im2col buffer.
-    let implicit = !pointwise && Compute.precision == .bf16 && Compute.hasFastBF16 && stride == 1 && wout % 32 == 0
+    var packed: PackedWeight?
+    if case .packed(let p) = layerWeight { packed = p }
+    let bf16 = Compute.precision == .bf16 || packed != nil
+    let implicit = !pointwise && bf16 && Compute.hasFastBF16 && stride == 1 && wout % 32 == 0
     return Tensor(uninitializedShape: [n, cout, hout, wout]) { op in
         x.withUnsafeBufferPointer { xp in
-            weight.withUnsafeBufferPointer { wp in
+            layerWeight.withFloat32Pointer { weightPointer in
+                /// C = W · B for `n` columns of B, with the float32 or the packed weight.
+                func product(n: Int, k: Int, b: UnsafePointer<Float>, ldb: Int, c: UnsafeMutablePointer<Float>) {
+                    if let packed {
+                        gemm(packed: packed, n: n, b: b, ldb: ldb, c: c, ldc: plane)
+                    } else {
+                        gemm(m: cout, n: n, k: k, a: weightPointer!, lda: k, b: b, ldb: ldb, c: c, ldc: plane)
+                    }
+                }
                 /// Output rows `range` of image `b`; `parallel` spreads im2col over the workers.
                 func convolve(_ b: Int, rows range: Range<Int>, parallel: Bool) {
                     let input = xp.baseAddress! + b * cin * h * w
                     let output = op.baseAddress! + b * cout * plane
                     if pointwise {
-                        gemm(m: cout, n: range.count * wout, k: cin, a: wp.baseAddress!, lda: cin,
-                             b: input + range.lowerBound * w, ldb: h * w,
-                             c: output + range.lowerBound * wout, ldc: plane)
+                        product(n: range.count * wout, k: cin, b: input + range.lowerBound * w, ldb: h * w,
+                                c: output + range.lowerBound * wout)
                         return
                     }
                     if implicit {
-                        pk_conv_bf16(input, cin, h, w, wp.baseAddress!, cout, kh, kw, stride, padding.top,
+                        pk_conv_bf16(input, cin, h, w, weightPointer, packed?.panels, cout, kh, kw, stride, padding.top,
                                      padding.left, wout, range.lowerBound, range.count,
                                      output + range.lowerBound * wout, plane)
                         return
@@ -60,8 +77,7 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int = 1,
                         im2col(input, channels: cin, height: h, width: w, kh: kh, kw: kw, stride: stride,
                                padding: padding, outWidth: wout, firstRow: y0, rows: rows, into: col,
                                parallel: parallel)
-                        gemm(m: cout, n: cols, k: kdim, a: wp.baseAddress!, lda: kdim, b: col, ldb: cols,
-                             c: output + y0 * wout, ldc: plane)
+                        product(n: cols, k: kdim, b: col, ldb: cols, c: output + y0 * wout)
                         y0 += rows
                     }
                 }

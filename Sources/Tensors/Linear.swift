@@ -1,30 +1,43 @@
+import CKernels
+
 /// y = x · Wᵀ + b over the last dimension, as `torch.nn.Linear`.
 /// `weight` is [out, in] (PyTorch layout); `x` is [..., in]; the result is [..., out].
 public func linear(_ x: Tensor, weight: Tensor, bias: Tensor?) -> Tensor {
-    let inFeatures = weight.shape[1], outFeatures = weight.shape[0]
-    precondition(x.shape.last == inFeatures, "linear: input \(x.shape) vs weight \(weight.shape)")
+    linear(x, weight: .float32(weight), bias: bias)
+}
+
+/// `linear` with a float32 or a packed weight; a packed one always computes in bf16.
+public func linear(_ x: Tensor, weight layerWeight: LayerWeight, bias: Tensor?) -> Tensor {
+    let weight = layerWeight.shape
+    let inFeatures = weight[1], outFeatures = weight[0]
+    precondition(x.shape.last == inFeatures, "linear: input \(x.shape) vs weight \(weight)")
     let rows = x.count / inFeatures
     var outShape = x.shape
     outShape[outShape.count - 1] = outFeatures
     return Tensor(uninitializedShape: outShape) { out in
         x.withUnsafeBufferPointer { xp in
-            weight.withUnsafeBufferPointer { wp in
+            layerWeight.withFloat32Pointer { weightPointer in
+                /// Rows [r0, r1) of the result.
+                func product(_ r0: Int, _ r1: Int) {
+                    let a = xp.baseAddress! + r0 * inFeatures, c = out.baseAddress! + r0 * outFeatures
+                    if case .packed(let packed) = layerWeight {
+                        pk_gemm_bf16_packed_b(0, r1 - r0, outFeatures, inFeatures, 1, a, inFeatures, packed.panels,
+                                              0, c, outFeatures)
+                    } else {
+                        gemm(transB: true, m: r1 - r0, n: outFeatures, k: inFeatures, a: a, lda: inFeatures,
+                             b: weightPointer!, ldb: inFeatures, c: c, ldc: outFeatures)
+                    }
+                }
                 let workers = Compute.threads
                 guard workers > 1 && rows >= 64 * workers else {
-                    gemm(transB: true, m: rows, n: outFeatures, k: inFeatures,
-                         a: xp.baseAddress!, lda: inFeatures, b: wp.baseAddress!, ldb: inFeatures,
-                         c: out.baseAddress!, ldc: outFeatures)
+                    product(0, rows)
                     return
                 }
                 // Row blocks on separate workers with single-threaded GEMMs avoid OpenBLAS's
                 // per-call thread synchronisation, which dominates the many mid-sized products.
                 Compute.withSingleThreadedBLAS {
                     Compute.parallelFor(workers) { part in
-                        let r0 = rows * part / workers, r1 = rows * (part + 1) / workers
-                        gemm(transB: true, m: r1 - r0, n: outFeatures, k: inFeatures,
-                             a: xp.baseAddress! + r0 * inFeatures, lda: inFeatures,
-                             b: wp.baseAddress!, ldb: inFeatures,
-                             c: out.baseAddress! + r0 * outFeatures, ldc: outFeatures)
+                        product(rows * part / workers, rows * (part + 1) / workers)
                     }
                 }
             }

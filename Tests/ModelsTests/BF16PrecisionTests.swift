@@ -21,6 +21,23 @@ final class BF16PrecisionTests: XCTestCase {
 
     private func ratio(_ a: Tensor, _ b: Tensor) -> Float { a.maxAbsDifference(b) / b.maxAbs }
 
+    /// A model built at bf16 keeps its weights packed (half the memory) and computes exactly what
+    /// a model built at fp32 computes when run at bf16 (packing its weights on every call).
+    func testPackedWeightsChangeNothing() throws {
+        Compute.precision = .fp32
+        let unpacked = try StableDiffusionModel(folder: Fixtures.model("tiny-sd1"))
+        Compute.precision = .bf16
+        let packed = try StableDiffusionModel(folder: Fixtures.model("tiny-sd1"))
+        let unet = try Fixtures.golden("tiny-sd1", "unet.safetensors")
+        let (x, context) = (try unet.tensor("latent_model_input"), try unet.tensor("encoder_hidden_states"))
+        XCTAssertEqual(packed.unet(x, timestep: 999, encoderHiddenStates: context),
+                       unpacked.unet(x, timestep: 999, encoderHiddenStates: context))
+        let latent = try Fixtures.golden("tiny-sd1", "vae.safetensors").tensor("latent")
+        XCTAssertEqual(packed.vae.decode(latent), unpacked.vae.decode(latent))
+        let tokens = Array(try Fixtures.golden("tiny-sd1", "text_encoder.safetensors").integers("input_ids")[0..<77])
+        XCTAssertEqual(try packed.textEncoder([tokens]), try unpacked.textEncoder([tokens]))
+    }
+
     func testComponentsStayWithinTheBound() throws {
         for name in ["tiny-sd1", "tiny-sd2"] {
             let model = try StableDiffusionModel(folder: Fixtures.model(name))

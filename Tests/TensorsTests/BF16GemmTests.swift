@@ -90,6 +90,52 @@ final class BF16GemmTests: XCTestCase {
 }
 
 extension BF16GemmTests {
+    /// A pre-packed op(A) gives exactly the product of packing it on the fly: several K and M
+    /// blocks with ragged ends, and column splits over the workers.
+    func testPrepackedLeftOperandAgrees() {
+        for (m, n, k, transB) in [(500, 70, 1000, false), (13, 3100, 41, true), (250, 64, 385, false), (7, 5, 3, true)] {
+            let ldb = transB ? k : n
+            let a = values(m * k, seed: 16), b = values((transB ? n : k) * ldb, seed: 17)
+            var packed = [UInt32](repeating: 0, count: pk_bf16_packed_a_count(m, k))
+            pk_bf16_pack_a(0, m, k, a, k, &packed)
+            var direct = [Float](repeating: 0, count: m * n), viaPacked = direct
+            pk_gemm_bf16(0, transB ? 1 : 0, m, n, k, 0.5, a, k, b, ldb, 0, &direct, n)
+            pk_gemm_bf16_packed_a(transB ? 1 : 0, m, n, k, 0.5, packed, b, ldb, 0, &viaPacked, n)
+            XCTAssertEqual(direct, viaPacked, "m \(m) n \(n) k \(k)")
+            // Through the Swift entry point (split by columns over the workers).
+            let weight = PackedWeight(Tensor(shape: [m, k], data: a), as: .left)
+            var threaded = [Float](repeating: 0, count: m * n)
+            gemm(packed: weight, transB: transB, n: n, alpha: 0.5, b: b, ldb: ldb, c: &threaded, ldc: n)
+            XCTAssertEqual(threaded, direct, "gemm(packed:) m \(m) n \(n) k \(k)")
+        }
+    }
+
+    /// Layers with packed weights compute exactly what the bf16 path computes from float32
+    /// weights, in convolutions (implicit, im2col and pointwise) and linear layers.
+    func testPackedLayerWeightsAgree() {
+        let saved = Compute.precision
+        Compute.precision = .bf16
+        defer { Compute.precision = saved }
+        let x = Tensor(shape: [2, 8, 12, 64], data: values(2 * 8 * 12 * 64, seed: 18))
+        for (cout, k, stride, pad) in [(16, 3, 1, 1), (12, 3, 2, 1), (20, 1, 1, 0), (5, 3, 1, 0)] {
+            let weight = Tensor(shape: [cout, 8, k, k], data: values(cout * 8 * k * k, seed: 19))
+            let packed = LayerWeight.packed(PackedWeight(weight, as: .left))
+            XCTAssertEqual(conv2d(x, weight: packed, bias: nil, stride: stride, padding: .uniform(pad)),
+                           conv2d(x, weight: weight, bias: nil, stride: stride, padding: .uniform(pad)),
+                           "cout \(cout) k \(k) stride \(stride)")
+        }
+        for rows in [3, 200] {
+            let input = Tensor(shape: [rows, 96], data: values(rows * 96, seed: 20))
+            let weight = Tensor(shape: [72, 96], data: values(72 * 96, seed: 21))
+            XCTAssertEqual(linear(input, weight: .packed(PackedWeight(weight, as: .transposedRight)), bias: nil),
+                           linear(input, weight: weight, bias: nil), "\(rows) rows")
+        }
+        // Built at bf16, a layer weight is packed, in half the bytes (K a whole number of blocks).
+        let weight = Tensor(shape: [48, 128, 3, 3], data: values(48 * 1152, seed: 22))
+        guard case .packed(let p) = LayerWeight(weight, as: .left) else { return XCTFail("not packed at bf16") }
+        XCTAssertEqual(p.bytes, weight.count * 2)
+    }
+
     /// A pre-packed op(B) gives exactly the product of packing it on the fly.
     func testPrepackedOperandAgrees() {
         for (m, n, k, transB) in [(30, 40, 770, false), (13, 3100, 41, true), (64, 80, 9, true)] {
@@ -130,8 +176,12 @@ extension BF16GemmTests {
             let hout = (h + 2 * pad - k) / stride + 1, wout = (w + 2 * pad - k) / stride + 1
             let input = values(cin * h * w, seed: 11), weight = values(cout * cin * k * k, seed: 12)
             let (first, rows) = (1, hout - 2)
-            var out = [Float](repeating: .nan, count: cout * rows * wout)
-            pk_conv_bf16(input, cin, h, w, weight, cout, k, k, stride, pad, pad, wout, first, rows, &out, rows * wout)
+            var out = [Float](repeating: .nan, count: cout * rows * wout), fromPacked = out
+            pk_conv_bf16(input, cin, h, w, weight, nil, cout, k, k, stride, pad, pad, wout, first, rows, &out, rows * wout)
+            var packed = [UInt32](repeating: 0, count: pk_bf16_packed_a_count(cout, cin * k * k))
+            pk_bf16_pack_a(0, cout, cin * k * k, weight, cin * k * k, &packed)
+            pk_conv_bf16(input, cin, h, w, nil, packed, cout, k, k, stride, pad, pad, wout, first, rows, &fromPacked, rows * wout)
+            XCTAssertEqual(fromPacked, out, "pre-packed weight")
             var worst: Double = 0
             for co in 0..<cout {
                 for y in first..<(first + rows) {

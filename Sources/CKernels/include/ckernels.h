@@ -58,14 +58,25 @@ void pk_bf16_pack_b(int trans_b, size_t k, size_t n, const float *b, size_t ldb,
 void pk_gemm_bf16_packed_b(int trans_a, size_t m, size_t n, size_t k, float alpha, const float *a,
                            size_t lda, const uint32_t *packed_b, float beta, float *c, size_t ldc);
 
+/// Number of uint32 values a packed m x k op(A) occupies.
+size_t pk_bf16_packed_a_count(size_t m, size_t k);
+
+/// Packs op(A) (m x k) once, for products that reuse it (layer weights, packed at load).
+void pk_bf16_pack_a(int trans_a, size_t m, size_t k, const float *a, size_t lda, uint32_t *dst);
+
+/// `pk_gemm_bf16` with op(A) already packed by `pk_bf16_pack_a` for the same m and k.
+void pk_gemm_bf16_packed_a(int trans_b, size_t m, size_t n, size_t k, float alpha, const uint32_t *packed_a,
+                           const float *b, size_t ldb, float beta, float *c, size_t ldc);
+
 /// bf16 convolution of one image without an im2col buffer: output rows
 /// [first_row, first_row + rows) of every output channel, written at output + co·ldo +
-/// (y − first_row)·out_width + x. `weight` is [out_channels, channels·kh·kw]; input [channels,
-/// height, width]; zero padding of pad_top / pad_left (the bottom and right follow from
-/// out_width and the number of rows). No bias. Single-threaded.
+/// (y − first_row)·out_width + x. `weight` is [out_channels, channels·kh·kw], or NULL when
+/// `packed_weight` holds it packed by `pk_bf16_pack_a`; input [channels, height, width]; zero
+/// padding of pad_top / pad_left (the bottom and right follow from out_width and the number of
+/// rows). No bias. Single-threaded.
 void pk_conv_bf16(const float *input, size_t channels, size_t height, size_t width,
-                  const float *weight, size_t out_channels, size_t kh, size_t kw, size_t stride,
-                  size_t pad_top, size_t pad_left, size_t out_width, size_t first_row, size_t rows,
-                  float *output, size_t ldo);
+                  const float *weight, const uint32_t *packed_weight, size_t out_channels, size_t kh,
+                  size_t kw, size_t stride, size_t pad_top, size_t pad_left, size_t out_width,
+                  size_t first_row, size_t rows, float *output, size_t ldo);
 
 #endif

@@ -1,0 +1,69 @@
+import CKernels
+
+/// A layer's weight matrix rounded to bfloat16 and packed once into the panels the bf16 GEMM
+/// reads, in half the memory of float32. Models built while `Compute.precision` is `.bf16` keep
+/// their convolution and linear weights this way, so no call re-packs them and the float32 copy
+/// is not kept.
+public final class PackedWeight: @unchecked Sendable {
+    /// Which operand of the product the weight is: a convolution's weight [out, in·kh·kw] is
+    /// the left operand (A); a linear layer's weight [out, in] is the transposed right operand (Bᵀ).
+    public enum Operand: Sendable { case left, transposedRight }
+
+    /// The shape of the weight it was packed from ([out, in, kh, kw] or [out, in]).
+    public let shape: [Int]
+    public let operand: Operand
+    /// Output features, and input features times kernel taps.
+    public let rows: Int, columns: Int
+    let panels: UnsafeMutablePointer<UInt32>
+    let count: Int
+
+    /// Packs `weight`, whose first dimension is the output features.
+    public init(_ weight: Tensor, as operand: Operand) {
+        shape = weight.shape
+        self.operand = operand
+        rows = weight.shape[0]
+        columns = weight.count / max(1, rows)
+        switch operand {
+        case .left: count = pk_bf16_packed_a_count(rows, columns)
+        case .transposedRight: count = pk_bf16_packed_b_count(columns, rows)
+        }
+        panels = .allocate(capacity: count)
+        weight.withUnsafeBufferPointer { wp in
+            switch operand {
+            case .left: pk_bf16_pack_a(0, rows, columns, wp.baseAddress!, columns, panels)
+            case .transposedRight: pk_bf16_pack_b(1, columns, rows, wp.baseAddress!, columns, panels)
+            }
+        }
+    }
+
+    deinit { panels.deallocate() }
+
+    /// Bytes of the packed panels.
+    public var bytes: Int { count * MemoryLayout<UInt32>.size }
+}
+
+/// A convolution's or linear layer's weight: float32, or packed bfloat16 panels.
+public enum LayerWeight: Sendable {
+    case float32(Tensor)
+    case packed(PackedWeight)
+
+    /// A weight for a layer built now: packed when `Compute.precision` is `.bf16`.
+    public init(_ weight: Tensor, as operand: PackedWeight.Operand) {
+        self = Compute.precision == .bf16 ? .packed(PackedWeight(weight, as: operand)) : .float32(weight)
+    }
+
+    public var shape: [Int] {
+        switch self {
+        case .float32(let t): return t.shape
+        case .packed(let p): return p.shape
+        }
+    }
+
+    /// Calls `body` with the float32 values, or with nil for a packed weight.
+    func withFloat32Pointer<R>(_ body: (UnsafePointer<Float>?) throws -> R) rethrows -> R {
+        switch self {
+        case .float32(let t): return try t.withUnsafeBufferPointer { try body($0.baseAddress!) }
+        case .packed: return try body(nil)
+        }
+    }
+}
