@@ -28,6 +28,12 @@ extension PanoramaPipeline {
     /// temporary-file format), else `VAETiling()`.
     public func imageToImageLoop(_ settings: PanoramaSettings, image: Tensor, strength: Double) throws -> DenoisingLoop<DDIMScheduler> {
         try Self.checkStrength(strength)
+        return try imageToImageLoop(settings, latents: try encode(image, settings), strength: strength)
+    }
+
+    /// `image` [1, 3, H, W] in [-1, 1] at the settings' size as img2img starts from it: the mean
+    /// of the tiled encode's latent distribution, scaled by the VAE's scaling factor.
+    public func encode(_ image: Tensor, _ settings: PanoramaSettings) throws -> Tensor {
         let expected = [1, 3, settings.height, settings.width]
         guard image.shape == expected else {
             throw RenderError.invalidSize("the image is \(image.shape) but the settings ask for \(expected)")
@@ -35,8 +41,7 @@ extension PanoramaPipeline {
         var tiling = VAETiling()
         if case .tiled(let t) = settings.decodeMethod { tiling = t }
         tiling.circular = settings.circular
-        let latents = try model.vae.encode(image, tiling: tiling).mean * model.vae.scalingFactor
-        return try imageToImageLoop(settings, latents: latents, strength: strength)
+        return try model.vae.encode(image, tiling: tiling).mean * model.vae.scalingFactor
     }
 
     /// As `imageToImageLoop(_:image:strength:)`, from already encoded (and scaled) latents.

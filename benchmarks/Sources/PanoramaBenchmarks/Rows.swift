@@ -27,6 +27,9 @@ struct Options {
     var precision = Precision.fp32
     /// Forces the tiled VAE's temporary-file format (nil: its own choice).
     var fileFormat: CanvasStore.FileFormat?
+    /// `upscale`: one phase only (encode, denoise, decode), and where phases hand over latents.
+    var phase: String?
+    var state: URL?
     /// `upscale`: the side of the square result.
     var target = 2048
     /// `vae-layers`: latent width (64 = the 512x512 decode, 512 = the 512x4096 one).
@@ -296,30 +299,65 @@ func runRow(_ row: String, _ o: Options) throws -> RowResult {
             }
         }
         let source = RGBImage(width: half, height: half, pixels: pixels)
+        // With --phase, one phase per process, the latents handed over in files under --state:
+        // each phase's peak RSS is then its own, and a long upscale can be measured in parts.
+        let phase = o.phase ?? "all"
+        let state = o.state ?? benchmarksDirectory.appendingPathComponent(".cache/upscale-\(side)")
+        func save(_ latents: Tensor, _ name: String) throws {
+            try FileManager.default.createDirectory(at: state, withIntermediateDirectories: true)
+            try SafeTensorsWriter.write([(name: "latents", tensor: latents)], dtype: .f32, metadata: [:],
+                                        to: state.appendingPathComponent(name + ".safetensors"))
+        }
+        func load(_ name: String) throws -> Tensor {
+            try SafeTensorsFile(url: state.appendingPathComponent(name + ".safetensors")).tensor("latents")
+        }
         probe = LoadProbe()
-        let t0 = now()
-        let image = source.resized(width: side, height: side).tensor()
-        let t1 = now()
-        var loop = try pipeline.imageToImageLoop(settings, image: image, strength: 0.35)
-        let t2 = now()
-        var steps = 0
-        while loop.next() != nil { steps += 1 }
-        let t3 = now()
-        let output = RGBImage(decoded: try pipeline.decode(loop.latents, circular: false, method: settings.decodeMethod))
-        let t4 = now()
-        let megapixels = Double(side * side) / 1e6
-        result = RowResult(row: row, what: "upscale \(half)x\(half) -> \(side)x\(side): resize, tiled encode, \(steps) img2img steps x \(loop.views.count) windows (stride 48, CFG), tiled decode",
-                           seconds: [t4 - t0], warmups: 0, gflop: nil)
-        result.extra["seconds per megapixel"] = (t4 - t0) / megapixels
-        result.extra["resize s"] = t1 - t0
-        result.extra["encode + noise s"] = t2 - t1
-        result.extra["denoise s"] = t3 - t2
-        result.extra["decode s"] = t4 - t3
-        result.extra["windows"] = loop.views.count
+        var seconds: [String: Double] = [:]
+        var latents: Tensor?
+        var t = now()
+        func lap(_ what: String) {
+            seconds[what] = now() - t
+            t = now()
+        }
+        if phase == "all" || phase == "encode" {
+            let image = source.resized(width: side, height: side).tensor()
+            lap("resize")
+            latents = try pipeline.encode(image, settings)
+            lap("encode")
+            if phase == "encode" { try save(latents!, "encoded") }
+        }
+        var views = 0, steps = 0
+        if phase == "all" || phase == "denoise" {
+            var loop = try pipeline.imageToImageLoop(settings, latents: try latents ?? load("encoded"), strength: 0.35)
+            views = loop.views.count
+            while loop.next() != nil { steps += 1 }
+            latents = loop.latents
+            lap("denoise")
+            if phase == "denoise" { try save(loop.latents, "denoised") }
+        }
+        var output: RGBImage?
+        if phase == "all" || phase == "decode" {
+            output = RGBImage(decoded: try pipeline.decode(try latents ?? load("denoised"), circular: false,
+                                                         method: settings.decodeMethod))
+            lap("decode")
+        }
+        let total = seconds.values.reduce(0, +)
+        result = RowResult(row: row, what: "upscale \(half)x\(half) -> \(side)x\(side)"
+                           + (phase == "all" ? "" : ", phase \(phase) only")
+                           + ": resize, tiled encode, 2 img2img steps (stride 48, CFG), tiled decode",
+                           seconds: [total], warmups: 0, gflop: nil)
+        if phase == "all" { result.extra["seconds per megapixel"] = total / (Double(side * side) / 1e6) }
+        for (what, s) in seconds { result.extra["\(what) s"] = s }
+        if views > 0 {
+            result.extra["windows"] = views
+            result.extra["steps"] = steps
+        }
         result.extra["temporary file peak, GiB"] = Double(CanvasStore.peakFileBytes) / Double(1 << 30)
         result.extra["temporary files planned, GiB"] = Double(plannedDisk) / Double(1 << 30)
         if case .tiled(let tiling) = settings.decodeMethod { result.extra["temporary file format"] = tiling.fileFormat.rawValue }
-        result.extra["output mean level"] = Double(output.pixels.reduce(0) { $0 + Int($1) }) / Double(output.pixels.count)
+        if let output {
+            result.extra["output mean level"] = Double(output.pixels.reduce(0) { $0 + Int($1) }) / Double(output.pixels.count)
+        }
 
     case "load":
         if o.cold { evictFromPageCache(folderURL) }

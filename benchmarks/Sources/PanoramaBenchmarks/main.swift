@@ -10,6 +10,7 @@ let usage = """
     usage: panorama-benchmarks ROW... [--json] [--runs N] [--warmups N] [--threads N]
                                [--cache DIR] [--layout DIR] [--sgemm-gflops X] [--skip-4096] [--cold]
                                [--precision fp32|bf16] [--file-format float32|bfloat16]
+                               [--target N] [--phase encode|denoise|decode] [--state DIR]
     rows: \(rowNames.joined(separator: ", ")), all (every row but upscale); `flops` prints the counted FLOPs only
       --json           print JSON (one object per row, an array for several rows) instead of a table
       --runs/--warmups timed and untimed repetitions (defaults per row: unet 3+1, vae-decode-512 3+1,
@@ -22,6 +23,9 @@ let usage = """
       --cold           `load`: evict the weight files from the page cache first
       --target N       `upscale`: side of the square result (default 2048; multiple of 64);
                        with --runs 0 it only prints the plan of temporary files
+      --phase P        `upscale`: run only encode, denoise or decode, handing latents over in
+      --state DIR      files under DIR (default benchmarks/.cache/upscale-N), so a long upscale
+                       can be measured phase by phase, each with its own peak RSS
       --precision P    fp32 (default) or bf16: the arithmetic of the models' matrix products
                        (`sgemm` then also times the own bf16 GEMM on the same shapes)
       --file-format F  the -tiled decodes and `upscale`: temporary files as float32 or bfloat16
@@ -64,6 +68,11 @@ func parse(_ arguments: [String]) throws -> (rows: [String], options: Options) {
             o.sgemmGflops = x
         case "--skip-4096": o.skip4096 = true
         case "--cold": o.cold = true
+        case "--phase":
+            let v = try value()
+            guard ["encode", "denoise", "decode"].contains(v) else { throw BenchmarkError("--phase: encode, denoise or decode, not \(v)") }
+            o.phase = v
+        case "--state": o.state = URL(fileURLWithPath: try value())
         case "--file-format":
             let v = try value()
             guard let f = CanvasStore.FileFormat(rawValue: v) else { throw BenchmarkError("--file-format: float32 or bfloat16, not \(v)") }
