@@ -145,11 +145,13 @@ public final class CanvasStore: @unchecked Sendable {
             x += n
         }
         var out = Tensor(zeros: [1, c, h, w])
+        let staging = stagingBuffer(pixels: w)
+        defer { staging?.deallocate() }
         try out.withUnsafeMutableBufferPointer { op in
             for y in 0..<h {
                 let dst = op.baseAddress! + y * w
                 for run in runs {
-                    try load(row: rows.lowerBound + y, column: run.source, count: run.count) { i, ch, value in
+                    try load(row: rows.lowerBound + y, column: run.source, count: run.count, staging) { i, ch, value in
                         dst[ch * h * w + run.destination + i] = value
                     }
                 }
@@ -167,27 +169,34 @@ public final class CanvasStore: @unchecked Sendable {
         precondition(tensor.shape[0] == 1 && tensor.shape[1] == c, "CanvasStore.write: \(tensor.shape) into \(c) channels")
         precondition(row >= 0 && column >= 0 && row + h <= height && column + w <= width,
                      "CanvasStore.write: \(h)x\(w) at (\(row), \(column)) outside \(height)x\(width)")
+        let staging = stagingBuffer(pixels: w)
+        defer { staging?.deallocate() }
         try tensor.withUnsafeBufferPointer { tp in
             for y in 0..<h {
                 let src = tp.baseAddress! + y * w
-                try store(row: row + y, column: column, count: w) { i, ch in src[ch * h * w + i] }
+                try store(row: row + y, column: column, count: w, staging) { i, ch in src[ch * h * w + i] }
             }
         }
     }
 
     private func offset(row: Int, column: Int) -> Int { (row * width + column) * pixelStride }
 
+    /// Room for one file row run of `pixels` pixels, reused for every row of a read or write
+    /// (nil for maps in memory, which need none).
+    private func stagingBuffer(pixels: Int) -> UnsafeMutableRawPointer? {
+        memory == nil ? .allocate(byteCount: pixels * pixelStride * format.size, alignment: 64) : nil
+    }
+
     /// Hands `count` pixels of a row to `take(pixel, channel, value)`.
-    private func load(row: Int, column: Int, count: Int, _ take: (Int, Int, Float) -> Void) throws {
+    private func load(row: Int, column: Int, count: Int, _ staging: UnsafeMutableRawPointer?,
+                      _ take: (Int, Int, Float) -> Void) throws {
         let (c, stride) = (channels, pixelStride)
         if let memory {
             let src = memory + offset(row: row, column: column)
             for i in 0..<count { for ch in 0..<c { take(i, ch, src[i * stride + ch]) } }
             return
         }
-        let n = count * stride
-        let raw = UnsafeMutableRawPointer.allocate(byteCount: n * format.size, alignment: 64)
-        defer { raw.deallocate() }
+        let n = count * stride, raw = staging!
         try transfer(raw, bytes: n * format.size, at: offset(row: row, column: column) * format.size) {
             pread(file, $0, $1, off_t($2))
         }
@@ -203,16 +212,15 @@ public final class CanvasStore: @unchecked Sendable {
 
     /// Stores `count` pixels of a row, channel `ch` of pixel `i` being `value(i, ch)`. In an
     /// overlay, the base map's other channels of those pixels are overwritten too.
-    private func store(row: Int, column: Int, count: Int, _ value: (Int, Int) -> Float) throws {
+    private func store(row: Int, column: Int, count: Int, _ staging: UnsafeMutableRawPointer?,
+                       _ value: (Int, Int) -> Float) throws {
         let (c, stride) = (channels, pixelStride)
         if let memory {
             let dst = memory + offset(row: row, column: column)
             for i in 0..<count { for ch in 0..<c { dst[i * stride + ch] = value(i, ch) } }
             return
         }
-        let n = count * stride
-        let raw = UnsafeMutableRawPointer.allocate(byteCount: n * format.size, alignment: 64)
-        defer { raw.deallocate() }
+        let n = count * stride, raw = staging!
         raw.initializeMemory(as: UInt8.self, repeating: 0, count: n * format.size)
         switch format {
         case .float32:
