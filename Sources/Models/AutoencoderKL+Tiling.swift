@@ -266,7 +266,8 @@ struct TiledRunner: VAEPass {
                     x = x.upsampledNearest(height: 2 * (sy1 - sy0), width: 2 * (sx1 - sx0))
                         .cropped(rows: (y0 - 2 * sy0)..<(y1 - 2 * sy0), columns: (x0 - 2 * sx0)..<(x1 - 2 * sx0))
                 }
-                var y = conv2d(x, weight: conv.weight, bias: conv.bias, stride: s, padding: tilePadding)
+                var y = conv2d(x, weight: conv.weight, bias: conv.bias, stride: s, padding: tilePadding,
+                               winogradAtAnyPrecision: conv.winogradAtAnyPrecision)
                 precondition(y.shape == [1, cout, rows.count, columns.count], "tiled conv: \(y.shape) for \(rows) x \(columns)")
                 if let residual {
                     let r = try residual.store.read(rows: rows, columns: columns)

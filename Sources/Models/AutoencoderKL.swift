@@ -27,7 +27,7 @@ public struct AutoencoderKL: Sendable {
         for t in config.upBlockTypes where t != "UpDecoderBlock2D" {
             throw ModelError.unsupported(component: "vae", "block type \(t)")
         }
-        let p = Parameters(weights)
+        let p = Parameters(weights, float32Convolutions: true)
         let latent = config.latentChannels
         decoder = try VAEDecoder(p.scope("decoder"), config: config)
         postQuantConv = config.usePostQuantConv

@@ -6,15 +6,19 @@ import Weights
 struct Parameters: Sendable {
     let weights: WeightSet
     let prefix: String
+    /// Convolutions built from these parameters keep float32 weights at bf16 too, and run 3x3
+    /// ones through float32 Winograd where it applies (the VAE: see `Conv2D`).
+    var float32Convolutions = false
 
-    init(_ weights: WeightSet, prefix: String = "") {
+    init(_ weights: WeightSet, prefix: String = "", float32Convolutions: Bool = false) {
         self.weights = weights
         self.prefix = prefix
+        self.float32Convolutions = float32Convolutions
     }
 
     /// The parameters below `name` ("down_blocks.0" → "down_blocks.0.").
     func scope(_ name: String) -> Parameters {
-        Parameters(weights, prefix: prefix + name + ".")
+        Parameters(weights, prefix: prefix + name + ".", float32Convolutions: float32Convolutions)
     }
 
     func scope(_ name: String, _ index: Int) -> Parameters { scope("\(name).\(index)") }

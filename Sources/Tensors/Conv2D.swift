@@ -21,9 +21,11 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int = 1,
     conv2d(x, weight: .float32(weight), bias: bias, stride: stride, padding: padding)
 }
 
-/// `conv2d` with a float32 or a packed weight; a packed one always computes in bf16.
+/// `conv2d` with a float32 or a packed weight; a packed one always computes in bf16. With
+/// `winogradAtAnyPrecision`, a float32 weight takes the float32 Winograd path wherever its
+/// shape allows (`Compute.winograd`), also when `Compute.precision` is bf16.
 public func conv2d(_ x: Tensor, weight layerWeight: LayerWeight, bias: Tensor?, stride: Int = 1,
-                   padding: Padding2D) -> Tensor {
+                   padding: Padding2D, winogradAtAnyPrecision: Bool = false) -> Tensor {
     let weight = layerWeight.shape
     precondition(x.rank == 4 && weight.count == 4, "conv2d: input \(x.shape), weight \(weight)")
     let (n, cin, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
@@ -43,6 +45,21 @@ public func conv2d(_ x: Tensor, weight layerWeight: LayerWeight, bias: Tensor?, 
     if case .packed(let p) = layerWeight { packed = p }
     let bf16 = Compute.precision == .bf16 || packed != nil
     let implicit = !pointwise && bf16 && Compute.hasFastBF16 && stride == 1 && wout % 32 == 0
+    if packed == nil && (winogradAtAnyPrecision || !bf16)
+        && Compute.usesWinograd(channels: cin, outChannels: cout, kernel: (kh, kw), stride: stride, outputPixels: plane) {
+        return Tensor(uninitializedShape: [n, cout, hout, wout]) { op in
+            x.withUnsafeBufferPointer { xp in
+                layerWeight.withFloat32Pointer { wp in
+                    func run(_ bias: UnsafePointer<Float>?) {
+                        winogradConvolution(xp.baseAddress!, n: n, channels: cin, height: h, width: w, weight: wp!,
+                                            outChannels: cout, padding: padding, outHeight: hout, outWidth: wout,
+                                            bias: bias, output: op.baseAddress!)
+                    }
+                    if let bias { bias.withUnsafeBufferPointer { run($0.baseAddress!) } } else { run(nil) }
+                }
+            }
+        }
+    }
     return Tensor(uninitializedShape: [n, cout, hout, wout]) { op in
         x.withUnsafeBufferPointer { xp in
             layerWeight.withFloat32Pointer { weightPointer in

@@ -52,6 +52,29 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    func testWinogradConvolutionMatchesDefinition() {
+        // 3x3 stride-1 float32 convolutions on planes of at least 32x32 go through Winograd
+        // F(4x4, 3x3): edges that cut tiles, asymmetric padding, and (small scratch) several
+        // chunks of tile rows that split the batch's images.
+        let savedScratch = Compute.winogradScratchFloats
+        defer { Compute.winogradScratchFloats = savedScratch; Compute.winograd = true }
+        let w = random([20, 16, 3, 3], seed: 5), b = random([20], seed: 6)
+        for scratch in [savedScratch, 36 * (16 + 20) * 9 * 2] {
+            Compute.winogradScratchFloats = scratch
+            for (x, pad) in [(random([2, 16, 35, 33], seed: 7), Padding2D.uniform(1)),
+                             (random([1, 16, 38, 37], seed: 8), .uniform(0)),
+                             (random([1, 16, 36, 36], seed: 9), Padding2D(top: 0, bottom: 2, left: 2, right: 0))] {
+                Compute.winograd = true
+                let fast = conv2d(x, weight: w, bias: b, padding: pad)
+                Compute.winograd = false
+                let direct = conv2d(x, weight: w, bias: b, padding: pad)
+                assertClose(fast, naiveConv(x, w, b, stride: 1, pad: pad), 1e-5)
+                assertClose(direct, naiveConv(x, w, b, stride: 1, pad: pad), 2e-6)
+                XCTAssertGreaterThan(fast.maxAbsDifference(direct), 0, "Winograd was not used")
+            }
+        }
+    }
+
     func testGroupNormAndSiLU() {
         let x = random([2, 6, 4, 3], seed: 4), g = random([6], seed: 5), b = random([6], seed: 6)
         let y = groupNorm(x, groups: 3, weight: g, bias: b, eps: 1e-5, activation: .silu)

@@ -79,4 +79,26 @@ void pk_conv_bf16(const float *input, size_t channels, size_t height, size_t wid
                   size_t kw, size_t stride, size_t pad_top, size_t pad_left, size_t out_width,
                   size_t first_row, size_t rows, float *output, size_t ldo);
 
+/// Winograd F(4x4, 3x3) convolution (winograd.c): a 3x3 stride-1 convolution as 36 matrix
+/// products, one per point α of the 6x6 transformed tile, U[α] (out x in) · V[α] (in x tiles).
+/// Tiles are 4x4 output pixels; a row of tiles is `tiles_x` = ceil(out_width / 4) of them.
+
+/// Transformed weights of output channels [first, first + count): weight is [out, in, 3, 3];
+/// writes u[α · out·in + co · in + ci].
+void pk_winograd_weights(const float *weight, size_t out_channels, size_t channels, size_t first,
+                         size_t count, float *u);
+
+/// Transformed input of one row of tiles, all `channels` of one image [channels, height, width]
+/// with zero padding pad_top / pad_left: writes v[α · point_stride + c · ldv + t] for the
+/// tiles t of the row. Uses scratch slot 1.
+void pk_winograd_input(const float *input, size_t channels, size_t height, size_t width, size_t pad_top,
+                       size_t pad_left, size_t tile_row, size_t tiles_x, float *v, size_t ldv,
+                       size_t point_stride);
+
+/// Inverse transform of one row of tiles: reads m[α · point_stride + c · ldm + t], writes the
+/// row's output pixels (cropped to out_height x out_width) of `channels` channels of one image
+/// [channels, out_height, out_width], plus bias[c] when bias is not NULL. Uses scratch slot 1.
+void pk_winograd_output(const float *m, size_t ldm, size_t point_stride, size_t channels, size_t tile_row,
+                        size_t tiles_x, size_t out_height, size_t out_width, const float *bias, float *output);
+
 #endif

@@ -25,6 +25,8 @@ struct Options {
     var skip4096 = false
     var cold = false
     var precision = Precision.fp32
+    /// Winograd F(4x4, 3x3) for float32 3x3 convolutions (`--no-winograd` turns it off).
+    var winograd = true
     /// Forces the tiled VAE's temporary-file format (nil: its own choice).
     var fileFormat: CanvasStore.FileFormat?
     /// `upscale`: one phase only (encode, denoise, decode), and where phases hand over latents.
@@ -105,6 +107,7 @@ func runRow(_ row: String, _ o: Options) throws -> RowResult {
     var generator = TorchGenerator(seed: 0)
     let sgemmRate = row == "sgemm" ? nil : (o.sgemmGflops ?? measureSgemmRate())
     Compute.precision = o.precision
+    Compute.winograd = o.winograd
     var result: RowResult
     let probe: LoadProbe
 
@@ -382,6 +385,7 @@ func runRow(_ row: String, _ o: Options) throws -> RowResult {
     (result.otherLoadCores, result.stealCores) = probe.finish()
     if row != "sgemm" {
         result.extra["precision"] = o.precision.rawValue
+        if o.precision == .fp32 && !o.winograd { result.extra["winograd"] = "off" }
         result.sgemmGflops = sgemmRate
     }
     result.peakRSS = procStatusBytes("VmHWM")
