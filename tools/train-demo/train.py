@@ -281,11 +281,131 @@ def vae_reconstruction(args, vae, name):
 
 
 # ---------------------------------------------------------------------------------------------
+# stage 1b: decoder
+
+def white_fraction(img):
+    """Share of pixels whose every channel is above 200 (the snow statistic of the model checks)."""
+    return float((np.asarray(img).min(-1) > 200).mean())
+
+
+def stage_decoder(args):
+    """Fine-tunes the VAE's decoder (and post_quant_conv) with the encoder frozen, so the latent
+    space, and with it the latents and the UNet trained on them, stay valid. The first VAE stage
+    leaves bright colours compressed: snow (229, 249, 254) came back as (180, 187, 214), so a
+    round trip turned no pixel near-white, and no UNet could draw white snow through it. Same
+    crops and loss as the VAE stage plus an MSE term, which weighs those large errors more."""
+    if is_done(args, "decoder"):
+        log("decoder: already done")
+        return
+    vae = load_vae_final(args)
+    for p in list(vae.encoder.parameters()) + list(vae.quant_conv.parameters()):
+        p.requires_grad_(False)
+    params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
+    opt = torch.optim.AdamW(params, lr=args.decoder_lr, betas=(0.9, 0.99), weight_decay=0.0)
+    ck = os.path.join(args.ckpt_dir, "decoder.pt")
+    step, elapsed0, hist = 0, 0.0, []
+    if os.path.exists(ck):
+        st = torch.load(ck, map_location="cpu", weights_only=False)
+        vae.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        step, elapsed0, hist = st["step"], st["elapsed"], st["hist"]
+        log(f"decoder: resumed at step {step} ({elapsed0 / 60:.1f} min)")
+    pool_n = read_json(os.path.join(args.ckpt_dir, "stages.json"), {}).get("vae", {}).get("images", args.vae_pool)
+    scale_p = np.array(args.vae_scale_p, dtype=np.float64)
+    scale_p /= scale_p.sum()
+    from PIL import Image
+    cache = {}
+
+    def scaled(i, s):
+        if (i, s) not in cache:
+            img = get_image(args, i)
+            cache[(i, s)] = img if s == 1 else np.asarray(
+                Image.fromarray(img).resize((img.shape[1] // s, img.shape[0] // s), Image.BOX))
+        return cache[(i, s)]
+
+    @torch.no_grad()
+    def snow_check():
+        # round-trip white fraction of the first snowy scenes at noon, against their own
+        vae.eval()
+        pairs = []
+        for i in range(pool_n):  # scenes the VAE stage rendered (cached)
+            a = landscapes.attributes(i, args.seed)
+            if a["time"] == "noon" and a["snowy"] and a["terrain"] == "mountains":
+                img = get_image(args, i)[:, :512]
+                rec = to_uint8(vae.decode(vae.encode(to_tensor(img)[None]).latent_dist.mode()).sample[0])
+                pairs.append((white_fraction(img), white_fraction(rec)))
+            if len(pairs) == 3:
+                break
+        vae.train()
+        return [round(sum(p[k] for p in pairs) / len(pairs), 4) for k in (0, 1)] if pairs else None
+
+    log(f"decoder: {sum(p.numel() for p in params) / 1e6:.2f} M trainable params; "
+        f"snow check before (input, round trip): {snow_check()}")
+    budget = Budget(args.decoder_steps, args.decoder_minutes, elapsed0)  # the check is not training time
+    last_ck = time.time()
+    run = []
+    vae.train()
+    vae.encoder.eval()
+    while not budget.finished(step):
+        rng = np.random.default_rng([args.seed, 7, step])
+        c = args.vae_crop
+        crops = []
+        for _ in range(args.vae_batch):
+            img = scaled(int(rng.integers(pool_n)), (1, 2, 4)[rng.choice(3, p=scale_p)])
+            y0 = rng.integers(0, img.shape[0] - c + 1)
+            x0 = rng.integers(0, img.shape[1] - c + 1)
+            cr = img[y0:y0 + c, x0:x0 + c]
+            if rng.uniform() < 0.5:
+                cr = cr[:, ::-1]
+            crops.append(to_tensor(cr))
+        x = torch.stack(crops)
+        with torch.no_grad():
+            z = vae.encode(x).latent_dist.mode()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(args.bf16)):
+            rec = vae.decode(z).sample.float()
+        l1 = (rec - x).abs().mean()
+        mse = ((rec - x) ** 2).mean()
+        gx = ((rec[..., 1:] - rec[..., :-1]) - (x[..., 1:] - x[..., :-1])).abs().mean()
+        gy = ((rec[..., 1:, :] - rec[..., :-1, :]) - (x[..., 1:, :] - x[..., :-1, :])).abs().mean()
+        loss = l1 + 0.5 * (gx + gy) + args.decoder_mse * mse
+        for g in opt.param_groups:
+            g["lr"] = args.decoder_lr * lr_factor(step, budget.progress(step), 50)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        run.append([l1.item(), (gx + gy).item(), mse.item()])
+        if step % args.log_every == 0:
+            m = np.mean(run, 0)
+            hist.append([step, *m.tolist()])
+            log(f"decoder step {step} l1 {m[0]:.4f} grad {m[1]:.4f} mse {m[2]:.4f} "
+                f"lr {opt.param_groups[0]['lr']:.2e} elapsed {budget.elapsed() / 60:.1f} min")
+            run = []
+        if time.time() - last_ck > 60 * args.ckpt_minutes or budget.finished(step):
+            atomic_save(dict(model=vae.state_dict(), opt=opt.state_dict(), step=step,
+                             elapsed=budget.elapsed(), hist=hist), ck)
+            last_ck = time.time()
+    atomic_save(dict(model=vae.state_dict(), opt=opt.state_dict(), step=step, elapsed=budget.elapsed(), hist=hist), ck)
+    vae.eval()
+    after = snow_check()
+    log(f"decoder: snow check after (input, round trip): {after}")
+    vae.save_pretrained(os.path.join(args.ckpt_dir, "vae_decoder_final"))
+    vae_reconstruction(args, vae, "vae_decoder_final.png")
+    record_stage(args, "decoder", steps=step, minutes=round(budget.elapsed() / 60, 1), batch=args.vae_batch,
+                 crop=args.vae_crop, lr=args.decoder_lr, mse=args.decoder_mse, snow_check=after,
+                 last_log=hist[-1] if hist else None)
+    mark_done(args, "decoder")
+    log(f"decoder: done, {step} steps, {budget.elapsed() / 60:.1f} min")
+
+
+# ---------------------------------------------------------------------------------------------
 # stage 2: latents
 
-def load_vae_final(args):
+def load_vae_final(args, decoder=False):
+    """The trained VAE; with `decoder`, the one whose decoder the decoder stage fine-tuned."""
     from diffusers import AutoencoderKL
-    vae = AutoencoderKL.from_pretrained(os.path.join(args.ckpt_dir, "vae_final"))
+    vae = AutoencoderKL.from_pretrained(os.path.join(args.ckpt_dir, "vae_decoder_final" if decoder else "vae_final"))
     vae.eval()
     return vae
 
@@ -686,7 +806,7 @@ def stage_export(args):
     unet, te = new_unet_and_text(args.seed)
     unet.load_state_dict(ck["ema_unet" if args.export_ema else "unet"])
     te.load_state_dict(ck["ema_te" if args.export_ema else "te"])
-    vae = fold_latent_norm(load_vae_final(args), mu, sd)
+    vae = fold_latent_norm(load_vae_final(args, decoder=is_done(args, "decoder")), mu, sd)
     tok = make_tokenizer(args)
     sch = DDIMScheduler(**configs.SCHEDULER)
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=te, tokenizer=tok, unet=unet, scheduler=sch,
@@ -822,7 +942,7 @@ def stage_export(args):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("stages", nargs="+", choices=["vae", "latents", "unet", "tune", "export", "all"])
+    ap.add_argument("stages", nargs="+", choices=["vae", "decoder", "latents", "unet", "tune", "export", "all"])
     ap.add_argument("--smoke", action="store_true", help="a few iterations of everything, in checkpoints/smoke/")
     ap.add_argument("--ckpt-dir", default=os.path.join(HERE, "checkpoints"))
     ap.add_argument("--out", default=os.path.join(REPO, "models", "landscape-demo"))
@@ -846,6 +966,11 @@ def main():
     ap.add_argument("--vae-pool", type=int, default=160, help="images the VAE sees (generated as it goes)")
     ap.add_argument("--vae-pool-start", type=int, default=16)
     ap.add_argument("--vae-add-every", type=int, default=4)
+    # decoder (fine-tunes the VAE's decoder, encoder frozen; can run after any later stage)
+    ap.add_argument("--decoder-steps", type=int, default=1000000)
+    ap.add_argument("--decoder-minutes", type=float, default=20.0)
+    ap.add_argument("--decoder-lr", type=float, default=2e-4)
+    ap.add_argument("--decoder-mse", type=float, default=1.0, help="weight of the MSE term beside L1")
     # latents
     ap.add_argument("--latent-scenes", type=int, default=2000)
     ap.add_argument("--latent-minutes", type=float, default=18.0)
@@ -887,14 +1012,17 @@ def main():
         args.latent_scenes, args.latent_minutes, args.latent_shard = 5, 0, 2
         args.unet_steps, args.unet_minutes, args.unet_batch, args.log_every = 4, 0, 2, 2
         args.tune_steps, args.tune_minutes = 4, 0
+        args.decoder_steps, args.decoder_minutes = 3, 0
         args.sample_steps, args.check_steps, args.sample_minutes = 2, 2, 1e9
         args.panorama = args.panorama or ["snowy mountains at sunset"]
     os.makedirs(args.ckpt_dir, exist_ok=True)
     torch.set_num_threads(args.threads)
-    stages = ["vae", "latents", "unet", "tune", "export"] if "all" in args.stages else args.stages
+    stages = ["vae", "decoder", "latents", "unet", "tune", "export"] if "all" in args.stages else args.stages
     for s in stages:
         if args.no_resume and s != "export":
-            for f in {"vae": ["vae.pt", "vae.done", "vae_final"], "latents": ["latents", "latents.done"],
+            for f in {"vae": ["vae.pt", "vae.done", "vae_final"],
+                      "decoder": ["decoder.pt", "decoder.done", "vae_decoder_final"],
+                      "latents": ["latents", "latents.done"],
                       "unet": ["unet.pt", "unet.done"], "tune": ["tune.pt", "tune.done"]}[s]:
                 p = os.path.join(args.ckpt_dir, f)
                 if os.path.isdir(p):
@@ -903,7 +1031,7 @@ def main():
                     os.remove(p)
         t0 = time.time()
         log(f"=== stage {s} ===")
-        dict(vae=stage_vae, latents=stage_latents, unet=stage_unet, tune=stage_tune, export=stage_export)[s](args)
+        dict(vae=stage_vae, decoder=stage_decoder, latents=stage_latents, unet=stage_unet, tune=stage_tune, export=stage_export)[s](args)
         log(f"=== stage {s} finished in {(time.time() - t0) / 60:.1f} min (this run) ===")
 
 
