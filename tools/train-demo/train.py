@@ -167,6 +167,41 @@ def tokenize(tok, texts):
 # ---------------------------------------------------------------------------------------------
 # stage 1: VAE
 
+def random_crops(rng, count, crop, images, pick, scale_p):
+    """`count` random crops (random horizontal flips) as a batch; `pick(i, s)` is image i at scale
+    index s, drawn with probabilities `scale_p`. Multi-scale: at scale 1/4 a crop holds the whole
+    height of a landscape (sky to ground, as the decoder sees it in a panorama), at scale 1 the
+    fine detail."""
+    crops = []
+    for _ in range(count):
+        img = pick(int(rng.integers(images)), int(rng.choice(len(scale_p), p=scale_p)))
+        y0 = rng.integers(0, img.shape[0] - crop + 1)
+        x0 = rng.integers(0, img.shape[1] - crop + 1)
+        cr = img[y0:y0 + crop, x0:x0 + crop]
+        if rng.uniform() < 0.5:
+            cr = cr[:, ::-1]
+        crops.append(to_tensor(cr))
+    return torch.stack(crops)
+
+
+def optimise(opt, loss, params, lr):
+    """One AdamW step on `loss` at learning rate `lr`, gradients clipped to norm 1."""
+    for g in opt.param_groups:
+        g["lr"] = lr
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+
+
+def reconstruction_errors(rec, x):
+    """L1 of the pixels, and L1 of their horizontal and vertical differences."""
+    l1 = (rec - x).abs().mean()
+    gx = ((rec[..., 1:] - rec[..., :-1]) - (x[..., 1:] - x[..., :-1])).abs().mean()
+    gy = ((rec[..., 1:, :] - rec[..., :-1, :]) - (x[..., 1:, :] - x[..., :-1, :])).abs().mean()
+    return l1, gx, gy
+
+
 def stage_vae(args):
     if is_done(args, "vae"):
         log("vae: already done")
@@ -208,36 +243,17 @@ def stage_vae(args):
         if len(pool) < args.vae_pool and step % args.vae_add_every == 0:
             pool.append(pyramid(get_image(args, len(pool))))
         rng = np.random.default_rng([args.seed, 1, step])
-        c = args.vae_crop
-        crops = []
-        for _ in range(args.vae_batch):
-            # multi-scale crops: at scale 1/4 a crop holds the whole height of a landscape (sky to
-            # ground, as the decoder sees it in a panorama), at scale 1 the fine detail
-            img = pool[rng.integers(len(pool))][rng.choice(len(scales), p=scale_p)]
-            y0 = rng.integers(0, img.shape[0] - c + 1)
-            x0 = rng.integers(0, img.shape[1] - c + 1)
-            cr = img[y0:y0 + c, x0:x0 + c]
-            if rng.uniform() < 0.5:
-                cr = cr[:, ::-1]
-            crops.append(to_tensor(cr))
-        x = torch.stack(crops)
+        x = random_crops(rng, args.vae_batch, args.vae_crop, len(pool), lambda i, s: pool[i][s], scale_p)
         torch.manual_seed(args.seed * 1000003 + step)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(args.bf16)):
             post = vae.encode(x).latent_dist
             z = post.sample()
             rec = vae.decode(z).sample.float()
-        l1 = (rec - x).abs().mean()
-        gx = ((rec[..., 1:] - rec[..., :-1]) - (x[..., 1:] - x[..., :-1])).abs().mean()
-        gy = ((rec[..., 1:, :] - rec[..., :-1, :]) - (x[..., 1:, :] - x[..., :-1, :])).abs().mean()
+        l1, gx, gy = reconstruction_errors(rec, x)
         mu, logvar = post.mean.float(), post.logvar.float()
         kl = 0.5 * (mu ** 2 + logvar.exp() - 1.0 - logvar).mean()
         loss = l1 + 0.5 * (gx + gy) + args.vae_kl * kl
-        for g in opt.param_groups:
-            g["lr"] = args.vae_lr * lr_factor(step, budget.progress(step), 50)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
+        optimise(opt, loss, vae.parameters(), args.vae_lr * lr_factor(step, budget.progress(step), 50))
         step += 1
         run.append([l1.item(), (gx + gy).item(), kl.item()])
         if step % args.log_every == 0:
@@ -348,32 +364,15 @@ def stage_decoder(args):
     vae.encoder.eval()
     while not budget.finished(step):
         rng = np.random.default_rng([args.seed, 7, step])
-        c = args.vae_crop
-        crops = []
-        for _ in range(args.vae_batch):
-            img = scaled(int(rng.integers(pool_n)), (1, 2, 4)[rng.choice(3, p=scale_p)])
-            y0 = rng.integers(0, img.shape[0] - c + 1)
-            x0 = rng.integers(0, img.shape[1] - c + 1)
-            cr = img[y0:y0 + c, x0:x0 + c]
-            if rng.uniform() < 0.5:
-                cr = cr[:, ::-1]
-            crops.append(to_tensor(cr))
-        x = torch.stack(crops)
+        x = random_crops(rng, args.vae_batch, args.vae_crop, pool_n, lambda i, s: scaled(i, (1, 2, 4)[s]), scale_p)
         with torch.no_grad():
             z = vae.encode(x).latent_dist.mode()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(args.bf16)):
             rec = vae.decode(z).sample.float()
-        l1 = (rec - x).abs().mean()
+        l1, gx, gy = reconstruction_errors(rec, x)
         mse = ((rec - x) ** 2).mean()
-        gx = ((rec[..., 1:] - rec[..., :-1]) - (x[..., 1:] - x[..., :-1])).abs().mean()
-        gy = ((rec[..., 1:, :] - rec[..., :-1, :]) - (x[..., 1:, :] - x[..., :-1, :])).abs().mean()
         loss = l1 + 0.5 * (gx + gy) + args.decoder_mse * mse
-        for g in opt.param_groups:
-            g["lr"] = args.decoder_lr * lr_factor(step, budget.progress(step), 50)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        optimise(opt, loss, params, args.decoder_lr * lr_factor(step, budget.progress(step), 50))
         step += 1
         run.append([l1.item(), (gx + gy).item(), mse.item()])
         if step % args.log_every == 0:
