@@ -76,7 +76,7 @@ void pk_winograd_input(const float *input, size_t channels, size_t height, size_
                        size_t pad_left, size_t tile_row, size_t tiles_x, float *v, size_t ldv,
                        size_t point_stride) {
     size_t span = 4 * tiles_x + 2;  // input columns the row of tiles reads, padding included
-    float *scratch = pk_scratch(12 * span + 36 * tiles_x, 1);
+    float *scratch = pk_scratch(12 * span + 6 * tiles_x, 1);
     float *rows[6], *columns[6], *phases[6];
     for (int k = 0; k < 6; k++) {
         rows[k] = scratch + k * span;

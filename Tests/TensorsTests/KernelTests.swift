@@ -75,6 +75,20 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    func testWinogradAtBF16OnlyWhenAsked() {
+        // At bf16, a float32 weight takes the float32 Winograd path only with
+        // `winogradAtAnyPrecision` (the VAE's layers), and then gives the fp32 result exactly.
+        defer { Compute.precision = .fp32 }
+        let x = random([1, 16, 33, 35], seed: 12), w = random([18, 16, 3, 3], seed: 13), b = random([18], seed: 14)
+        Compute.precision = .fp32
+        let fp32 = conv2d(x, weight: .float32(w), bias: b, padding: .uniform(1))
+        Compute.precision = .bf16
+        let asked = conv2d(x, weight: .float32(w), bias: b, padding: .uniform(1), winogradAtAnyPrecision: true)
+        let plain = conv2d(x, weight: .float32(w), bias: b, padding: .uniform(1))
+        XCTAssertEqual(asked.maxAbsDifference(fp32), 0)
+        XCTAssertGreaterThan(plain.maxAbsDifference(fp32), 1e-4, "bf16 products expected without the flag")
+    }
+
     func testGroupNormAndSiLU() {
         let x = random([2, 6, 4, 3], seed: 4), g = random([6], seed: 5), b = random([6], seed: 6)
         let y = groupNorm(x, groups: 3, weight: g, bias: b, eps: 1e-5, activation: .silu)
