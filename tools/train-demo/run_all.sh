@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs (or resumes) the whole training of models/landscape-demo/: VAE, latents, UNet + text
-# encoder, export. Each stage continues from its latest checkpoint in checkpoints/ and is skipped
-# when already finished, so rerunning this script after an interruption just carries on.
+# Runs (or resumes) the whole training of models/landscape-demo/: VAE, decoder fine-tune, latents,
+# UNet + text encoder, tune, export. Each stage continues from its latest checkpoint in
+# checkpoints/ and is skipped when already finished, so rerunning this script after an
+# interruption just carries on.
 #   tools/train-demo/run_all.sh                       # foreground
 #   nohup tools/train-demo/run_all.sh >> tools/train-demo/checkpoints/train.log 2>&1 &
 # Extra arguments go to train.py (e.g. --unet-minutes 150).
@@ -12,8 +13,9 @@ if [ -z "${PYTHON:-}" ] && [ -x /work/.venv-ref/bin/python ]; then PY=/work/.ven
 mkdir -p "$HERE/checkpoints"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
 echo "=== run_all.sh start $(date) pid $$ ==="
-"$PY" -u "$HERE/train.py" vae latents unet tune export \
+"$PY" -u "$HERE/train.py" vae decoder latents unet tune export \
     --vae-minutes 50 --vae-batch 4 --vae-crop 128 \
+    --decoder-minutes 20 --decoder-batch 8 \
     --latent-minutes 25 \
     --unet-steps 8500 --unet-minutes 240 --offset-noise 0 --reset-text-encoder-at 4600 --unet-batch 8 --ema 0.995 \
     --tune-minutes 20 --tune-lr 2e-4 --tune-high-noise 0.5 --high-noise-from 0.7 \

@@ -319,12 +319,12 @@ def stage_decoder(args):
     params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
     opt = torch.optim.AdamW(params, lr=args.decoder_lr, betas=(0.9, 0.99), weight_decay=0.0)
     ck = os.path.join(args.ckpt_dir, "decoder.pt")
-    step, elapsed0, hist = 0, 0.0, []
+    step, elapsed0, hist, before = 0, 0.0, [], None
     if os.path.exists(ck):
         st = torch.load(ck, map_location="cpu", weights_only=False)
         vae.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
-        step, elapsed0, hist = st["step"], st["elapsed"], st["hist"]
+        step, elapsed0, hist, before = st["step"], st["elapsed"], st["hist"], st.get("snow_before")
         log(f"decoder: resumed at step {step} ({elapsed0 / 60:.1f} min)")
     pool_n = read_json(os.path.join(args.ckpt_dir, "stages.json"), {}).get("vae", {}).get("images", args.vae_pool)
     scale_p = np.array(args.vae_scale_p, dtype=np.float64)
@@ -355,8 +355,10 @@ def stage_decoder(args):
         vae.train()
         return [round(sum(p[k] for p in pairs) / len(pairs), 4) for k in (0, 1)] if pairs else None
 
+    if before is None:  # measured on the VAE stage's decoder, kept across resumes
+        before = snow_check()
     log(f"decoder: {sum(p.numel() for p in params) / 1e6:.2f} M trainable params; "
-        f"snow check before (input, round trip): {snow_check()}")
+        f"snow check before (input, round trip): {before}")
     budget = Budget(args.decoder_steps, args.decoder_minutes, elapsed0)  # the check is not training time
     last_ck = time.time()
     run = []
@@ -364,7 +366,7 @@ def stage_decoder(args):
     vae.encoder.eval()
     while not budget.finished(step):
         rng = np.random.default_rng([args.seed, 7, step])
-        x = random_crops(rng, args.vae_batch, args.vae_crop, pool_n, lambda i, s: scaled(i, (1, 2, 4)[s]), scale_p)
+        x = random_crops(rng, args.decoder_batch, args.vae_crop, pool_n, lambda i, s: scaled(i, (1, 2, 4)[s]), scale_p)
         with torch.no_grad():
             z = vae.encode(x).latent_dist.mode()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(args.bf16)):
@@ -383,16 +385,17 @@ def stage_decoder(args):
             run = []
         if time.time() - last_ck > 60 * args.ckpt_minutes or budget.finished(step):
             atomic_save(dict(model=vae.state_dict(), opt=opt.state_dict(), step=step,
-                             elapsed=budget.elapsed(), hist=hist), ck)
+                             elapsed=budget.elapsed(), hist=hist, snow_before=before), ck)
             last_ck = time.time()
-    atomic_save(dict(model=vae.state_dict(), opt=opt.state_dict(), step=step, elapsed=budget.elapsed(), hist=hist), ck)
+    atomic_save(dict(model=vae.state_dict(), opt=opt.state_dict(), step=step, elapsed=budget.elapsed(), hist=hist,
+                     snow_before=before), ck)
     vae.eval()
     after = snow_check()
     log(f"decoder: snow check after (input, round trip): {after}")
     vae.save_pretrained(os.path.join(args.ckpt_dir, "vae_decoder_final"))
     vae_reconstruction(args, vae, "vae_decoder_final.png")
-    record_stage(args, "decoder", steps=step, minutes=round(budget.elapsed() / 60, 1), batch=args.vae_batch,
-                 crop=args.vae_crop, lr=args.decoder_lr, mse=args.decoder_mse, snow_check=after,
+    record_stage(args, "decoder", steps=step, minutes=round(budget.elapsed() / 60, 1), batch=args.decoder_batch,
+                 crop=args.vae_crop, lr=args.decoder_lr, mse=args.decoder_mse, snow_check=after, snow_before=before,
                  last_log=hist[-1] if hist else None)
     mark_done(args, "decoder")
     log(f"decoder: done, {step} steps, {budget.elapsed() / 60:.1f} min")
@@ -867,6 +870,18 @@ def stage_export(args):
                      f"crops from {v.get('images')} images, {v.get('minutes')} min; loss = L1 + 0.5 x L1 of "
                      f"image gradients + {args.vae_kl:g} x KL per latent element"
                      + (f"; final L1 {ll[1]:.4f}, gradient L1 {ll[2]:.4f}" if ll else ""))
+    if "decoder" in st:
+        v = st["decoder"]
+        ll = v.get("last_log")
+        snow = v.get("snow_check")
+        lines.append(f"- Decoder: {v.get('steps')} more steps on the decoder and post_quant_conv alone (encoder "
+                     f"frozen, so the latent space stays), batch {v.get('batch')} random {v.get('crop')}x{v.get('crop')} "
+                     f"crops, {v.get('minutes')} min, AdamW lr {v.get('lr'):g}; loss = L1 + 0.5 x L1 of image "
+                     f"gradients + {v.get('mse'):g} x MSE"
+                     + (f"; final L1 {ll[1]:.4f}" if ll else "")
+                     + (f"; near-white pixels of 'snowy mountains at noon' scenes {snow[0]:.3f}, after a round "
+                        f"trip {snow[1]:.3f} (before this stage {v['snow_before'][1]:.4f})"
+                        if snow and "snow_before" in v else ""))
     if "latents" in st:
         v = st["latents"]
         lines.append(f"- Latents: {v.get('scenes')} panoramas encoded with the trained VAE ({v.get('minutes')} min); "
@@ -969,6 +984,7 @@ def main():
     ap.add_argument("--decoder-steps", type=int, default=1000000)
     ap.add_argument("--decoder-minutes", type=float, default=20.0)
     ap.add_argument("--decoder-lr", type=float, default=2e-4)
+    ap.add_argument("--decoder-batch", type=int, default=8)
     ap.add_argument("--decoder-mse", type=float, default=1.0, help="weight of the MSE term beside L1")
     # latents
     ap.add_argument("--latent-scenes", type=int, default=2000)
@@ -1007,6 +1023,7 @@ def main():
         args.ckpt_dir = os.path.join(HERE, "checkpoints", "smoke")
         args.out = os.path.join(args.ckpt_dir, "export")
         args.vae_steps, args.vae_minutes, args.vae_batch, args.vae_crop = 3, 0, 2, 128
+        args.decoder_batch = 2
         args.vae_pool, args.vae_pool_start, args.vae_add_every = 3, 2, 1
         args.latent_scenes, args.latent_minutes, args.latent_shard = 5, 0, 2
         args.unet_steps, args.unet_minutes, args.unet_batch, args.log_every = 4, 0, 2, 2
