@@ -7,8 +7,8 @@
 #include <malloc.h>
 #endif
 
-static _Thread_local float *scratch_buffers[4];
-static _Thread_local size_t scratch_sizes[4];
+static _Thread_local float *scratch_buffers[5];
+static _Thread_local size_t scratch_sizes[5];
 
 float *pk_scratch(size_t count, int slot) {
     if (scratch_sizes[slot] < count) {
@@ -85,6 +85,50 @@ void pk_softmax_rows(float *p, size_t rows, size_t columns, size_t valid0) {
         float inv = 1.0f / sum;
         for (size_t j = 0; j < valid; j++) row[j] *= inv;
         for (size_t j = valid; j < columns; j++) row[j] = 0.0f;
+    }
+}
+
+MULTIVERSION
+void pk_softmax_online(float *s, size_t rows, size_t columns, float *m, float *l, float *o, size_t ldo,
+                       size_t d) {
+    for (size_t r = 0; r < rows; r++) {
+        float *row = s + r * columns;
+        size_t body = columns - columns % LANES;
+        float mx[LANES];
+        for (int i = 0; i < LANES; i++) mx[i] = -INFINITY;
+        for (size_t j = 0; j < body; j += LANES)
+            for (int i = 0; i < LANES; i++) mx[i] = row[j + i] > mx[i] ? row[j + i] : mx[i];
+        float block_max = -INFINITY;
+        for (int i = 0; i < LANES; i++) block_max = mx[i] > block_max ? mx[i] : block_max;
+        for (size_t j = body; j < columns; j++) block_max = row[j] > block_max ? row[j] : block_max;
+
+        float previous = o ? m[r] : -INFINITY;
+        float mnew = block_max > previous ? block_max : previous;
+        for (size_t j = 0; j < columns; j++) row[j] = exp_approx(row[j] - mnew);
+        float acc[LANES] = {0};
+        for (size_t j = 0; j < body; j += LANES)
+            for (int i = 0; i < LANES; i++) acc[i] += row[j + i];
+        float sum = 0.0f;
+        for (int i = 0; i < LANES; i++) sum += acc[i];
+        for (size_t j = body; j < columns; j++) sum += row[j];
+
+        if (o) {
+            float decay = exp_approx(previous - mnew);
+            float *orow = o + r * ldo;
+            for (size_t j = 0; j < d; j++) orow[j] *= decay;
+            l[r] = l[r] * decay + sum;
+        } else {
+            l[r] = sum;
+        }
+        m[r] = mnew;
+    }
+}
+
+MULTIVERSION
+void pk_divide_rows(float *o, size_t ldo, const float *l, size_t rows, size_t d) {
+    for (size_t r = 0; r < rows; r++) {
+        float inv = 1.0f / l[r], *orow = o + r * ldo;
+        for (size_t j = 0; j < d; j++) orow[j] *= inv;
     }
 }
 

@@ -4,9 +4,21 @@ import Foundation
 /// Floats of the score block (query rows x keys): small enough to stay in L2 between the
 /// GEMM that writes it, the softmax, and the GEMM that reads it...
 private let scoreBlockFloats = 1 << 17
-/// ...but at least this many query rows, or the GEMMs become too skinny to run fast (the VAE's
-/// mid-block attends over 32768 keys at 512x4096).
+/// ...but at least this many query rows, or the GEMMs become too skinny to run fast.
 private let minimumBlockRows = 64
+
+extension Compute {
+    /// Keys per block of the online softmax; nil (default) picks it for the precision. With more
+    /// keys than this (and no causal mask) attention runs over blocks of keys and never holds a
+    /// query's scores for all keys, so a block can cover more query rows in the same cache: the
+    /// GEMMs then re-pack each key block for more rows (the UNet's self-attention and the VAE's
+    /// mid-block, which attends over up to 65536 positions). 0 holds every row's scores whole.
+    nonisolated(unsafe) public static var attentionKeyBlock: Int? = nil
+
+    /// Measured on the SD 1.5 shapes (benchmarks/README.md, "Attention over key blocks"): 256
+    /// keys (512 query rows) for float32; bf16's own GEMM runs the UNet's heads best at 512.
+    static var effectiveAttentionKeyBlock: Int { attentionKeyBlock ?? (precision == .bf16 ? 512 : 256) }
+}
 
 /// Multi-head scaled dot-product attention, softmax(Q Kᵀ · scale [+ causal mask]) V.
 ///
@@ -22,7 +34,10 @@ public func scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, heads: In
     precondition(channels % heads == 0, "attention: \(channels) channels, \(heads) heads")
     let d = channels / heads
     let scale = scale ?? 1 / Float(d).squareRoot()
-    let rowsPerBlock = min(nq, max(minimumBlockRows, scoreBlockFloats / max(1, nk)))
+    let blockLimit = Compute.effectiveAttentionKeyBlock
+    let keyBlock = !causal && blockLimit > 0 && nk > blockLimit ? blockLimit : nk
+    let keyBlocks = (nk + keyBlock - 1) / keyBlock
+    let rowsPerBlock = min(nq, max(minimumBlockRows, scoreBlockFloats / max(1, keyBlock)))
     let blocksPerHead = (nq + rowsPerBlock - 1) / rowsPerBlock
     let jobs = b * heads * blocksPerHead
 
@@ -30,19 +45,23 @@ public func scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, heads: In
         q.withUnsafeBufferPointer { qp in
             k.withUnsafeBufferPointer { kp in
                 v.withUnsafeBufferPointer { vp in
-                    // bf16: every head's keys (as Kᵀ) and values are packed once, not per query block.
+                    // bf16: every head's keys (as Kᵀ) and values are packed once per key block,
+                    // not per query block.
                     let bf16 = Compute.precision == .bf16
-                    let kCount = bf16 ? pk_bf16_packed_b_count(d, nk) : 0
-                    let vCount = bf16 ? pk_bf16_packed_b_count(nk, d) : 0
-                    let packed = UnsafeMutablePointer<UInt32>.allocate(capacity: b * heads * (kCount + vCount))
+                    let kCount = bf16 ? pk_bf16_packed_b_count(d, keyBlock) : 0
+                    let vCount = bf16 ? pk_bf16_packed_b_count(keyBlock, d) : 0
+                    let perHead = keyBlocks * (kCount + vCount)
+                    let packed = UnsafeMutablePointer<UInt32>.allocate(capacity: b * heads * perHead)
                     defer { packed.deallocate() }
                     if bf16 {
-                        Compute.parallelFor(b * heads) { bh in
+                        Compute.parallelFor(b * heads * keyBlocks) { job in
+                            let (bh, kb) = (job / keyBlocks, job % keyBlocks)
                             let (bi, h) = (bh / heads, bh % heads)
-                            let offset = bi * nk * channels + h * d
-                            let dst = packed + bh * (kCount + vCount)
-                            pk_bf16_pack_b(1, d, nk, kp.baseAddress! + offset, channels, dst)
-                            pk_bf16_pack_b(0, nk, d, vp.baseAddress! + offset, channels, dst + kCount)
+                            let k0 = kb * keyBlock, kn = min(keyBlock, nk - k0)
+                            let offset = (bi * nk + k0) * channels + h * d
+                            let dst = packed + bh * perHead + kb * (kCount + vCount)
+                            pk_bf16_pack_b(1, d, kn, kp.baseAddress! + offset, channels, dst)
+                            pk_bf16_pack_b(0, kn, d, vp.baseAddress! + offset, channels, dst + kCount)
                         }
                     }
                     // Jobs are (batch, head, query block) triples spread over the workers, each
@@ -52,26 +71,41 @@ public func scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, heads: In
                     let workers = min(Compute.threads, jobs)
                     Compute.withSingleThreadedBLAS {
                         Compute.parallelFor(workers) { worker in
-                            let s = pk_scratch(rowsPerBlock * nk, 0)!
+                            let s = pk_scratch(rowsPerBlock * keyBlock, 0)!
+                            // The online softmax's running maxima and sums, one of each per row.
+                            let maxima: UnsafeMutablePointer<Float>? = keyBlocks > 1 ? pk_scratch(2 * rowsPerBlock, 4) : nil
+                            let sums = maxima.map { $0 + rowsPerBlock }
                             for job in stride(from: worker, to: jobs, by: workers) {
                                 let block = job % blocksPerHead, bh = job / blocksPerHead
                                 let (bi, h) = (bh / heads, bh % heads)
                                 let r0 = block * rowsPerBlock, rows = min(rowsPerBlock, nq - r0)
                                 let qh = qp.baseAddress! + (bi * nq + r0) * channels + h * d
                                 let oh = out.baseAddress! + (bi * nq + r0) * channels + h * d
-                                if bf16 {
-                                    let kh = packed + bh * (kCount + vCount)
-                                    pk_gemm_bf16_packed_b(0, rows, nk, d, scale, qh, channels, kh, 0, s, nk)
-                                    pk_softmax_rows(s, rows, nk, causal ? r0 + 1 : 0)
-                                    pk_gemm_bf16_packed_b(0, rows, d, nk, 1, s, nk, kh + kCount, 0, oh, channels)
-                                    continue
+                                for kb in 0..<keyBlocks {
+                                    let k0 = kb * keyBlock, kn = min(keyBlock, nk - k0)
+                                    let beta: Float = kb == 0 ? 0 : 1
+                                    let kh = kp.baseAddress! + (bi * nk + k0) * channels + h * d
+                                    let vh = vp.baseAddress! + (bi * nk + k0) * channels + h * d
+                                    let kPacked = packed + bh * perHead + kb * (kCount + vCount)
+                                    if bf16 {
+                                        pk_gemm_bf16_packed_b(0, rows, kn, d, scale, qh, channels, kPacked, 0, s, kn)
+                                    } else {
+                                        sgemm(transB: true, m: rows, n: kn, k: d, alpha: scale,
+                                              a: qh, lda: channels, b: kh, ldb: channels, c: s, ldc: kn)
+                                    }
+                                    if keyBlocks == 1 {
+                                        pk_softmax_rows(s, rows, kn, causal ? r0 + 1 : 0)
+                                    } else {
+                                        pk_softmax_online(s, rows, kn, maxima, sums, kb == 0 ? nil : oh, channels, d)
+                                    }
+                                    if bf16 {
+                                        pk_gemm_bf16_packed_b(0, rows, d, kn, 1, s, kn, kPacked + kCount, beta, oh, channels)
+                                    } else {
+                                        sgemm(m: rows, n: d, k: kn, a: s, lda: kn, b: vh, ldb: channels,
+                                              beta: beta, c: oh, ldc: channels)
+                                    }
                                 }
-                                let kh = kp.baseAddress! + bi * nk * channels + h * d
-                                let vh = vp.baseAddress! + bi * nk * channels + h * d
-                                sgemm(transB: true, m: rows, n: nk, k: d, alpha: scale,
-                                      a: qh, lda: channels, b: kh, ldb: channels, c: s, ldc: nk)
-                                pk_softmax_rows(s, rows, nk, causal ? r0 + 1 : 0)
-                                sgemm(m: rows, n: d, k: nk, a: s, lda: nk, b: vh, ldb: channels, c: oh, ldc: channels)
+                                if keyBlocks > 1 { pk_divide_rows(oh, channels, sums, rows, d) }
                             }
                         }
                     }

@@ -163,6 +163,14 @@ extension BF16GemmTests {
         let result = scaledDotProductAttention(q: q, k: k, v: v, heads: heads)
         XCTAssertLessThan(result.maxAbsDifference(reference), 0.01 * reference.maxAbs)
         XCTAssertGreaterThan(result.maxAbsDifference(reference), 0)  // the bf16 path really ran
+
+        // Blocks of 32 keys (32 + 32 + 13): the online softmax with keys and values packed per block.
+        let savedBlock = Compute.attentionKeyBlock
+        Compute.attentionKeyBlock = 32
+        defer { Compute.attentionKeyBlock = savedBlock }
+        let blocked = scaledDotProductAttention(q: q, k: k, v: v, heads: heads)
+        XCTAssertLessThan(blocked.maxAbsDifference(reference), 0.01 * reference.maxAbs)
+        XCTAssertLessThan(blocked.maxAbsDifference(result), 0.01 * reference.maxAbs)
     }
 }
 

@@ -107,10 +107,15 @@ final class KernelTests: XCTestCase {
         assertClose(y, expected)
     }
 
+    /// Key blocks of 3 over 7 keys (3 + 3 + 1) take the online-softmax path; the causal case
+    /// never does.
     func testAttentionMatchesDefinitionWithAndWithoutCausalMask() {
         let (b, nq, nk, heads, d) = (2, 5, 7, 3, 4)
         let q = random([b, nq, heads * d], seed: 7)
-        for causal in [false, true] {
+        let saved = Compute.attentionKeyBlock
+        defer { Compute.attentionKeyBlock = saved }
+        for (causal, keyBlock) in [(false, 0), (false, 3), (true, 0), (true, 3)] {
+            Compute.attentionKeyBlock = keyBlock
             let nkeys = causal ? nq : nk
             let k = random([b, nkeys, heads * d], seed: 8), v = random([b, nkeys, heads * d], seed: 9)
             let y = scaledDotProductAttention(q: q, k: k, v: v, heads: heads, causal: causal)

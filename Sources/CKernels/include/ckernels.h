@@ -12,6 +12,19 @@
 /// when `valid0` == 0.
 void pk_softmax_rows(float *p, size_t rows, size_t columns, size_t valid0);
 
+/// One key block of attention with an online softmax (scores never held for all keys at once).
+/// `s` holds rows x columns scaled scores of the block and becomes exp(s − m'), where m' is each
+/// row's running maximum over the blocks so far, kept in `m`; `l` keeps each row's running sum of
+/// exponentials. The output rows accumulated from earlier blocks (`o`, d floats each, stride
+/// `ldo`) are rescaled to the new maximum. Pass `o` = NULL for the first block, which starts m
+/// and l afresh and has no output to rescale.
+void pk_softmax_online(float *s, size_t rows, size_t columns, float *m, float *l, float *o, size_t ldo,
+                       size_t d);
+
+/// Divides each of `rows` rows of d floats (stride `ldo`) by its l[r]: the end of the online
+/// softmax.
+void pk_divide_rows(float *o, size_t ldo, const float *l, size_t rows, size_t d);
+
 /// y = x * sigmoid(x), in place.
 void pk_silu(float *p, size_t n);
 
@@ -23,7 +36,7 @@ void pk_scale_shift(const float *x, float *y, size_t n, float scale, float shift
 void pk_geglu(const float *x, float *out, size_t rows, size_t d);
 
 /// A per-thread scratch buffer of at least `count` floats that only grows, so hot loops neither
-/// allocate nor page-fault. `slot` 0–3 picks one of four independent buffers (0 and 1 for
+/// allocate nor page-fault. `slot` 0–4 picks one of five independent buffers (0, 1 and 4 for
 /// kernels' own scratch, 2 and 3 for the bf16 GEMM's packed operands). The contents are
 /// undefined and valid until the same thread asks for the same slot again.
 float *pk_scratch(size_t count, int slot);

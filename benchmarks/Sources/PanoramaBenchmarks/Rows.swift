@@ -27,6 +27,9 @@ struct Options {
     var precision = Precision.fp32
     /// Winograd F(4x4, 3x3) for float32 3x3 convolutions (`--no-winograd` turns it off).
     var winograd = true
+    /// Keys per block of attention's online softmax (`--attention-key-block`; 0: whole rows;
+    /// nil: the library's choice for the precision).
+    var attentionKeyBlock: Int? = nil
     /// Forces the tiled VAE's temporary-file format (nil: its own choice).
     var fileFormat: CanvasStore.FileFormat?
     /// `upscale`: one phase only (encode, denoise, decode), and where phases hand over latents.
@@ -108,6 +111,7 @@ func runRow(_ row: String, _ o: Options) throws -> RowResult {
     let sgemmRate = row == "sgemm" ? nil : (o.sgemmGflops ?? measureSgemmRate())
     Compute.precision = o.precision
     Compute.winograd = o.winograd
+    Compute.attentionKeyBlock = o.attentionKeyBlock
     var result: RowResult
     let probe: LoadProbe
 
@@ -386,6 +390,7 @@ func runRow(_ row: String, _ o: Options) throws -> RowResult {
     if row != "sgemm" {
         result.extra["precision"] = o.precision.rawValue
         if o.precision == .fp32 && !o.winograd { result.extra["winograd"] = "off" }
+        if let block = o.attentionKeyBlock { result.extra["attention key block"] = Double(block) }
         result.sgemmGflops = sgemmRate
     }
     result.peakRSS = procStatusBytes("VmHWM")

@@ -9,7 +9,8 @@ import Glibc
 let usage = """
     usage: panorama-benchmarks ROW... [--json] [--runs N] [--warmups N] [--threads N]
                                [--cache DIR] [--layout DIR] [--sgemm-gflops X] [--skip-4096] [--cold]
-                               [--precision fp32|bf16] [--no-winograd] [--file-format float32|bfloat16]
+                               [--precision fp32|bf16] [--no-winograd] [--attention-key-block N]
+                               [--file-format float32|bfloat16]
                                [--target N] [--phase encode|denoise|decode] [--state DIR]
     rows: \(rowNames.joined(separator: ", ")), all (every row but upscale); `flops` prints the counted FLOPs only
       --json           print JSON (one object per row, an array for several rows) instead of a table
@@ -29,6 +30,9 @@ let usage = """
       --precision P    fp32 (default) or bf16: the arithmetic of the models' matrix products
                        (`sgemm` then also times the own bf16 GEMM on the same shapes)
       --no-winograd    fp32: 3x3 convolutions by im2col + GEMM instead of Winograd F(4x4, 3x3)
+      --attention-key-block N
+                       keys per block of attention's online softmax (0: every row's scores whole;
+                       default: 256 at fp32, 512 at bf16)
       --file-format F  the -tiled decodes and `upscale`: temporary files as float32 or bfloat16
                        (default: the tiled VAE's own choice, float32 unless the disk is too small)
       --latent-width N `vae-layers`: latent width (64: the 512x512 decode; 512: the 512x4096 one)
@@ -70,6 +74,7 @@ func parse(_ arguments: [String]) throws -> (rows: [String], options: Options) {
         case "--skip-4096": o.skip4096 = true
         case "--cold": o.cold = true
         case "--no-winograd": o.winograd = false
+        case "--attention-key-block": o.attentionKeyBlock = try int()
         case "--phase":
             let v = try value()
             guard ["encode", "denoise", "decode"].contains(v) else { throw BenchmarkError("--phase: encode, denoise or decode, not \(v)") }
