@@ -32,7 +32,7 @@ public struct VAETiling: Sendable, Equatable {
     /// 360° images: convolutions wrap around the left and right edges instead of seeing zeros.
     public var circular: Bool
 
-    public init(tileElements: Int = 4 << 20, tileSide: Int? = nil, memoryLimit: Int = 256 << 20,
+    public init(tileElements: Int = 16 << 20, tileSide: Int? = nil, memoryLimit: Int = 256 << 20,
                 temporaryDirectory: String = NSTemporaryDirectory(), fileFormat: CanvasStore.FileFormat = .float32,
                 attentionTokenLimit: Int = 65536, circular: Bool = false) {
         precondition(tileSide.map { $0 > 0 } ?? true && tileElements > 0 && attentionTokenLimit > 0)
@@ -232,9 +232,10 @@ struct TiledRunner: VAEPass {
         let hout = (hc + pad.top + pad.bottom - k) / s + 1
         let wout = circular ? (wc + s - 1) / s : (wc + pad.left + pad.right - k) / s + 1
         let moments = norm.map { _ in input.statistics! }
-        // Sides of whole 32-pixel panels let the bf16 convolution skip its im2col buffer.
+        // Sides of whole 32-pixel panels let the bf16 convolution skip its im2col buffer, and
+        // of 64 pixels fill the Winograd transforms' 16-tile vectors.
         let fitting = Int(Double(tiling.tileElements / max(cin, cout)).squareRoot())
-        let side = tiling.tileSide ?? (fitting >= 64 ? fitting / 32 * 32 : max(8, fitting))
+        let side = tiling.tileSide ?? (fitting >= 128 ? fitting / 64 * 64 : fitting >= 64 ? fitting / 32 * 32 : max(8, fitting))
         let output: CanvasStore
         if consumingResidual, let r = residual?.store, r.channels >= cout, r.height == hout, r.width == wout {
             output = r.overlay(channels: cout)

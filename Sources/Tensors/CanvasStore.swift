@@ -145,11 +145,10 @@ public final class CanvasStore: @unchecked Sendable {
             x += n
         }
         var out = Tensor(zeros: [1, c, h, w])
-        let staging = stagingBuffer(pixels: w)
-        defer { staging?.deallocate() }
         try out.withUnsafeMutableBufferPointer { op in
-            for y in 0..<h {
-                let dst = op.baseAddress! + y * w
+            let base = op.baseAddress!
+            try forEachRow(h, pixels: w) { y, staging in
+                let dst = base + y * w
                 for run in runs {
                     try load(row: rows.lowerBound + y, column: run.source, count: run.count, staging) { i, ch, value in
                         dst[ch * h * w + run.destination + i] = value
@@ -169,14 +168,30 @@ public final class CanvasStore: @unchecked Sendable {
         precondition(tensor.shape[0] == 1 && tensor.shape[1] == c, "CanvasStore.write: \(tensor.shape) into \(c) channels")
         precondition(row >= 0 && column >= 0 && row + h <= height && column + w <= width,
                      "CanvasStore.write: \(h)x\(w) at (\(row), \(column)) outside \(height)x\(width)")
-        let staging = stagingBuffer(pixels: w)
-        defer { staging?.deallocate() }
         try tensor.withUnsafeBufferPointer { tp in
-            for y in 0..<h {
-                let src = tp.baseAddress! + y * w
+            let base = tp.baseAddress!
+            try forEachRow(h, pixels: w) { y, staging in
+                let src = base + y * w
                 try store(row: row + y, column: column, count: w, staging) { i, ch in src[ch * h * w + i] }
             }
         }
+    }
+
+    /// `body(y, staging)` for every y in 0..<rows, the rows spread over the workers (the
+    /// transposition between pixel-major storage and [C, H, W] tensors is a large share of a
+    /// tiled pass), each worker with its own staging buffer. Rethrows the first error.
+    private func forEachRow(_ rows: Int, pixels: Int,
+                            _ body: (Int, UnsafeMutableRawPointer?) throws -> Void) throws {
+        let workers = min(Compute.threads, max(1, rows * pixels * channels / (1 << 16)), rows)
+        let failure = FirstError()
+        Compute.parallelFor(workers) { worker in
+            let staging = stagingBuffer(pixels: pixels)
+            defer { staging?.deallocate() }
+            for y in stride(from: worker, to: rows, by: workers) {
+                do { try body(y, staging) } catch { failure.record(error); return }
+            }
+        }
+        if let error = failure.error { throw error }
     }
 
     private func offset(row: Int, column: Int) -> Int { (row * width + column) * pixelStride }
@@ -248,6 +263,16 @@ public final class CanvasStore: @unchecked Sendable {
             done += n
         }
     }
+}
+
+/// The first error thrown by any of several workers.
+private final class FirstError: @unchecked Sendable {
+    private let lock = NSLock()
+    private var first: Error?
+
+    var error: Error? { lock.withLock { first } }
+
+    func record(_ error: Error) { lock.withLock { if first == nil { first = error } } }
 }
 
 /// `value` rounded to the nearest bfloat16 (ties to even), as its bit pattern.
