@@ -57,32 +57,39 @@ static inline float exp_approx(float x) {
 // Reductions keep 16 partial results so they vectorise without -ffast-math.
 #define LANES 16
 
+// The largest of n values.
+static inline __attribute__((always_inline)) float row_max(const float *row, size_t n) {
+    size_t body = n - n % LANES;
+    float mx[LANES];
+    for (int l = 0; l < LANES; l++) mx[l] = -INFINITY;
+    for (size_t j = 0; j < body; j += LANES)
+        for (int l = 0; l < LANES; l++) mx[l] = row[j + l] > mx[l] ? row[j + l] : mx[l];
+    float m = -INFINITY;
+    for (int l = 0; l < LANES; l++) m = mx[l] > m ? mx[l] : m;
+    for (size_t j = body; j < n; j++) m = row[j] > m ? row[j] : m;
+    return m;
+}
+
+// row[j] = e^(row[j] − m) for n values; returns their sum.
+static inline __attribute__((always_inline)) float exp_shifted_sum(float *row, size_t n, float m) {
+    size_t body = n - n % LANES;
+    for (size_t j = 0; j < n; j++) row[j] = exp_approx(row[j] - m);
+    float acc[LANES] = {0};
+    for (size_t j = 0; j < body; j += LANES)
+        for (int l = 0; l < LANES; l++) acc[l] += row[j + l];
+    float sum = 0.0f;
+    for (int l = 0; l < LANES; l++) sum += acc[l];
+    for (size_t j = body; j < n; j++) sum += row[j];
+    return sum;
+}
+
 MULTIVERSION
 void pk_softmax_rows(float *p, size_t rows, size_t columns, size_t valid0) {
     for (size_t r = 0; r < rows; r++) {
         float *row = p + r * columns;
         size_t valid = valid0 ? valid0 + r : columns;
         if (valid > columns) valid = columns;
-        size_t body = valid - valid % LANES;
-
-        float mx[LANES];
-        for (int l = 0; l < LANES; l++) mx[l] = -INFINITY;
-        for (size_t j = 0; j < body; j += LANES)
-            for (int l = 0; l < LANES; l++) mx[l] = row[j + l] > mx[l] ? row[j + l] : mx[l];
-        float m = -INFINITY;
-        for (int l = 0; l < LANES; l++) m = mx[l] > m ? mx[l] : m;
-        for (size_t j = body; j < valid; j++) m = row[j] > m ? row[j] : m;
-
-        for (size_t j = 0; j < valid; j++) row[j] = exp_approx(row[j] - m);
-
-        float acc[LANES] = {0};
-        for (size_t j = 0; j < body; j += LANES)
-            for (int l = 0; l < LANES; l++) acc[l] += row[j + l];
-        float sum = 0.0f;
-        for (int l = 0; l < LANES; l++) sum += acc[l];
-        for (size_t j = body; j < valid; j++) sum += row[j];
-
-        float inv = 1.0f / sum;
+        float inv = 1.0f / exp_shifted_sum(row, valid, row_max(row, valid));
         for (size_t j = 0; j < valid; j++) row[j] *= inv;
         for (size_t j = valid; j < columns; j++) row[j] = 0.0f;
     }
@@ -93,25 +100,10 @@ void pk_softmax_online(float *s, size_t rows, size_t columns, float *m, float *l
                        size_t d) {
     for (size_t r = 0; r < rows; r++) {
         float *row = s + r * columns;
-        size_t body = columns - columns % LANES;
-        float mx[LANES];
-        for (int i = 0; i < LANES; i++) mx[i] = -INFINITY;
-        for (size_t j = 0; j < body; j += LANES)
-            for (int i = 0; i < LANES; i++) mx[i] = row[j + i] > mx[i] ? row[j + i] : mx[i];
-        float block_max = -INFINITY;
-        for (int i = 0; i < LANES; i++) block_max = mx[i] > block_max ? mx[i] : block_max;
-        for (size_t j = body; j < columns; j++) block_max = row[j] > block_max ? row[j] : block_max;
-
+        float block_max = row_max(row, columns);
         float previous = o ? m[r] : -INFINITY;
         float mnew = block_max > previous ? block_max : previous;
-        for (size_t j = 0; j < columns; j++) row[j] = exp_approx(row[j] - mnew);
-        float acc[LANES] = {0};
-        for (size_t j = 0; j < body; j += LANES)
-            for (int i = 0; i < LANES; i++) acc[i] += row[j + i];
-        float sum = 0.0f;
-        for (int i = 0; i < LANES; i++) sum += acc[i];
-        for (size_t j = body; j < columns; j++) sum += row[j];
-
+        float sum = exp_shifted_sum(row, columns, mnew);
         if (o) {
             float decay = exp_approx(previous - mnew);
             float *orow = o + r * ldo;
