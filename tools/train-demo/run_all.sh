@@ -5,7 +5,9 @@
 # interruption just carries on.
 #   tools/train-demo/run_all.sh                       # foreground
 #   nohup tools/train-demo/run_all.sh >> tools/train-demo/checkpoints/train.log 2>&1 &
-# Extra arguments go to train.py (e.g. --unet-minutes 150).
+# Every stage is bounded by steps (so a run is reproducible from the seed), with minute limits only
+# as a guard; on this 2-core machine the steps take about 33 + 15 + 17 + 100 + 14 minutes.
+# Extra arguments go to train.py (e.g. --ckpt-dir DIR --out DIR for a run beside the shipped one).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 PY="${PYTHON:-python3}"
@@ -14,11 +16,11 @@ mkdir -p "$HERE/checkpoints"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
 echo "=== run_all.sh start $(date) pid $$ ==="
 "$PY" -u "$HERE/train.py" vae decoder latents unet tune export \
-    --vae-minutes 50 --vae-batch 4 --vae-crop 128 \
-    --decoder-minutes 20 --decoder-batch 8 \
-    --latent-minutes 25 \
-    --unet-steps 8500 --unet-minutes 240 --offset-noise 0 --reset-text-encoder-at 4600 --unet-batch 8 --ema 0.995 \
-    --tune-minutes 20 --tune-lr 2e-4 --tune-high-noise 0.5 --high-noise-from 0.7 \
+    --vae-steps 2600 --vae-minutes 45 --vae-batch 4 --vae-crop 128 --vae-mse 1.0 \
+    --decoder-steps 950 --decoder-minutes 25 --decoder-batch 8 \
+    --latent-scenes 420 --latent-minutes 25 \
+    --unet-steps 6500 --unet-minutes 130 --unet-high-noise 0.25 --offset-noise 0 --unet-batch 8 --ema 0.995 \
+    --tune-steps 1000 --tune-minutes 25 --tune-lr 2e-4 --tune-high-noise 0.5 --high-noise-from 0.7 \
     --sample-minutes 20 \
     --panorama "snowy mountains at sunset" \
     "$@"

@@ -253,6 +253,8 @@ def stage_vae(args):
         mu, logvar = post.mean.float(), post.logvar.float()
         kl = 0.5 * (mu ** 2 + logvar.exp() - 1.0 - logvar).mean()
         loss = l1 + 0.5 * (gx + gy) + args.vae_kl * kl
+        if args.vae_mse:  # L1 alone lets the decoder dull rare bright colours (snow); MSE weighs them
+            loss = loss + args.vae_mse * ((rec - x) ** 2).mean()
         optimise(opt, loss, vae.parameters(), args.vae_lr * lr_factor(step, budget.progress(step), 50))
         step += 1
         run.append([l1.item(), (gx + gy).item(), kl.item()])
@@ -276,7 +278,7 @@ def stage_vae(args):
     vae.save_pretrained(os.path.join(args.ckpt_dir, "vae_final"))
     vae_reconstruction(args, vae, "vae_final.png")
     last = hist[-1] if hist else None
-    record_stage(args, "vae", steps=step, minutes=round(budget.elapsed() / 60, 1), params=n_params,
+    record_stage(args, "vae", steps=step, minutes=round(budget.elapsed() / 60, 1), params=n_params, mse=args.vae_mse,
                  last_log=last, images=len(pool), crop=args.vae_crop, batch=args.vae_batch)
     mark_done(args, "vae")
     log(f"vae: done, {step} steps, {budget.elapsed() / 60:.1f} min")
@@ -531,7 +533,7 @@ def train_scheduler():
 
 def stage_unet(args):
     train_unet(args, "unet", steps=args.unet_steps, minutes=args.unet_minutes, lr=args.unet_lr,
-               high_noise_share=0.0)
+               high_noise_share=args.unet_high_noise)
 
 
 def stage_tune(args):
@@ -977,6 +979,7 @@ def main():
     ap.add_argument("--vae-scale-p", type=float, nargs=3, default=[0.3, 0.3, 0.4],
                     help="probabilities of crops at full, 1/2 and 1/4 image scale")
     ap.add_argument("--vae-kl", type=float, default=1e-6)
+    ap.add_argument("--vae-mse", type=float, default=0.0, help="weight of an MSE term beside L1 (as in the decoder stage)")
     ap.add_argument("--vae-pool", type=int, default=160, help="images the VAE sees (generated as it goes)")
     ap.add_argument("--vae-pool-start", type=int, default=16)
     ap.add_argument("--vae-add-every", type=int, default=4)
@@ -997,6 +1000,8 @@ def main():
     ap.add_argument("--unet-batch", type=int, default=8)
     ap.add_argument("--unet-lr", type=float, default=5e-4)
     ap.add_argument("--unet-warmup", type=int, default=100)
+    ap.add_argument("--unet-high-noise", type=float, default=0.0,
+                    help="share of the unet stage's timesteps drawn from t >= --high-noise-from (as --tune-high-noise)")
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--min-snr", type=float, default=5.0)
     ap.add_argument("--cond-drop", type=float, default=0.1)
