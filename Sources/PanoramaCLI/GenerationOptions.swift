@@ -3,6 +3,7 @@ import Foundation
 import Imaging
 import Models
 import Renderer
+import Schedulers
 import Tensors
 
 /// The options every generating command shares (render, upscale): prompt, sampler, model,
@@ -23,10 +24,12 @@ struct GenerationOptions: ParsableArguments {
     @Option(name: .long, help: "Random seed (default: a random one, printed).")
     var seed: UInt64?
 
-    @Option(name: .long, help: "Sampler: ddim (default ddim).")
+    @Option(name: .long, help: ArgumentHelp(
+        "Sampler: ddim, dpm++2m or dpm++2m-karras (default ddim).",
+        discussion: "DPM++ 2M (diffusers' DPMSolverMultistepScheduler) makes in 20-25 steps what DDIM makes in about 50."))
     var scheduler: String?
 
-    @Option(name: .long, help: "DDIM eta: 0 is deterministic, 1 adds the most fresh noise (default 0).")
+    @Option(name: .long, help: "DDIM eta: 0 is deterministic, 1 adds the most fresh noise (default 0; DDIM only).")
     var eta: Float?
 
     @Option(name: .long, help: "Window stride in latent pixels (8 pixels each); smaller is smoother and slower (default 8).")
@@ -82,10 +85,7 @@ struct GenerationOptions: ParsableArguments {
         let modelURL = try modelLocation()
         let modelPreset = try Preset.all(required: false).first { $0.name == modelURL.lastPathComponent }?.preset
         let preset = try self.preset.map(Preset.named).map { $0.over(modelPreset) } ?? modelPreset
-        let schedulerName = scheduler ?? preset?.scheduler ?? "ddim"
-        guard schedulerName == "ddim" else {
-            throw ValidationError("unknown scheduler \"\(schedulerName)\"; available: ddim")
-        }
+        _ = try sampler(preset)
         return (modelURL, preset)
     }
 
@@ -107,6 +107,16 @@ struct GenerationOptions: ParsableArguments {
         return pipeline
     }
 
+    /// The sampler named by --scheduler or the preset.
+    func sampler(_ preset: Preset?) throws -> Sampler {
+        let name = scheduler ?? preset?.scheduler ?? "ddim"
+        guard let sampler = Sampler(rawValue: name.lowercased()) else {
+            let names = Sampler.allCases.map(\.rawValue).joined(separator: ", ")
+            throw ValidationError("unknown scheduler \"\(name)\"; available: \(names)")
+        }
+        return sampler
+    }
+
     /// Settings for a `width` x `height` canvas from these options over `preset`.
     func settings(width: Int, height: Int, circular: Bool, preset: Preset?) throws -> PanoramaSettings {
         var s = PanoramaSettings(prompt: prompt, width: width, height: height)
@@ -114,7 +124,11 @@ struct GenerationOptions: ParsableArguments {
         s.steps = steps ?? preset?.steps ?? 50
         s.guidanceScale = guidance ?? preset?.guidance ?? 7.5
         s.seed = seed ?? UInt64.random(in: 0..<(1 << 32))
+        s.sampler = try sampler(preset)
         s.eta = eta ?? preset?.eta ?? 0
+        if s.eta != 0 && s.sampler != .ddim {
+            throw ValidationError("--eta applies to the ddim sampler only, not \(s.sampler.rawValue)")
+        }
         s.stride = stride ?? preset?.stride ?? 8
         s.viewBatchSize = viewBatchSize ?? preset?.viewBatchSize ?? 1
         s.circular = circular
@@ -136,7 +150,7 @@ struct GenerationOptions: ParsableArguments {
     func parameters(_ s: PanoramaSettings, model: String, extra: [String] = []) -> String {
         var lines = [s.prompt]
         if !s.negativePrompt.isEmpty { lines.append("Negative prompt: \(s.negativePrompt)") }
-        var fields = ["Steps: \(s.steps)", "Sampler: DDIM", "CFG scale: \(formatNumber(s.guidanceScale))",
+        var fields = ["Steps: \(s.steps)", "Sampler: \(s.sampler.displayName)", "CFG scale: \(formatNumber(s.guidanceScale))",
                       "Seed: \(s.seed)", "Size: \(s.width)x\(s.height)", "Model: \(model)"]
         if s.eta > 0 { fields.append("Eta: \(formatNumber(s.eta))") }
         fields += extra

@@ -26,7 +26,7 @@ extension PanoramaPipeline {
     /// same latents (its `image` argument accepts them), the two agree exactly.
     /// The encode uses the settings' tiling when they decode in tiles (so with the same
     /// temporary-file format), else `VAETiling()`.
-    public func imageToImageLoop(_ settings: PanoramaSettings, image: Tensor, strength: Double) throws -> DenoisingLoop<DDIMScheduler> {
+    public func imageToImageLoop(_ settings: PanoramaSettings, image: Tensor, strength: Double) throws -> DenoisingLoop<AnyScheduler> {
         try Self.checkStrength(strength)
         return try imageToImageLoop(settings, latents: try encode(image, settings), strength: strength)
     }
@@ -46,7 +46,7 @@ extension PanoramaPipeline {
 
     /// As `imageToImageLoop(_:image:strength:)`, from already encoded (and scaled) latents.
     public func imageToImageLoop(_ settings: PanoramaSettings, latents: Tensor,
-                                 strength: Double) throws -> DenoisingLoop<DDIMScheduler> {
+                                 strength: Double) throws -> DenoisingLoop<AnyScheduler> {
         try Self.checkStrength(strength)
         try checkLatents(latents, for: settings)
         let scheduler = try makeScheduler(settings)

@@ -14,6 +14,8 @@ public struct PanoramaSettings: Sendable, Equatable {
     public var steps = 50
     public var guidanceScale: Float = 7.5
     public var seed: UInt64 = 0
+    /// The sampler (diffusers' default for these pipelines is the model's own scheduler, DDIM here).
+    public var sampler: Sampler = .ddim
     /// DDIM's η (0: deterministic).
     public var eta: Float = 0
     /// Distance between neighbouring windows, in latent pixels.
@@ -109,6 +111,9 @@ public struct PanoramaPipeline: Sendable {
         guard settings.eta >= 0 && settings.eta.isFinite else {
             throw RenderError.invalidSetting("eta must be 0 or more, not \(settings.eta)")
         }
+        guard settings.eta == 0 || settings.sampler == .ddim else {
+            throw RenderError.invalidSetting("eta applies to the DDIM sampler only, not \(settings.sampler.displayName)")
+        }
         guard settings.guidanceScale.isFinite else {
             throw RenderError.invalidSetting("guidance scale must be a finite number")
         }
@@ -184,8 +189,8 @@ public struct PanoramaPipeline: Sendable {
     public static let circularDecodePadding = 8
 
     /// The scheduler for `settings`.
-    public func makeScheduler(_ settings: PanoramaSettings) throws -> DDIMScheduler {
-        try DDIMScheduler(config: model.schedulerConfig, steps: settings.steps, eta: settings.eta)
+    public func makeScheduler(_ settings: PanoramaSettings) throws -> AnyScheduler {
+        try settings.sampler.makeScheduler(config: model.schedulerConfig, steps: settings.steps, eta: settings.eta)
     }
 
     /// Conditional and unconditional text embeddings.
@@ -214,7 +219,7 @@ public struct PanoramaPipeline: Sendable {
     }
 
     /// The denoising loop from `latents` (nil: from the seed).
-    public func denoisingLoop(_ settings: PanoramaSettings, latents: Tensor? = nil) throws -> DenoisingLoop<DDIMScheduler> {
+    public func denoisingLoop(_ settings: PanoramaSettings, latents: Tensor? = nil) throws -> DenoisingLoop<AnyScheduler> {
         let scheduler = try makeScheduler(settings)
         var start: Tensor, generator: TorchGenerator
         if let latents {

@@ -290,7 +290,7 @@ extension PanoramaPipeline {
     /// latents (unless given), then with bootstrapping the background colours
     /// (`rand([bootstrapSteps, regions, 3])`) and the bootstrap noise (`randn` of the canvas).
     public func regionLoop(_ settings: PanoramaSettings, composition: Composition,
-                           latents given: Tensor? = nil) throws -> RegionDenoisingLoop<DDIMScheduler> {
+                           latents given: Tensor? = nil) throws -> RegionDenoisingLoop<AnyScheduler> {
         try validate(composition, for: settings)
         let scheduler = try makeScheduler(settings)
         let (rows, columns) = (settings.height / vaeScale, settings.width / vaeScale)
@@ -312,7 +312,7 @@ extension PanoramaPipeline {
             s.guidanceScale = region.prompt.guidanceScale ?? settings.guidanceScale
             guidances.append(try guidance(s))
         }
-        var bootstrap: RegionDenoisingLoop<DDIMScheduler>.Bootstrap?
+        var bootstrap: RegionDenoisingLoop<AnyScheduler>.Bootstrap?
         if composition.bootstrapSteps > 0 {
             let colours = generator.rand([composition.bootstrapSteps, composition.regions.count, 3])
             let noise = generator.randn(latentShape(settings))

@@ -101,7 +101,8 @@ public struct DDIMScheduler: Scheduler {
         }
 
         if config.thresholding {
-            x0 = dynamicThreshold(x0, batch: sample.shape[0])
+            x0 = dynamicThreshold(x0, batch: sample.shape[0], ratio: config.dynamicThresholdingRatio,
+                                  maxValue: config.sampleMaxValue)
         } else if config.clipSample {
             let r = Float(config.clipSampleRange)
             for i in 0..<count { x0[i] = min(r, max(-r, x0[i])) }
@@ -129,23 +130,5 @@ public struct DDIMScheduler: Scheduler {
         let a = schedule.alphasCumprod[timestep]
         let sa = a.squareRoot(), sb = (1 - a).squareRoot()
         return Tensor(shape: original.shape, data: zip(original.data, noise.data).map { sa * $0 + sb * $1 })
-    }
-
-    /// Imagen's dynamic thresholding: per sample, clamp x₀ to the `dynamic_thresholding_ratio`
-    /// quantile of |x₀| (at least 1, at most `sample_max_value`) and rescale.
-    private func dynamicThreshold(_ x0: [Float], batch: Int) -> [Float] {
-        var out = x0
-        let per = x0.count / batch
-        for b in 0..<batch {
-            let slice = x0[(b * per)..<((b + 1) * per)]
-            let sorted = slice.map { abs($0) }.sorted()
-            // torch.quantile's linear interpolation.
-            let position = Double(config.dynamicThresholdingRatio) * Double(per - 1)
-            let lo = Int(position.rounded(.down)), hi = min(per - 1, lo + 1)
-            let q = Double(sorted[lo]) + (Double(sorted[hi]) - Double(sorted[lo])) * (position - Double(lo))
-            let s = Float(min(max(q, 1), config.sampleMaxValue))
-            for i in (b * per)..<((b + 1) * per) { out[i] = min(s, max(-s, out[i])) / s }
-        }
-        return out
     }
 }

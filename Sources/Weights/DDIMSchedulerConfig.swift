@@ -26,6 +26,9 @@ public struct DDIMSchedulerConfig: JSONConfiguration, Equatable {
     public var sampleMaxValue: Double
     /// "leading", "trailing" or "linspace".
     public var timestepSpacing: String
+    /// Whether the file named `timestep_spacing` (other schedulers built from this configuration,
+    /// as diffusers' `from_config` builds them, use their own default when it did not).
+    public var timestepSpacingIsExplicit: Bool
     public var rescaleBetasZeroSnr: Bool
 
     public init(
@@ -44,6 +47,7 @@ public struct DDIMSchedulerConfig: JSONConfiguration, Equatable {
         clipSampleRange: Double = 1,
         sampleMaxValue: Double = 1,
         timestepSpacing: String = "leading",
+        timestepSpacingIsExplicit: Bool = true,
         rescaleBetasZeroSnr: Bool = false
     ) {
         self.className = className
@@ -61,6 +65,7 @@ public struct DDIMSchedulerConfig: JSONConfiguration, Equatable {
         self.clipSampleRange = clipSampleRange
         self.sampleMaxValue = sampleMaxValue
         self.timestepSpacing = timestepSpacing
+        self.timestepSpacingIsExplicit = timestepSpacingIsExplicit
         self.rescaleBetasZeroSnr = rescaleBetasZeroSnr
     }
 
@@ -106,6 +111,7 @@ public struct DDIMSchedulerConfig: JSONConfiguration, Equatable {
         clipSampleRange = try c.value(.clipSampleRange, or: d.clipSampleRange)
         sampleMaxValue = try c.value(.sampleMaxValue, or: d.sampleMaxValue)
         timestepSpacing = try c.value(.timestepSpacing, or: d.timestepSpacing)
+        timestepSpacingIsExplicit = try c.decodeIfPresent(String.self, forKey: .timestepSpacing) != nil
         rescaleBetasZeroSnr = try c.value(.rescaleBetasZeroSnr, or: d.rescaleBetasZeroSnr)
     }
 }

@@ -88,6 +88,14 @@ final class CLITests: XCTestCase {
                         saying: ["exists", "--overwrite"])
     }
 
+    func testDPMSolverSamplerIsNamedInTheParameters() throws {
+        let r = try run(["--model", Self.tinyModel, "--W", "512", "--H", "512", "--prompt", "a lake",
+                         "--steps", "3", "--seed", "7", "--scheduler", "dpm++2m-karras", "-o", "dpm.png"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let text = try PNG.textChunks(of: folder.appendingPathComponent("dpm.png"))["parameters"]
+        XCTAssertEqual(text, "a lake\nSteps: 3, Sampler: DPM++ 2M Karras, CFG scale: 7.5, Seed: 7, Size: 512x512, Model: tiny-pano, MultiDiffusion stride: 8")
+    }
+
     func testBadSizes() throws {
         try assertFails(["--model", Self.tinyModel, "--W", "1020", "--H", "512", "--prompt", "x"],
                         saying: ["width 1020 is not a multiple of 8"])
@@ -111,7 +119,9 @@ final class CLITests: XCTestCase {
 
     func testUnknownSchedulerAndPreset() throws {
         try assertFails(["--model", Self.tinyModel, "--prompt", "x", "--scheduler", "euler"],
-                        saying: ["unknown scheduler \"euler\"", "ddim"])
+                        saying: ["unknown scheduler \"euler\"", "ddim, dpm++2m, dpm++2m-karras"])
+        try assertFails(["--model", Self.tinyModel, "--prompt", "x", "--scheduler", "dpm++2m", "--eta", "0.5"],
+                        saying: ["--eta applies to the ddim sampler only"])
         try assertFails(["--model", Self.tinyModel, "--prompt", "x", "--preset", "nope"],
                         saying: ["unknown preset \"nope\"", "wrap-360"])
     }

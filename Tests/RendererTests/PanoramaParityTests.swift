@@ -100,6 +100,23 @@ final class PanoramaParityTests: XCTestCase {
         XCTAssertLessThanOrEqual(one.latents.maxAbsDifference(four.latents), 1e-5 * one.latents.maxAbs)
     }
 
+    /// DPM-Solver++ 2M Karras keeps a history per window; diffusers keeps one per view batch by
+    /// snapshotting the scheduler. Both view batch sizes must match diffusers' run.
+    func testDPMSolverKarrasMatchesDiffusers() throws {
+        let p = try pipeline(), g = try golden("pano_dpm_karras")
+        for batch in [1, 4] {
+            var loop = try p.denoisingLoop(settings { $0.sampler = .dpmSolver2MKarras; $0.viewBatchSize = batch })
+            var first: Tensor?
+            while let report = loop.next() { if report.index == 0 { first = report.latents } }
+            for (what, actual) in [("latents_step0", first!), ("final_latent", loop.latents)] {
+                let expected = try g.tensor("batch\(batch).\(what)")
+                XCTAssertLessThanOrEqual(actual.maxAbsDifference(expected), 1e-3 * expected.maxAbs,
+                                         "view batch \(batch): \(what)")
+            }
+        }
+        XCTAssertEqual(try p.makeScheduler(settings { $0.sampler = .dpmSolver2MKarras }).timesteps, try g.integers("timesteps"))
+    }
+
     func testViewsMatchDiffusersWhereItCoversTheCanvas() throws {
         let data = try Data(contentsOf: Self.fixtures.appendingPathComponent("golden/tiny-pano/views.json"))
         let all = try JSONDecoder().decode([String: [[Int]]].self, from: data)

@@ -28,7 +28,7 @@ final class RegionParityTests: XCTestCase {
                prompt: RegionPrompt(prompt: "snowy mountains", negativePrompt: "fog", guidanceScale: 5, weight: 2)),
     ]
 
-    private func run(_ name: String, bootstrapSteps: Int) throws -> (RegionDenoisingLoop<DDIMScheduler>, SafeTensorsFile) {
+    private func run(_ name: String, bootstrapSteps: Int) throws -> (RegionDenoisingLoop<AnyScheduler>, SafeTensorsFile) {
         let pipeline = try PanoramaParityTests.sharedPipeline()
         let golden = try SafeTensorsFile(url: Self.folder.appendingPathComponent("\(name).safetensors"))
         var loop = try pipeline.regionLoop(settings(), composition: Composition(regions: Self.regions, bootstrapSteps: bootstrapSteps))
