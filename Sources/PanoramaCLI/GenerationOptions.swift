@@ -56,6 +56,11 @@ struct GenerationOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("How overlapping windows are averaged: uniform (diffusers' MultiDiffusion) or gaussian (each window fades towards its edges; gaussian:SIGMA sets the width as a fraction of the window, default 0.1) (default uniform).", valueName: "weights"))
     var windowWeights: String?
 
+    @Flag(name: .long, help: ArgumentHelp(
+        "SpotDiffusion: side-by-side windows moved by a random offset every step, instead of MultiDiffusion's overlapping ones.",
+        discussion: "About 7x fewer UNet calls at the default stride (9 windows instead of 57 at 4096x512); --stride and --window-weights do not apply. render and upscale."))
+    var spot = false
+
     @Option(name: .long, help: "Compute threads (default 2).")
     var threads: Int?
 
@@ -137,6 +142,13 @@ struct GenerationOptions: ParsableArguments {
             throw ValidationError("unknown --window-weights \"\(weights)\"; available: uniform, gaussian, gaussian:SIGMA")
         }
         s.windowWeighting = weighting
+        if spot || preset?.spot == true {
+            // a preset's stride or weights give way; explicit ones are a contradiction
+            if stride != nil { throw ValidationError("--stride does not apply with --spot (its windows do not overlap)") }
+            if windowWeights != nil { throw ValidationError("--window-weights does not apply with --spot (its windows do not overlap)") }
+            s.spotDiffusion = true
+            s.windowWeighting = .uniform
+        }
         switch decode ?? "tiled" {
         case "tiled": s.decodeMethod = .tiled(VAETiling())
         case "whole": s.decodeMethod = .whole
@@ -154,7 +166,7 @@ struct GenerationOptions: ParsableArguments {
                       "Seed: \(s.seed)", "Size: \(s.width)x\(s.height)", "Model: \(model)"]
         if s.eta > 0 { fields.append("Eta: \(formatNumber(s.eta))") }
         fields += extra
-        fields.append("MultiDiffusion stride: \(s.stride)")
+        fields.append(s.spotDiffusion ? "SpotDiffusion: true" : "MultiDiffusion stride: \(s.stride)")
         if s.circular { fields.append("Circular: true") }
         if s.decodeMethod == .whole { fields.append("VAE decode: whole") }
         if s.windowWeighting != .uniform { fields.append("Window weights: \(s.windowWeighting.name)") }

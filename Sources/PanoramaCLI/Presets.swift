@@ -16,9 +16,11 @@ struct Preset: Decodable {
     var circular: Bool?
     var negativePrompt: String?
     var windowWeights: String?
+    /// SpotDiffusion windows (`--spot`).
+    var spot: Bool?
 
     enum CodingKeys: String, CodingKey {
-        case description, width, height, steps, guidance, scheduler, eta, stride, circular
+        case description, width, height, steps, guidance, scheduler, eta, stride, circular, spot
         case viewBatchSize = "view_batch_size"
         case negativePrompt = "negative_prompt"
         case windowWeights = "window_weights"
@@ -45,7 +47,7 @@ struct Preset: Decodable {
                       scheduler: scheduler ?? base.scheduler, eta: eta ?? base.eta, stride: stride ?? base.stride,
                       viewBatchSize: viewBatchSize ?? base.viewBatchSize, circular: circular ?? base.circular,
                       negativePrompt: negativePrompt ?? base.negativePrompt,
-                      windowWeights: windowWeights ?? base.windowWeights)
+                      windowWeights: windowWeights ?? base.windowWeights, spot: spot ?? base.spot)
     }
 
     static func named(_ name: String) throws -> Preset {

@@ -51,7 +51,7 @@ struct Render: ParsableCommand {
         if let startLatents { try pipeline.checkLatents(startLatents, for: settings) }
 
         var loop = try pipeline.denoisingLoop(settings, latents: startLatents)
-        progress.note("\(settings.width)x\(settings.height): \(loop.views.count) windows x \(loop.stepCount) steps")
+        progress.note("\(settings.width)x\(settings.height): \(settings.spotDiffusion ? "about " : "")\(loop.views.count) windows x \(loop.stepCount) steps")
         try options.finish(&loop, pipeline: pipeline, settings: settings, progress: &progress, output: outputURL,
                            parameters: options.parameters(settings, model: model.name)) { latents in
             guard let latentsOutURL else { return }

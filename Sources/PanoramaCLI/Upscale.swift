@@ -60,7 +60,7 @@ struct Upscale: ParsableCommand {
         progress.note("\(source.width)x\(source.height) -> \(targetWidth)x\(targetHeight): resizing and encoding")
         let image = source.resized(width: targetWidth, height: targetHeight).tensor()
         var loop = try pipeline.imageToImageLoop(settings, image: image, strength: strength)
-        progress.note("\(loop.views.count) windows x \(loop.stepCount) of \(settings.steps) steps (strength \(strength))")
+        progress.note("\(settings.spotDiffusion ? "about " : "")\(loop.views.count) windows x \(loop.stepCount) of \(settings.steps) steps (strength \(strength))")
         let extra = ["Denoising strength: \(strength)", "Upscaled from: \(source.width)x\(source.height)"]
         try options.finish(&loop, pipeline: pipeline, settings: settings, progress: &progress, output: outputURL,
                            parameters: options.parameters(settings, model: model.name, extra: extra))

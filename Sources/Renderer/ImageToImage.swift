@@ -61,7 +61,8 @@ extension PanoramaPipeline {
                                  latents: start,
                                  tiler: ViewTiler(window: model.latentWindow, stride: settings.stride,
                                                   circular: settings.circular),
-                                 viewBatchSize: settings.viewBatchSize, generator: generator, firstStep: first)
+                                 viewBatchSize: settings.viewBatchSize, generator: generator, firstStep: first,
+                                 shiftSeed: settings.spotDiffusion ? settings.seed : nil)
         loop.weightWindows(settings.windowWeighting)
         return loop
     }

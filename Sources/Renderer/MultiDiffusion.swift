@@ -44,9 +44,19 @@ public struct StepReport: Sendable {
 /// windows at a time, each with its unconditional and conditional half interleaved as
 /// [v0ᵤ, v0꜀, v1ᵤ, v1꜀, …] like diffusers), the scheduler steps each window with that window's own
 /// state, and the fuser averages the windows back into the canvas.
+///
+/// With `shiftSeed` the loop runs SpotDiffusion instead (Frolov et al. 2024): side-by-side
+/// windows without overlap, the whole grid moved by a random offset at every step, so a border
+/// in one step lies inside a window in the next: window/stride times fewer UNet calls at most
+/// (8 or 9 windows instead of 57 on a 4096x512 canvas at stride 8). Scheduler history then lives on the
+/// canvas (`Scheduler.pixelHistory(of:)`), since windows do not persist between steps.
 public struct DenoisingLoop<S: Scheduler>: DenoisingProcess, Sequence {
     public private(set) var latents: Tensor
-    public let views: [LatentView]
+    /// The windows of the next step (fixed for MultiDiffusion; redrawn every step for SpotDiffusion).
+    public private(set) var views: [LatentView]
+    private let tiler: ViewTiler
+    private var shifts: SplitMix64?
+    private var history: Tensor?
     private let unet: UNet2DConditionModel
     private let scheduler: S
     private let guidance: Guidance
@@ -64,8 +74,10 @@ public struct DenoisingLoop<S: Scheduler>: DenoisingProcess, Sequence {
     ///     batch of windows in order, as diffusers draws it.
     ///   - firstStep: the index in `scheduler.timesteps` to start from (img2img skips the first
     ///     steps; `latents` are then noised to that step's timestep).
+    ///   - shiftSeed: run SpotDiffusion, drawing each step's offset from this seed (nil: MultiDiffusion).
     public init(unet: UNet2DConditionModel, scheduler: S, guidance: Guidance, latents: Tensor,
-                tiler: ViewTiler, viewBatchSize: Int = 1, generator: TorchGenerator, firstStep: Int = 0) {
+                tiler: ViewTiler, viewBatchSize: Int = 1, generator: TorchGenerator, firstStep: Int = 0,
+                shiftSeed: UInt64? = nil) {
         precondition(viewBatchSize >= 1, "viewBatchSize must be at least 1")
         precondition(firstStep >= 0 && firstStep <= scheduler.timesteps.count, "firstStep \(firstStep) out of range")
         self.firstStep = firstStep
@@ -74,7 +86,10 @@ public struct DenoisingLoop<S: Scheduler>: DenoisingProcess, Sequence {
         self.scheduler = scheduler
         self.guidance = guidance
         self.latents = latents
-        self.views = tiler.views(height: latents.shape[2], width: latents.shape[3])
+        self.tiler = tiler
+        self.shifts = shiftSeed.map(SplitMix64.init)
+        self.views = shiftSeed == nil ? tiler.views(height: latents.shape[2], width: latents.shape[3])
+            : tiler.shiftedViews(height: latents.shape[2], width: latents.shape[3], shift: (0, 0))
         self.viewBatchSize = viewBatchSize
         self.states = views.map { _ in scheduler.makeViewState() }
         self.generator = generator
@@ -92,7 +107,17 @@ public struct DenoisingLoop<S: Scheduler>: DenoisingProcess, Sequence {
     public mutating func next() -> StepReport? {
         guard stepIndex < scheduler.timesteps.count else { return nil }
         let t = scheduler.timesteps[stepIndex]
-        var fuser = Fuser(channels: latents.shape[1], height: latents.shape[2], width: latents.shape[3])
+        let (c, h, w) = (latents.shape[1], latents.shape[2], latents.shape[3])
+        if var rng = shifts {
+            let window = UInt64(tiler.window)
+            let shift = (row: h > tiler.window ? Int(rng.next() % window) : 0, column: Int(rng.next() % window))
+            shifts = rng
+            views = tiler.shiftedViews(height: h, width: w, shift: shift)
+            states = views.map { scheduler.viewState(pixelHistory: history?.crop($0), index: stepIndex) }
+            viewWeights = Array(repeating: nil, count: views.count)
+        }
+        var fuser = Fuser(channels: c, height: h, width: w)
+        var historyFuser = shifts == nil ? nil : Optional(Fuser(channels: c, height: h, width: w))
         var start = 0
         while start < views.count {
             let batch = start..<Swift.min(views.count, start + viewBatchSize)
@@ -104,10 +129,12 @@ public struct DenoisingLoop<S: Scheduler>: DenoisingProcess, Sequence {
                 let stepped = scheduler.step(predictions.batch(k), timestep: t, sample: windows[k],
                                              state: &states[v], noise: noise?.batch(k))
                 fuser.add(stepped, at: views[v], weight: viewWeights[v])
+                if let past = scheduler.pixelHistory(of: states[v]) { historyFuser?.add(past, at: views[v]) }
             }
             start = batch.upperBound
         }
         latents = fuser.fused()
+        if let historyFuser, historyFuser.uncoveredPixels == 0 { history = historyFuser.fused() }
         stepIndex += 1
         return StepReport(index: stepIndex - 1 - firstStep, count: stepCount, timestep: t,
                           views: views.count, latents: latents)
@@ -149,5 +176,19 @@ func guidedNoise<S: Scheduler>(unet: UNet2DConditionModel, scheduler: S, items: 
                 for i in 0..<per { out[i] = u[i] + g * (c[i] - u[i]) }
             }
         }
+    }
+}
+
+/// SplitMix64 (Steele et al.): SpotDiffusion's offsets, a stream of its own so the seed's
+/// latents and noise stay those of diffusers.
+struct SplitMix64: Sendable {
+    private var state: UInt64
+    init(_ seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
     }
 }

@@ -30,6 +30,9 @@ public struct PanoramaSettings: Sendable, Equatable {
     public var decodeMethod: DecodeMethod = .tiled(VAETiling())
     /// How overlapping windows are averaged (`.uniform` is diffusers' behaviour).
     public var windowWeighting = WindowWeighting.uniform
+    /// SpotDiffusion instead of MultiDiffusion: non-overlapping windows moved by a random offset
+    /// (drawn from the seed) at every step; `stride` and `windowWeighting` do not apply.
+    public var spotDiffusion = false
 
     public init(prompt: String, width: Int, height: Int) {
         self.prompt = prompt
@@ -233,7 +236,8 @@ public struct PanoramaPipeline: Sendable {
                                  latents: start,
                                  tiler: ViewTiler(window: model.latentWindow, stride: settings.stride,
                                                   circular: settings.circular),
-                                 viewBatchSize: settings.viewBatchSize, generator: generator)
+                                 viewBatchSize: settings.viewBatchSize, generator: generator,
+                                 shiftSeed: settings.spotDiffusion ? settings.seed : nil)
         loop.weightWindows(settings.windowWeighting)
         return loop
     }

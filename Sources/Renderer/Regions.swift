@@ -291,6 +291,9 @@ extension PanoramaPipeline {
     /// (`rand([bootstrapSteps, regions, 3])`) and the bootstrap noise (`randn` of the canvas).
     public func regionLoop(_ settings: PanoramaSettings, composition: Composition,
                            latents given: Tensor? = nil) throws -> RegionDenoisingLoop<AnyScheduler> {
+        guard !settings.spotDiffusion else {
+            throw RenderError.invalidSetting("SpotDiffusion windows are not available for region compositions")
+        }
         try validate(composition, for: settings)
         let scheduler = try makeScheduler(settings)
         let (rows, columns) = (settings.height / vaeScale, settings.width / vaeScale)

@@ -48,6 +48,32 @@ public struct ViewTiler: Sendable, Equatable {
         return rows.flatMap { r in columns.map { LatentView(row: r, column: $0, height: window, width: window) } }
     }
 
+    /// SpotDiffusion's windows (Frolov et al. 2024): side by side without overlap, the grid moved
+    /// by `shift` (row, column) latent pixels. In 360° mode the columns wrap around the edge (the
+    /// last window overlaps the first when the window does not divide the width); otherwise, and
+    /// for rows, windows cut by an edge are moved flush with it and overlap their neighbour there.
+    public func shiftedViews(height: Int, width: Int, shift: (row: Int, column: Int)) -> [LatentView] {
+        precondition(height >= window && width >= window,
+                     "ViewTiler: canvas \(height)x\(width) is smaller than the \(window) window")
+        let rows = clampedGrid(extent: height, offset: shift.row)
+        let columns = circular
+            ? (0..<((width + window - 1) / window)).map { (shift.column % window + $0 * window) % width }
+            : clampedGrid(extent: width, offset: shift.column)
+        return rows.flatMap { r in columns.map { LatentView(row: r, column: $0, height: window, width: window) } }
+    }
+
+    /// offset − window, offset, offset + window, … over the extent, each moved inside it, without repeats.
+    private func clampedGrid(extent: Int, offset: Int) -> [Int] {
+        var positions: [Int] = []
+        var p = offset % window - window
+        while p < extent {
+            let q = Swift.min(Swift.max(p, 0), extent - window)
+            if positions.last != q { positions.append(q) }
+            p += window
+        }
+        return positions
+    }
+
     /// 0, stride, 2·stride, … while the window fits, plus a final window flush with the end.
     private func starts(extent: Int) -> [Int] {
         var positions = Array(Swift.stride(from: 0, through: extent - window, by: stride))

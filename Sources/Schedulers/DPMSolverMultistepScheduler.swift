@@ -95,6 +95,17 @@ public struct DPMSolverMultistepScheduler: Scheduler {
 
     public func makeViewState() -> ViewState { ViewState() }
 
+    /// The previous data prediction: DPM-Solver's update is per pixel, so a window that moved
+    /// can take its history from whichever windows covered its pixels the step before.
+    public func pixelHistory(of state: ViewState) -> Tensor? { state.previousPrediction }
+
+    public func viewState(pixelHistory: Tensor?, index: Int) -> ViewState {
+        var state = ViewState()
+        state.previousPrediction = pixelHistory
+        state.nextIndex = index
+        return state
+    }
+
     public func scaleModelInput(_ sample: Tensor, timestep: Int) -> Tensor { sample }
 
     /// One DPM-Solver++ step: first order at the first and the last step, second order (midpoint)

@@ -94,6 +94,20 @@ public enum AnyScheduler: Scheduler {
         }
     }
 
+    public func pixelHistory(of state: ViewState) -> Tensor? {
+        switch (self, state) {
+        case (.dpmSolver(let s), .dpmSolver(let inner)): return s.pixelHistory(of: inner)
+        default: return nil
+        }
+    }
+
+    public func viewState(pixelHistory: Tensor?, index: Int) -> ViewState {
+        switch self {
+        case .ddim: return .none
+        case .dpmSolver(let s): return .dpmSolver(s.viewState(pixelHistory: pixelHistory, index: index))
+        }
+    }
+
     public func addNoise(_ original: Tensor, noise: Tensor, timestep: Int) -> Tensor {
         switch self {
         case .ddim(let s): return s.addNoise(original, noise: noise, timestep: timestep)

@@ -25,6 +25,18 @@ public protocol Scheduler: Sendable {
               noise: Tensor?) -> Tensor
     /// Forward diffusion of a clean sample to `timestep` (img2img's starting point).
     func addNoise(_ original: Tensor, noise: Tensor, timestep: Int) -> Tensor
+
+    /// For loops whose windows move between steps (SpotDiffusion): the part of a window's state
+    /// that belongs to its pixels, shaped like the window (nil when the state has none). The loop
+    /// fuses it over the canvas like the samples and crops it for the next step's windows.
+    func pixelHistory(of state: ViewState) -> Tensor?
+    /// A window's state for the step at `index` in `timesteps`, from its crop of the fused history.
+    func viewState(pixelHistory: Tensor?, index: Int) -> ViewState
+}
+
+extension Scheduler where ViewState == NoState {
+    public func pixelHistory(of state: NoState) -> Tensor? { nil }
+    public func viewState(pixelHistory: Tensor?, index: Int) -> NoState { NoState() }
 }
 
 /// The view state of schedulers that keep no history.

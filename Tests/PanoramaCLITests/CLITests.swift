@@ -96,6 +96,16 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(text, "a lake\nSteps: 3, Sampler: DPM++ 2M Karras, CFG scale: 7.5, Seed: 7, Size: 512x512, Model: tiny-pano, MultiDiffusion stride: 8")
     }
 
+    func testSpotDiffusionRendersAndRejectsStride() throws {
+        let r = try run(["--model", Self.tinyModel, "--W", "1024", "--H", "512", "--prompt", "a lake",
+                         "--steps", "2", "--seed", "5", "--spot", "-o", "spot.png"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let text = try PNG.textChunks(of: folder.appendingPathComponent("spot.png"))["parameters"]
+        XCTAssertEqual(text, "a lake\nSteps: 2, Sampler: DDIM, CFG scale: 7.5, Seed: 5, Size: 1024x512, Model: tiny-pano, SpotDiffusion: true")
+        try assertFails(["--model", Self.tinyModel, "--prompt", "x", "--spot", "--stride", "16"],
+                        saying: ["--stride does not apply with --spot"])
+    }
+
     func testBadSizes() throws {
         try assertFails(["--model", Self.tinyModel, "--W", "1020", "--H", "512", "--prompt", "x"],
                         saying: ["width 1020 is not a multiple of 8"])

@@ -11,6 +11,33 @@ final class ViewTilerTests: XCTestCase {
         XCTAssertEqual(ViewTiler(window: 64, stride: 8, circular: true).views(height: 64, width: 512).count, 64)
     }
 
+    func testShiftedViewsTileWithoutOverlapInside() {
+        let tiler = ViewTiler(window: 64, stride: 8)
+        XCTAssertEqual(tiler.shiftedViews(height: 64, width: 512, shift: (0, 0)).map(\.column), Array(stride(from: 0, to: 512, by: 64)))
+        // cut by the edges: moved flush with them
+        XCTAssertEqual(tiler.shiftedViews(height: 64, width: 512, shift: (0, 20)).map(\.column),
+                       [0, 20, 84, 148, 212, 276, 340, 404, 448])
+        // taller canvas: rows shift too, and never wrap
+        let tall = tiler.shiftedViews(height: 96, width: 128, shift: (10, 0))
+        XCTAssertEqual(Set(tall.map(\.row)), [0, 10, 32])
+        for width in [64, 100, 500, 512] {
+            for shift in [0, 1, 37, 63] {
+                var fuser = Fuser(channels: 1, height: 64, width: width)
+                let views = tiler.shiftedViews(height: 64, width: width, shift: (0, shift))
+                for v in views { fuser.add(Tensor(repeating: 1, shape: [1, 1, 64, 64]), at: v) }
+                XCTAssertEqual(fuser.uncoveredPixels, 0, "width \(width), shift \(shift)")
+                XCTAssertLessThanOrEqual(views.count, (width + 63) / 64 + 1)
+            }
+        }
+    }
+
+    func testShiftedViewsWrapIn360Mode() {
+        let tiler = ViewTiler(window: 64, stride: 8, circular: true)
+        XCTAssertEqual(tiler.shiftedViews(height: 64, width: 256, shift: (0, 100)).map(\.column), [36, 100, 164, 228])
+        // 300 is not a multiple of 64: five windows, the last overlapping the first past the seam
+        XCTAssertEqual(tiler.shiftedViews(height: 64, width: 300, shift: (0, 5)).map(\.column), [5, 69, 133, 197, 261])
+    }
+
     func testEveryLatentPixelIsCoveredWhenTheStrideDoesNotDivide() {
         // W = 4000: 500 latent columns; (500 - 64) is not a multiple of 8, diffusers leaves 4 columns bare.
         let views = ViewTiler(window: 64, stride: 8).views(height: 64, width: 500)
