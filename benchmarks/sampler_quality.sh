@@ -17,7 +17,7 @@ render() {  # seed sampler steps
 for seed in 0 1 2; do
     render $seed ddim 200
     for steps in 10 20 50; do render $seed ddim $steps; done
-    for s in dpm++2m dpm++2m-karras; do for steps in 10 20; do render $seed $s $steps; done; done
+    for s in dpm++2m dpm++2m-karras euler; do for steps in 10 20; do render $seed $s $steps; done; done
 done
 "$PY" - "$OUT" <<'PYEOF'
 import sys, glob, os

@@ -163,7 +163,7 @@ func guidedNoise<S: Scheduler>(unet: UNet2DConditionModel, scheduler: S, items: 
             contexts.append(guidance.conditional)
         }
     }
-    let eps = unet(Tensor.concatenate(samples, dimension: 0), timestep: Float(t),
+    let eps = unet(Tensor.concatenate(samples, dimension: 0), timestep: scheduler.unetTimestep(t),
                    encoderHiddenStates: Tensor.concatenate(contexts, dimension: 0))
     var index = 0
     return items.map { _, guidance in

@@ -9,6 +9,10 @@ public enum Sampler: String, CaseIterable, Sendable, Codable {
     case dpmSolver2M = "dpm++2m"
     /// DPM-Solver++(2M) with Karras σ spacing ("DPM++ 2M Karras").
     case dpmSolver2MKarras = "dpm++2m-karras"
+    /// Euler's method in σ space (diffusers' `EulerDiscreteScheduler`, "Euler").
+    case euler
+    /// Euler with fresh noise at every step (`EulerAncestralDiscreteScheduler`, "Euler a").
+    case eulerAncestral = "euler-a"
 
     /// What `--help` and the PNG parameters call it.
     public var displayName: String {
@@ -16,11 +20,13 @@ public enum Sampler: String, CaseIterable, Sendable, Codable {
         case .ddim: return "DDIM"
         case .dpmSolver2M: return "DPM++ 2M"
         case .dpmSolver2MKarras: return "DPM++ 2M Karras"
+        case .euler: return "Euler"
+        case .eulerAncestral: return "Euler a"
         }
     }
 
     /// The scheduler for `steps` inference steps on a model whose scheduler file is `config`.
-    /// `eta` applies to DDIM only; the DPM-Solver++ samplers are deterministic and reject eta > 0.
+    /// `eta` applies to DDIM only; the others reject eta > 0.
     public func makeScheduler(config: DDIMSchedulerConfig, steps: Int, eta: Float = 0) throws -> AnyScheduler {
         switch self {
         case .ddim:
@@ -29,6 +35,9 @@ public enum Sampler: String, CaseIterable, Sendable, Codable {
             guard eta == 0 else { throw SchedulerError.unsupported("eta \(eta) with \(displayName) (eta is DDIM's)") }
             return .dpmSolver(try DPMSolverMultistepScheduler(config: config, steps: steps,
                                                               karras: self == .dpmSolver2MKarras))
+        case .euler, .eulerAncestral:
+            guard eta == 0 else { throw SchedulerError.unsupported("eta \(eta) with \(displayName) (eta is DDIM's)") }
+            return .euler(try EulerScheduler(config: config, steps: steps, ancestral: self == .eulerAncestral))
         }
     }
 }
@@ -38,6 +47,7 @@ public enum Sampler: String, CaseIterable, Sendable, Codable {
 public enum AnyScheduler: Scheduler {
     case ddim(DDIMScheduler)
     case dpmSolver(DPMSolverMultistepScheduler)
+    case euler(EulerScheduler)
 
     public enum ViewState: Sendable {
         case none
@@ -48,6 +58,7 @@ public enum AnyScheduler: Scheduler {
         switch self {
         case .ddim(let s): return s.timesteps
         case .dpmSolver(let s): return s.timesteps
+        case .euler(let s): return s.timesteps
         }
     }
 
@@ -55,6 +66,7 @@ public enum AnyScheduler: Scheduler {
         switch self {
         case .ddim(let s): return s.initNoiseSigma
         case .dpmSolver(let s): return s.initNoiseSigma
+        case .euler(let s): return s.initNoiseSigma
         }
     }
 
@@ -62,12 +74,13 @@ public enum AnyScheduler: Scheduler {
         switch self {
         case .ddim(let s): return s.needsNoise
         case .dpmSolver(let s): return s.needsNoise
+        case .euler(let s): return s.needsNoise
         }
     }
 
     public func makeViewState() -> ViewState {
         switch self {
-        case .ddim: return .none
+        case .ddim, .euler: return .none
         case .dpmSolver(let s): return .dpmSolver(s.makeViewState())
         }
     }
@@ -76,6 +89,15 @@ public enum AnyScheduler: Scheduler {
         switch self {
         case .ddim(let s): return s.scaleModelInput(sample, timestep: timestep)
         case .dpmSolver(let s): return s.scaleModelInput(sample, timestep: timestep)
+        case .euler(let s): return s.scaleModelInput(sample, timestep: timestep)
+        }
+    }
+
+    public func unetTimestep(_ timestep: Int) -> Float {
+        switch self {
+        case .ddim(let s): return s.unetTimestep(timestep)
+        case .dpmSolver(let s): return s.unetTimestep(timestep)
+        case .euler(let s): return s.unetTimestep(timestep)
         }
     }
 
@@ -89,6 +111,9 @@ public enum AnyScheduler: Scheduler {
             let out = s.step(modelOutput, timestep: timestep, sample: sample, state: &inner, noise: noise)
             state = .dpmSolver(inner)
             return out
+        case (.euler(let s), _):
+            var none = NoState()
+            return s.step(modelOutput, timestep: timestep, sample: sample, state: &none, noise: noise)
         case (.dpmSolver, .none):
             preconditionFailure("a DPM-Solver step needs the view state its scheduler made")
         }
@@ -103,7 +128,7 @@ public enum AnyScheduler: Scheduler {
 
     public func viewState(pixelHistory: Tensor?, index: Int) -> ViewState {
         switch self {
-        case .ddim: return .none
+        case .ddim, .euler: return .none
         case .dpmSolver(let s): return .dpmSolver(s.viewState(pixelHistory: pixelHistory, index: index))
         }
     }
@@ -112,6 +137,7 @@ public enum AnyScheduler: Scheduler {
         switch self {
         case .ddim(let s): return s.addNoise(original, noise: noise, timestep: timestep)
         case .dpmSolver(let s): return s.addNoise(original, noise: noise, timestep: timestep)
+        case .euler(let s): return s.addNoise(original, noise: noise, timestep: timestep)
         }
     }
 }

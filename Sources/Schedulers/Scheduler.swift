@@ -20,6 +20,9 @@ public protocol Scheduler: Sendable {
     func makeViewState() -> ViewState
     /// The model input for `sample` at `timestep` (identity for DDIM).
     func scaleModelInput(_ sample: Tensor, timestep: Int) -> Tensor
+    /// The timestep the UNet is given at `timestep` (the same number, except where a schedule's
+    /// timesteps are fractional and `timesteps` lists them rounded).
+    func unetTimestep(_ timestep: Int) -> Float
     /// The sample at the next timestep. `noise` has the sample's shape when `needsNoise`.
     func step(_ modelOutput: Tensor, timestep: Int, sample: Tensor, state: inout ViewState,
               noise: Tensor?) -> Tensor
@@ -32,6 +35,10 @@ public protocol Scheduler: Sendable {
     func pixelHistory(of state: ViewState) -> Tensor?
     /// A window's state for the step at `index` in `timesteps`, from its crop of the fused history.
     func viewState(pixelHistory: Tensor?, index: Int) -> ViewState
+}
+
+extension Scheduler {
+    public func unetTimestep(_ timestep: Int) -> Float { Float(timestep) }
 }
 
 extension Scheduler where ViewState == NoState {

@@ -2,6 +2,7 @@ import Foundation
 import Imaging
 import Models
 import Renderer
+import Schedulers
 import Tensors
 import Weights
 import XCTest
@@ -100,21 +101,25 @@ final class PanoramaParityTests: XCTestCase {
         XCTAssertLessThanOrEqual(one.latents.maxAbsDifference(four.latents), 1e-5 * one.latents.maxAbs)
     }
 
-    /// DPM-Solver++ 2M Karras keeps a history per window; diffusers keeps one per view batch by
-    /// snapshotting the scheduler. Both view batch sizes must match diffusers' run.
-    func testDPMSolverKarrasMatchesDiffusers() throws {
-        let p = try pipeline(), g = try golden("pano_dpm_karras")
-        for batch in [1, 4] {
-            var loop = try p.denoisingLoop(settings { $0.sampler = .dpmSolver2MKarras; $0.viewBatchSize = batch })
-            var first: Tensor?
-            while let report = loop.next() { if report.index == 0 { first = report.latents } }
-            for (what, actual) in [("latents_step0", first!), ("final_latent", loop.latents)] {
-                let expected = try g.tensor("batch\(batch).\(what)")
-                XCTAssertLessThanOrEqual(actual.maxAbsDifference(expected), 1e-3 * expected.maxAbs,
-                                         "view batch \(batch): \(what)")
+    /// DPM-Solver++ 2M Karras keeps a history per window (diffusers snapshots the scheduler per view
+    /// batch); Euler a scales the input and draws noise per view batch. Both view batch sizes must
+    /// match diffusers' runs.
+    func testOtherSamplersMatchDiffusers() throws {
+        let p = try pipeline()
+        for (name, sampler) in [("pano_dpm_karras", Sampler.dpmSolver2MKarras), ("pano_euler_a", .eulerAncestral)] {
+            let g = try golden(name)
+            for batch in [1, 4] {
+                var loop = try p.denoisingLoop(settings { $0.sampler = sampler; $0.viewBatchSize = batch })
+                var first: Tensor?
+                while let report = loop.next() { if report.index == 0 { first = report.latents } }
+                for (what, actual) in [("latents_step0", first!), ("final_latent", loop.latents)] {
+                    let expected = try g.tensor("batch\(batch).\(what)")
+                    XCTAssertLessThanOrEqual(actual.maxAbsDifference(expected), 1e-3 * expected.maxAbs,
+                                             "\(name), view batch \(batch): \(what)")
+                }
             }
+            XCTAssertEqual(try p.makeScheduler(settings { $0.sampler = sampler }).timesteps, try g.integers("timesteps"), name)
         }
-        XCTAssertEqual(try p.makeScheduler(settings { $0.sampler = .dpmSolver2MKarras }).timesteps, try g.integers("timesteps"))
     }
 
     func testViewsMatchDiffusersWhereItCoversTheCanvas() throws {

@@ -4,17 +4,19 @@ import Tensors
 import Weights
 import XCTest
 
-/// DPM-Solver++ 2M against diffusers' DPMSolverMultistepScheduler on the trajectories of
+/// DPM-Solver++ 2M, Euler and Euler a against diffusers' DPMSolverMultistepScheduler,
+/// EulerDiscreteScheduler and EulerAncestralDiscreteScheduler on the trajectories of
 /// tools/reference/make_sampler_fixtures.py.
-final class DPMSolverSchedulerTests: XCTestCase {
+final class SamplerTests: XCTestCase {
     private static let golden = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("Fixtures/golden")
 
     private struct Case: Decodable {
-        let karras: Bool, steps: Int, begin: Int, timesteps: [Int], timestep_spacing: String
+        let kind: String, karras: Bool, steps: Int, begin: Int, timesteps: [Int], timestep_spacing: String
+        let model_timesteps: [Float], init_noise_sigma: Float
     }
 
-    private func loadCases() throws -> (SafeTensorsFile, [(String, DDIMSchedulerConfig, Case)]) {
+    private func loadCases(_ kinds: Set<String>) throws -> (SafeTensorsFile, [(String, DDIMSchedulerConfig, Case)]) {
         let file = try SafeTensorsFile(url: Self.golden.appendingPathComponent("sampler.safetensors"))
         let json = try Data(contentsOf: Self.golden.appendingPathComponent("sampler_cases.json"))
         let raw = try JSONSerialization.jsonObject(with: json) as! [String: [String: Any]]
@@ -23,12 +25,12 @@ final class DPMSolverSchedulerTests: XCTestCase {
             let configData = try JSONSerialization.data(withJSONObject: raw[name]!["file"]!)
             return (name, try DDIMSchedulerConfig.decode(configData), cases[name]!)
         }
-        XCTAssertEqual(all.count, 9)
-        return (file, all)
+        XCTAssertEqual(all.count, 15)
+        return (file, all.filter { kinds.contains($0.2.kind) })
     }
 
     func testTimestepsAndSigmasMatchDiffusers() throws {
-        let (file, cases) = try loadCases()
+        let (file, cases) = try loadCases(["dpm"])
         for (name, config, c) in cases {
             let s = try DPMSolverMultistepScheduler(config: config, steps: c.steps, karras: c.karras)
             XCTAssertEqual(s.timestepSpacing, c.timestep_spacing, name)
@@ -41,7 +43,7 @@ final class DPMSolverSchedulerTests: XCTestCase {
 
     /// Every step of every trajectory, each from the previous Swift step (errors would compound).
     func testTrajectoriesMatchDiffusers() throws {
-        let (file, cases) = try loadCases()
+        let (file, cases) = try loadCases(["dpm"])
         var steps = 0
         for (name, config, c) in cases {
             let scheduler = AnyScheduler.dpmSolver(try DPMSolverMultistepScheduler(config: config, steps: c.steps,
@@ -62,6 +64,44 @@ final class DPMSolverSchedulerTests: XCTestCase {
             }
         }
         XCTAssertEqual(steps, 20 + 20 + 12 + 10 + 8 + 5 + 1 + 14 + 7)
+    }
+
+    /// Euler and Euler a: timesteps (fractional with "linspace"), σ, the initial noise scale, the
+    /// scaled model input and every step (Euler a with the noise diffusers drew).
+    func testEulerTrajectoriesMatchDiffusers() throws {
+        let (file, cases) = try loadCases(["euler", "euler_a"])
+        var steps = 0
+        for (name, config, c) in cases {
+            let euler = try EulerScheduler(config: config, steps: c.steps, ancestral: c.kind == "euler_a")
+            XCTAssertEqual(euler.timestepSpacing, c.timestep_spacing, name)
+            XCTAssertEqual(euler.timesteps, c.timesteps, name)
+            XCTAssertEqual(euler.modelTimesteps, c.model_timesteps, name)
+            let expected = try file.tensor("\(name).sigmas")
+            XCTAssertLessThanOrEqual(Tensor(shape: expected.shape, data: euler.sigmas).maxAbsDifference(expected),
+                                     2e-6 * expected.maxAbs, name)
+            XCTAssertEqual(euler.initNoiseSigma, c.init_noise_sigma, accuracy: 1e-6 * c.init_noise_sigma, name)
+            let scheduler = AnyScheduler.euler(euler)
+            var x = try file.tensor("\(name).start")
+            if c.begin > 0 {
+                let noisy = scheduler.addNoise(try file.tensor("\(name).clean"), noise: try file.tensor("\(name).noise"),
+                                               timestep: scheduler.timesteps[c.begin])
+                XCTAssertLessThanOrEqual(noisy.maxAbsDifference(x), 1e-5 * x.maxAbs, "\(name) add_noise")
+            }
+            var state = scheduler.makeViewState()
+            for (i, t) in scheduler.timesteps.dropFirst(c.begin).enumerated() {
+                XCTAssertEqual(scheduler.unetTimestep(t), c.model_timesteps[c.begin + i], "\(name) step \(i)")
+                let scaled = try file.tensor("\(name).scaled_\(i)")
+                XCTAssertLessThanOrEqual(scheduler.scaleModelInput(x, timestep: t).maxAbsDifference(scaled),
+                                         1e-4 * max(scaled.maxAbs, 1), "\(name) scaled input \(i)")
+                let noise = c.kind == "euler_a" ? try file.tensor("\(name).noise_\(i)") : nil
+                x = scheduler.step(try file.tensor("\(name).output_\(i)"), timestep: t, sample: x, state: &state, noise: noise)
+                let expected = try file.tensor("\(name).prev_\(i)")
+                XCTAssertLessThanOrEqual(x.maxAbsDifference(expected), 1e-4 * max(expected.maxAbs, 1),
+                                         "\(name) step \(i) (t = \(t))")
+                steps += 1
+            }
+        }
+        XCTAssertEqual(steps, 20 + 12 + 10 + 15 + 10 + 14)
     }
 
     /// Two windows stepped alternately keep separate histories: the same as each stepped alone.
@@ -96,7 +136,8 @@ final class DPMSolverSchedulerTests: XCTestCase {
 
     func testSamplerNamesAndErrors() throws {
         XCTAssertEqual(Sampler(rawValue: "dpm++2m-karras"), .dpmSolver2MKarras)
-        XCTAssertEqual(Sampler.allCases.map(\.displayName), ["DDIM", "DPM++ 2M", "DPM++ 2M Karras"])
+        XCTAssertEqual(Sampler.allCases.map(\.displayName), ["DDIM", "DPM++ 2M", "DPM++ 2M Karras", "Euler", "Euler a"])
+        XCTAssertThrowsError(try Sampler.euler.makeScheduler(config: DDIMSchedulerConfig(predictionType: "sample"), steps: 5))
         XCTAssertThrowsError(try Sampler.dpmSolver2M.makeScheduler(config: .stableDiffusion, steps: 20, eta: 0.5))
         XCTAssertThrowsError(try Sampler.dpmSolver2M.makeScheduler(config: .stableDiffusion, steps: 0)) {
             XCTAssertEqual($0 as? SchedulerError, .invalidSteps(0, trainTimesteps: 1000))
