@@ -58,7 +58,7 @@ struct GenerationOptions: ParsableArguments {
 
     @Flag(name: .long, help: ArgumentHelp(
         "SpotDiffusion: side-by-side windows moved by a random offset every step, instead of MultiDiffusion's overlapping ones.",
-        discussion: "About 7x fewer UNet calls at the default stride (9 windows instead of 57 at 4096x512); --stride and --window-weights do not apply. render and upscale."))
+        discussion: "About 7x fewer UNet calls at the default stride (9 windows instead of 57 at 4096x512); --stride and --window-weights do not apply. For render and upscale (not compose)."))
     var spot = false
 
     @Option(name: .long, help: "Compute threads (default 2).")
