@@ -43,14 +43,12 @@ public struct DPMSolverMultistepScheduler: Scheduler {
         }
         self.config = config
         self.karras = karras
-        var ac = try NoiseSchedule(config: config).alphasCumprod
-        if config.rescaleBetasZeroSnr { ac[ac.count - 1] = 0x1p-24 }  // so the first σ is finite
-        alphasCumprod = ac
+        alphasCumprod = try NoiseSchedule.alphasCumprodForSigmas(config)
         try setTimesteps(steps)
     }
 
     /// `timestep_spacing` as `from_config` resolves it for this class.
-    public var timestepSpacing: String { config.timestepSpacingIsExplicit ? config.timestepSpacing : "linspace" }
+    public var timestepSpacing: String { config.timestepSpacing(classDefault: "linspace") }
 
     /// Chooses the timesteps and σ for `steps` inference steps.
     public mutating func setTimesteps(_ steps: Int) throws {

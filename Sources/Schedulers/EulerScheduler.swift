@@ -38,14 +38,12 @@ public struct EulerScheduler: Scheduler {
         }
         self.config = config
         self.ancestral = ancestral
-        var ac = try NoiseSchedule(config: config).alphasCumprod
-        if config.rescaleBetasZeroSnr { ac[ac.count - 1] = 0x1p-24 }
-        alphasCumprod = ac
+        alphasCumprod = try NoiseSchedule.alphasCumprodForSigmas(config)
         try setTimesteps(steps)
     }
 
     /// `timestep_spacing` as `from_config` resolves it for these classes.
-    public var timestepSpacing: String { config.timestepSpacingIsExplicit ? config.timestepSpacing : "linspace" }
+    public var timestepSpacing: String { config.timestepSpacing(classDefault: "linspace") }
 
     public mutating func setTimesteps(_ steps: Int) throws {
         let n = config.numTrainTimesteps

@@ -41,6 +41,24 @@ public struct NoiseSchedule: Sendable, Equatable {
     }
 }
 
+extension NoiseSchedule {
+    /// ᾱ as the σ-based schedulers (DPM-Solver, Euler) use it: under zero terminal SNR the last
+    /// one is 2⁻²⁴ instead of 0, as in diffusers, so the first σ is finite.
+    static func alphasCumprodForSigmas(_ config: DDIMSchedulerConfig) throws -> [Float] {
+        var ac = try NoiseSchedule(config: config).alphasCumprod
+        if config.rescaleBetasZeroSnr { ac[ac.count - 1] = 0x1p-24 }
+        return ac
+    }
+}
+
+extension DDIMSchedulerConfig {
+    /// `timestep_spacing` as diffusers' `from_config` resolves it for a scheduler class whose own
+    /// default is `classDefault`: the file's value when it names one.
+    func timestepSpacing(classDefault: String) -> String {
+        timestepSpacingIsExplicit ? timestepSpacing : classDefault
+    }
+}
+
 /// `torch.linspace` in float32: computed from both ends toward the middle, as torch does.
 func torchLinspace(_ start: Float, _ end: Float, _ count: Int) -> [Float] {
     guard count > 1 else { return [start] }

@@ -29,6 +29,17 @@ final class SamplerTests: XCTestCase {
         return (file, all.filter { kinds.contains($0.2.kind) })
     }
 
+    /// The case's first sample; for img2img cases also checks `addNoise` against diffusers' `add_noise`.
+    private func startingSample(_ scheduler: AnyScheduler, _ file: SafeTensorsFile, _ name: String, _ c: Case) throws -> Tensor {
+        let x = try file.tensor("\(name).start")
+        if c.begin > 0 {
+            let noisy = scheduler.addNoise(try file.tensor("\(name).clean"), noise: try file.tensor("\(name).noise"),
+                                           timestep: scheduler.timesteps[c.begin])
+            XCTAssertLessThanOrEqual(noisy.maxAbsDifference(x), 1e-5 * x.maxAbs, "\(name) add_noise")
+        }
+        return x
+    }
+
     func testTimestepsAndSigmasMatchDiffusers() throws {
         let (file, cases) = try loadCases(["dpm"])
         for (name, config, c) in cases {
@@ -48,12 +59,7 @@ final class SamplerTests: XCTestCase {
         for (name, config, c) in cases {
             let scheduler = AnyScheduler.dpmSolver(try DPMSolverMultistepScheduler(config: config, steps: c.steps,
                                                                                     karras: c.karras))
-            var x = try file.tensor("\(name).start")
-            if c.begin > 0 {
-                let noisy = scheduler.addNoise(try file.tensor("\(name).clean"), noise: try file.tensor("\(name).noise"),
-                                               timestep: scheduler.timesteps[c.begin])
-                XCTAssertLessThanOrEqual(noisy.maxAbsDifference(x), 1e-5 * x.maxAbs, "\(name) add_noise")
-            }
+            var x = try startingSample(scheduler, file, name, c)
             var state = scheduler.makeViewState()
             for (i, t) in scheduler.timesteps.dropFirst(c.begin).enumerated() {
                 x = scheduler.step(try file.tensor("\(name).output_\(i)"), timestep: t, sample: x, state: &state, noise: nil)
@@ -81,12 +87,7 @@ final class SamplerTests: XCTestCase {
                                      2e-6 * expected.maxAbs, name)
             XCTAssertEqual(euler.initNoiseSigma, c.init_noise_sigma, accuracy: 1e-6 * c.init_noise_sigma, name)
             let scheduler = AnyScheduler.euler(euler)
-            var x = try file.tensor("\(name).start")
-            if c.begin > 0 {
-                let noisy = scheduler.addNoise(try file.tensor("\(name).clean"), noise: try file.tensor("\(name).noise"),
-                                               timestep: scheduler.timesteps[c.begin])
-                XCTAssertLessThanOrEqual(noisy.maxAbsDifference(x), 1e-5 * x.maxAbs, "\(name) add_noise")
-            }
+            var x = try startingSample(scheduler, file, name, c)
             var state = scheduler.makeViewState()
             for (i, t) in scheduler.timesteps.dropFirst(c.begin).enumerated() {
                 XCTAssertEqual(scheduler.unetTimestep(t), c.model_timesteps[c.begin + i], "\(name) step \(i)")
