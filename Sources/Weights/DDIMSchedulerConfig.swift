@@ -69,10 +69,11 @@ public struct DDIMSchedulerConfig: JSONConfiguration, Equatable {
         self.rescaleBetasZeroSnr = rescaleBetasZeroSnr
     }
 
-    /// Stable Diffusion 1.x/2.x's settings (as in their scheduler_config.json, with DDIM).
+    /// Stable Diffusion 1.x/2.x's settings (as in their scheduler_config.json, with DDIM; the file
+    /// names no `timestep_spacing`).
     public static let stableDiffusion = DDIMSchedulerConfig(
         betaStart: 0.00085, betaEnd: 0.012, betaSchedule: "scaled_linear", clipSample: false,
-        setAlphaToOne: false, stepsOffset: 1)
+        setAlphaToOne: false, stepsOffset: 1, timestepSpacingIsExplicit: false)
 
     enum CodingKeys: String, CodingKey {
         case className = "_class_name"
@@ -113,6 +114,27 @@ public struct DDIMSchedulerConfig: JSONConfiguration, Equatable {
         timestepSpacing = try c.value(.timestepSpacing, or: d.timestepSpacing)
         timestepSpacingIsExplicit = try c.decodeIfPresent(String.self, forKey: .timestepSpacing) != nil
         rescaleBetasZeroSnr = try c.value(.rescaleBetasZeroSnr, or: d.rescaleBetasZeroSnr)
+    }
+
+    /// Writes the keys diffusers writes; `timestep_spacing` only when it was named.
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encodeIfPresent(className, forKey: .className)
+        try c.encode(numTrainTimesteps, forKey: .numTrainTimesteps)
+        try c.encode(betaStart, forKey: .betaStart)
+        try c.encode(betaEnd, forKey: .betaEnd)
+        try c.encode(betaSchedule, forKey: .betaSchedule)
+        try c.encode(trainedBetas, forKey: .trainedBetas)
+        try c.encode(clipSample, forKey: .clipSample)
+        try c.encode(setAlphaToOne, forKey: .setAlphaToOne)
+        try c.encode(stepsOffset, forKey: .stepsOffset)
+        try c.encode(predictionType, forKey: .predictionType)
+        try c.encode(thresholding, forKey: .thresholding)
+        try c.encode(dynamicThresholdingRatio, forKey: .dynamicThresholdingRatio)
+        try c.encode(clipSampleRange, forKey: .clipSampleRange)
+        try c.encode(sampleMaxValue, forKey: .sampleMaxValue)
+        if timestepSpacingIsExplicit { try c.encode(timestepSpacing, forKey: .timestepSpacing) }
+        try c.encode(rescaleBetasZeroSnr, forKey: .rescaleBetasZeroSnr)
     }
 }
 

@@ -206,6 +206,9 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(clip.eosTokenId, 999)
         let vae = try folder.config(AutoencoderKLConfig.self, for: "vae")
         XCTAssertEqual(vae.blockOutChannels, [32, 32, 64, 64])
-        XCTAssertEqual(try folder.config(DDIMSchedulerConfig.self, for: "scheduler"), .stableDiffusion)
+        // save_pretrained names timestep_spacing, SD's own file does not
+        var named = DDIMSchedulerConfig.stableDiffusion
+        named.timestepSpacingIsExplicit = true
+        XCTAssertEqual(try folder.config(DDIMSchedulerConfig.self, for: "scheduler"), named)
     }
 }
