@@ -6,7 +6,8 @@
 #   tools/train-demo/run_all.sh                       # foreground
 #   nohup tools/train-demo/run_all.sh >> tools/train-demo/checkpoints/train.log 2>&1 &
 # Every stage is bounded by steps (so a run is reproducible from the seed), with minute limits only
-# as a guard; on this 2-core machine the steps take about 33 + 15 + 17 + 100 + 14 minutes.
+# as a guard; on this 2-core machine, with nothing else running, the steps take about
+# 31 + 15 + 18 + 80 + 12 minutes (VAE, decoder, latents, UNet, tune): about 2 h 40 min.
 # Extra arguments go to train.py (e.g. --ckpt-dir DIR --out DIR for a run beside the shipped one).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
