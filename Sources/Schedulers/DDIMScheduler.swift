@@ -48,9 +48,7 @@ public struct DDIMScheduler: Scheduler {
             let ratio = n / steps
             timesteps = (0..<steps).reversed().map { $0 * ratio + config.stepsOffset }
         case "trailing":
-            let ratio = Double(n) / Double(steps)
-            let count = Int((Double(n) / ratio).rounded(.up))
-            timesteps = (0..<count).map { Int((Double(n) - Double($0) * ratio).rounded(.toNearestOrEven)) - 1 }
+            timesteps = trailingTimesteps(trainSteps: n, steps: steps)
         default:
             throw SchedulerError.unsupported("timestep_spacing \"\(config.timestepSpacing)\"")
         }

@@ -67,9 +67,7 @@ public struct DPMSolverMultistepScheduler: Scheduler {
             let ratio = n / (steps + 1)
             ts = (1...steps).reversed().map { $0 * ratio + config.stepsOffset }
         case "trailing":
-            let ratio = Double(n) / Double(steps)
-            let count = Int((Double(n) / ratio).rounded(.up))
-            ts = (0..<count).map { Int((Double(n) - Double($0) * ratio).rounded(.toNearestOrEven)) - 1 }
+            ts = trailingTimesteps(trainSteps: n, steps: steps)
         default:
             throw SchedulerError.unsupported("timestep_spacing \"\(timestepSpacing)\"")
         }

@@ -57,9 +57,7 @@ public struct EulerScheduler: Scheduler {
             let ratio = n / steps
             ts = (0..<steps).reversed().map { Double($0 * ratio + config.stepsOffset) }
         case "trailing":
-            let ratio = Double(n) / Double(steps)
-            let count = Int((Double(n) / ratio).rounded(.up))
-            ts = (0..<count).map { ((Double(n) - Double($0) * ratio).rounded(.toNearestOrEven)) - 1 }
+            ts = trailingTimesteps(trainSteps: n, steps: steps).map(Double.init)
         default:
             throw SchedulerError.unsupported("timestep_spacing \"\(timestepSpacing)\"")
         }

@@ -59,6 +59,14 @@ extension DDIMSchedulerConfig {
     }
 }
 
+/// "trailing" timestep spacing (numpy's `arange(n, 0, -n / steps).round() - 1`), the same in
+/// every diffusers scheduler.
+func trailingTimesteps(trainSteps n: Int, steps: Int) -> [Int] {
+    let ratio = Double(n) / Double(steps)
+    let count = Int((Double(n) / ratio).rounded(.up))
+    return (0..<count).map { Int((Double(n) - Double($0) * ratio).rounded(.toNearestOrEven)) - 1 }
+}
+
 /// `torch.linspace` in float32: computed from both ends toward the middle, as torch does.
 func torchLinspace(_ start: Float, _ end: Float, _ count: Int) -> [Float] {
     guard count > 1 else { return [start] }
