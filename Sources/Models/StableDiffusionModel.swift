@@ -3,33 +3,87 @@ import Tokenization
 import Tensors
 import Weights
 
-/// A Stable Diffusion 1.x / 2.x model loaded from a diffusers folder: tokenizer, text encoder,
-/// UNet, VAE and the scheduler configuration, checked for consistency with one another.
+/// A Stable Diffusion 1.x / 2.x model: tokenizer, text encoder, UNet, VAE and the scheduler
+/// configuration, checked for consistency with one another. Loaded from a diffusers folder or from
+/// a single-file checkpoint.
 public struct StableDiffusionModel: Sendable {
-    public let folder: DiffusersFolder
+    /// The folder or file the weights came from.
+    public let source: URL
     public let tokenizer: CLIPTokenizer
     public let textEncoder: CLIPTextModel
     public let unet: UNet2DConditionModel
     public let vae: AutoencoderKL
     public let schedulerConfig: DDIMSchedulerConfig
 
-    /// A short name for reports and PNG metadata: the folder's name.
-    public var name: String { folder.url.lastPathComponent }
+    /// A short name for reports and PNG metadata: the folder's name, or the file's without extension.
+    public var name: String {
+        source.hasDirectoryPath ? source.lastPathComponent : source.deletingPathExtension().lastPathComponent
+    }
 
     /// The UNet's native latent window (`sample_size`, 64 for SD 1.x / 2.x base models).
     public var latentWindow: Int { unet.config.sampleSize?.first ?? 64 }
 
+    /// Where a single-file checkpoint's configuration comes from.
+    public enum CheckpointConfiguration: Sendable {
+        /// The configs, tokenizer and scheduler of a diffusers folder of the same architecture
+        /// (diffusers' `from_single_file(config:)`); its weights are not read.
+        case folder(URL)
+        /// SD 1.x / 2.x configs read off the checkpoint's shapes, with the CLIP tokenizer files in
+        /// `tokenizer` (vocab.json, merges.txt). `predictionType` nil: the family's default.
+        case standard(tokenizer: URL, predictionType: String?)
+    }
+
+    /// Loads a diffusers folder (`model_index.json`, unet/, vae/, text_encoder/, tokenizer/, scheduler/).
     public init(folder url: URL) throws {
         let folder = try DiffusersFolder(url: url)
-        self.folder = folder
-        tokenizer = try CLIPTokenizer(directory: folder.componentDirectory("tokenizer"))
-        textEncoder = try CLIPTextModel(config: folder.config(CLIPTextConfig.self, for: "text_encoder"),
-                                        weights: folder.weights(for: "text_encoder"))
-        unet = try UNet2DConditionModel(config: folder.config(UNetConfig.self, for: "unet"),
-                                        weights: folder.weights(for: "unet"))
-        vae = try AutoencoderKL(config: folder.config(AutoencoderKLConfig.self, for: "vae"),
-                                weights: folder.weights(for: "vae"))
-        schedulerConfig = try folder.config(DDIMSchedulerConfig.self, for: "scheduler")
+        try self.init(
+            source: folder.url,
+            tokenizer: CLIPTokenizer(directory: folder.componentDirectory("tokenizer")),
+            textEncoder: CLIPTextModel(config: folder.config(CLIPTextConfig.self, for: "text_encoder"),
+                                       weights: folder.weights(for: "text_encoder")),
+            unet: UNet2DConditionModel(config: folder.config(UNetConfig.self, for: "unet"),
+                                       weights: folder.weights(for: "unet")),
+            vae: AutoencoderKL(config: folder.config(AutoencoderKLConfig.self, for: "vae"),
+                               weights: folder.weights(for: "vae")),
+            schedulerConfig: folder.config(DDIMSchedulerConfig.self, for: "scheduler"))
+    }
+
+    /// Loads a single-file checkpoint in the original layout (`SingleFileCheckpoint`).
+    public init(checkpoint url: URL, configuration: CheckpointConfiguration) throws {
+        let checkpoint = try SingleFileCheckpoint(url: url)
+        switch configuration {
+        case let .folder(folderURL):
+            let folder = try DiffusersFolder(url: folderURL)
+            try self.init(
+                source: url,
+                tokenizer: CLIPTokenizer(directory: folder.componentDirectory("tokenizer")),
+                textEncoder: CLIPTextModel(config: folder.config(CLIPTextConfig.self, for: "text_encoder"),
+                                           weights: checkpoint.textEncoder),
+                unet: UNet2DConditionModel(config: folder.config(UNetConfig.self, for: "unet"), weights: checkpoint.unet),
+                vae: AutoencoderKL(config: folder.config(AutoencoderKLConfig.self, for: "vae"), weights: checkpoint.vae),
+                schedulerConfig: folder.config(DDIMSchedulerConfig.self, for: "scheduler"))
+        case let .standard(tokenizerURL, predictionType):
+            let configs = try checkpoint.standardConfigurations(predictionType: predictionType)
+            try self.init(
+                source: url,
+                tokenizer: CLIPTokenizer(vocabulary: tokenizerURL.appendingPathComponent("vocab.json"),
+                                         merges: tokenizerURL.appendingPathComponent("merges.txt"),
+                                         padToken: configs.family.padToken),
+                textEncoder: CLIPTextModel(config: configs.textEncoder, weights: checkpoint.textEncoder),
+                unet: UNet2DConditionModel(config: configs.unet, weights: checkpoint.unet),
+                vae: AutoencoderKL(config: configs.vae, weights: checkpoint.vae),
+                schedulerConfig: configs.scheduler)
+        }
+    }
+
+    private init(source: URL, tokenizer: CLIPTokenizer, textEncoder: CLIPTextModel, unet: UNet2DConditionModel,
+                 vae: AutoencoderKL, schedulerConfig: DDIMSchedulerConfig) throws {
+        self.source = source
+        self.tokenizer = tokenizer
+        self.textEncoder = textEncoder
+        self.unet = unet
+        self.vae = vae
+        self.schedulerConfig = schedulerConfig
 
         let crossDim = unet.config.crossAttentionDim.first ?? 0
         guard crossDim == textEncoder.config.hiddenSize else {

@@ -5,6 +5,7 @@ import Models
 import Renderer
 import Schedulers
 import Tensors
+import Weights
 
 /// The options every generating command shares (render, upscale): prompt, sampler, model,
 /// preset, output and progress.
@@ -38,8 +39,21 @@ struct GenerationOptions: ParsableArguments {
     @Option(name: .long, help: "Windows per UNet call (default 1).")
     var viewBatchSize: Int?
 
-    @Option(name: .long, help: ArgumentHelp("A Stable Diffusion 1.x/2.x diffusers folder (default: the bundled \(Resources.defaultModelName) model).", valueName: "dir"))
+    @Option(name: .long, help: ArgumentHelp(
+        "A Stable Diffusion 1.x/2.x diffusers folder, or a single-file .safetensors checkpoint (default: the bundled \(Resources.defaultModelName) model).",
+        discussion: "A single file (AUTOMATIC1111/ComfyUI layout) is read as SD 1.x or 2.x from its shapes; see --model-config and --prediction-type.",
+        valueName: "dir|file"))
     var model: String?
+
+    @Option(name: .long, help: ArgumentHelp(
+        "For a single-file --model: a diffusers folder of the same architecture whose configs, tokenizer and scheduler to use (its weights are not read).",
+        valueName: "dir"))
+    var modelConfig: String?
+
+    @Option(name: .long, help: ArgumentHelp(
+        "For a single-file --model: what its UNet predicts, epsilon or v_prediction (default: epsilon for SD 1.x, v_prediction for SD 2.x as in the 768 models; SD 2.x base models need epsilon).",
+        valueName: "type"))
+    var predictionType: String?
 
     @Option(name: .long, help: ArgumentHelp("Named defaults from presets/ (see `panorama presets`); flags override it. A preset named like the model's folder applies by itself.", valueName: "name"))
     var preset: String?
@@ -101,7 +115,7 @@ struct GenerationOptions: ParsableArguments {
                       progress: ProgressReporter) throws -> PanoramaPipeline {
         let start = Date()
         progress.note("loading \(modelURL.path)")
-        let pipeline = PanoramaPipeline(model: try StableDiffusionModel(folder: modelURL))
+        let pipeline = PanoramaPipeline(model: try loadModel(modelURL))
         try pipeline.validate(settings)
         let before = settings.decodeMethod
         let disk = try pipeline.fitTemporaryFiles(&settings, encoding: encoding)
@@ -110,6 +124,42 @@ struct GenerationOptions: ParsableArguments {
         }
         progress.note(String(format: "model loaded in %.1f s; seed %llu", Date().timeIntervalSince(start), settings.seed))
         return pipeline
+    }
+
+    /// The model at `url`: a diffusers folder, or a single-file checkpoint configured by
+    /// --model-config or read as SD 1.x / 2.x with the bundled model's CLIP tokenizer files.
+    private func loadModel(_ url: URL) throws -> StableDiffusionModel {
+        var isDirectory: ObjCBool = false
+        let exists = FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory)
+        guard exists, !isDirectory.boolValue else {
+            guard modelConfig == nil, predictionType == nil else {
+                throw ValidationError("--model-config and --prediction-type apply to a single-file --model, not to the folder \(url.path)")
+            }
+            return try StableDiffusionModel(folder: url)
+        }
+        guard url.pathExtension.lowercased() == "safetensors" else {
+            let pickle = ["ckpt", "pt", "pth", "bin"].contains(url.pathExtension.lowercased())
+            throw ValidationError("--model \(url.path) is a file but not a .safetensors checkpoint"
+                + (pickle ? "; PyTorch pickle files can run code when loaded and are not read: convert it to .safetensors" : ""))
+        }
+        if let modelConfig {
+            guard predictionType == nil else {
+                throw ValidationError("--prediction-type comes from --model-config's scheduler; give one or the other")
+            }
+            return try StableDiffusionModel(checkpoint: url, configuration: .folder(URL(fileURLWithPath: modelConfig)))
+        }
+        if let predictionType, !["epsilon", "v_prediction"].contains(predictionType) {
+            throw ValidationError("unknown --prediction-type \"\(predictionType)\"; available: epsilon, v_prediction")
+        }
+        guard let tokenizer = Resources.defaultModel?.appendingPathComponent("tokenizer") else {
+            throw ValidationError("a single-file --model needs CLIP's tokenizer files, normally taken from the bundled model models/\(Resources.defaultModelName), which was not found; pass --model-config DIR")
+        }
+        do {
+            return try StableDiffusionModel(checkpoint: url, configuration: .standard(tokenizer: tokenizer, predictionType: predictionType))
+        } catch let error as WeightsError {
+            guard case .corruptFile = error else { throw error }
+            throw ValidationError("\(error) (--model-config DIR gives a single file the configuration of a diffusers folder)")
+        }
     }
 
     /// The sampler named by --scheduler or the preset.
@@ -182,7 +232,7 @@ struct GenerationOptions: ParsableArguments {
     private func modelLocation() throws -> URL {
         if let model { return URL(fileURLWithPath: (model as NSString).expandingTildeInPath) }
         guard let url = Resources.defaultModel else {
-            throw ValidationError("no model: pass --model DIR (a Stable Diffusion diffusers folder); the bundled model models/\(Resources.defaultModelName) was not found")
+            throw ValidationError("no model: pass --model DIR|FILE (a Stable Diffusion diffusers folder or single-file checkpoint); the bundled model models/\(Resources.defaultModelName) was not found")
         }
         return url
     }

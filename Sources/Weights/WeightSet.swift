@@ -6,8 +6,22 @@ import Tensors
 ///
 /// A view may hide a key prefix: `strippingPrefix("text_model.")` answers `tensor("embeddings…")`
 /// from the stored `text_model.embeddings…`, so model code can use one naming for checkpoints saved
-/// with and without the prefix.
+/// with and without the prefix. A set may also rename: `WeightSet(file:renaming:)` answers diffusers'
+/// names from a checkpoint stored under other names (`SingleFileCheckpoint`).
 public struct WeightSet: Sendable {
+    /// Where a renamed tensor is stored: a tensor of the file, or a band of rows of one (the query,
+    /// key and value projections that some checkpoints keep fused in one matrix).
+    public struct StoredTensor: Sendable, Equatable {
+        public var name: String
+        /// Rows (first dimension) of `name` that form the tensor; nil for all of it.
+        public var rows: Range<Int>?
+
+        public init(_ name: String, rows: Range<Int>? = nil) {
+            self.name = name
+            self.rows = rows
+        }
+    }
+
     /// Names this set in error messages (the component, e.g. "unet", or the file name).
     public let label: String
     public let files: [SafeTensorsFile]
@@ -15,6 +29,8 @@ public struct WeightSet: Sendable {
     public let prefix: String
     /// Stored name → index into `files`.
     private let location: [String: Int]
+    /// Visible name → where it is stored, for a renaming set (nil: names are stored names).
+    private let renaming: [String: StoredTensor]?
 
     /// A set over `files`, whose tensor names must not repeat across files.
     public init(files: [SafeTensorsFile], label: String? = nil) throws {
@@ -32,6 +48,17 @@ public struct WeightSet: Sendable {
         self.files = files
         self.prefix = ""
         self.location = location
+        self.renaming = nil
+    }
+
+    /// A set that shows the tensors of `file` under other names: `renaming` maps each visible name
+    /// to where it is stored. Stored tensors it does not name are invisible.
+    public init(file: SafeTensorsFile, renaming: [String: StoredTensor], label: String) {
+        self.label = label
+        self.files = [file]
+        self.prefix = ""
+        self.location = Dictionary(uniqueKeysWithValues: file.names.map { ($0, 0) })
+        self.renaming = renaming
     }
 
     /// A set over the single safetensors file at `url`.
@@ -39,44 +66,54 @@ public struct WeightSet: Sendable {
         try self.init(files: [SafeTensorsFile(url: url)], label: label)
     }
 
-    private init(label: String, files: [SafeTensorsFile], prefix: String, location: [String: Int]) {
+    private init(label: String, files: [SafeTensorsFile], prefix: String, location: [String: Int],
+                 renaming: [String: StoredTensor]?) {
         self.label = label
         self.files = files
         self.prefix = prefix
         self.location = location
+        self.renaming = renaming
     }
+
+    /// Visible names before any prefix view.
+    private var allNames: [String] { renaming.map { Array($0.keys) } ?? Array(location.keys) }
 
     /// Visible tensor names (without the view's prefix), sorted.
     public var names: [String] {
-        location.keys.compactMap { $0.hasPrefix(prefix) ? String($0.dropFirst(prefix.count)) : nil }.sorted()
+        allNames.compactMap { $0.hasPrefix(prefix) ? String($0.dropFirst(prefix.count)) : nil }.sorted()
     }
 
     /// Whether the set has a tensor named `name` (after the view's prefix is applied).
-    public func contains(_ name: String) -> Bool { location[prefix + name] != nil }
+    public func contains(_ name: String) -> Bool { stored(prefix + name) != nil }
 
-    /// Storage details of `name`, or nil if absent.
+    /// Storage details of `name`, or nil if absent (for a band of rows: the whole stored matrix's).
     public func info(_ name: String) -> TensorInfo? {
-        let stored = prefix + name
-        return location[stored].flatMap { files[$0].info(stored) }
+        stored(prefix + name).flatMap { s in location[s.name].flatMap { files[$0].info(s.name) } }
     }
 
-    /// The stored shape of `name`, or nil if absent (for models that adapt to the weights).
-    public func shape(of name: String) -> [Int]? { info(name)?.shape }
+    /// The shape of `name` as this set gives it, or nil if absent (for models that adapt to the weights).
+    public func shape(of name: String) -> [Int]? {
+        guard let s = stored(prefix + name), let info = location[s.name].flatMap({ files[$0].info(s.name) }) else {
+            return nil
+        }
+        return s.rows.map { [$0.count] + info.shape.dropFirst() } ?? info.shape
+    }
 
     /// The tensor `name` as float32, checked against the shape the configuration expects.
     public func tensor(_ name: String, shape: [Int]) throws -> Tensor {
-        let (file, info) = try locate(name)
-        guard info.shape == shape else {
-            throw WeightsError.shapeMismatch(set: label, tensor: info.name, file: file.url.path,
-                                             stored: info.shape, expected: shape)
+        let (file, info, rows) = try locate(name)
+        let stored = rows.map { [$0.count] + info.shape.dropFirst() } ?? info.shape
+        guard stored == shape else {
+            throw WeightsError.shapeMismatch(set: label, tensor: describe(info.name, rows), file: file.url.path,
+                                             stored: stored, expected: shape)
         }
-        return try file.tensor(info.name)
+        return try read(file, info, rows)
     }
 
     /// The tensor `name` as float32 in its stored shape.
     public func tensor(_ name: String) throws -> Tensor {
-        let (file, info) = try locate(name)
-        return try file.tensor(info.name)
+        let (file, info, rows) = try locate(name)
+        return try read(file, info, rows)
     }
 
     /// Like `tensor(_:shape:)`, but nil when absent (optional weights such as a bias or `position_ids`);
@@ -87,37 +124,63 @@ public struct WeightSet: Sendable {
 
     /// The integer tensor `name` (I64/I32/…) as `Int`s.
     public func integers(_ name: String) throws -> [Int] {
-        let (file, info) = try locate(name)
+        let (file, info, rows) = try locate(name)
+        guard rows == nil else {
+            throw WeightsError.wrongDType(path: file.url.path, tensor: info.name, dtype: info.dtype.rawValue,
+                                          expected: "an integer tensor stored whole")
+        }
         return try file.integers(info.name)
     }
 
-    /// A view in which `x` means the stored `p + x`; names without the prefix become invisible.
+    /// A view in which `x` means `p + x`; names without the prefix become invisible.
     public func strippingPrefix(_ p: String) -> WeightSet {
-        WeightSet(label: label, files: files, prefix: prefix + p, location: location)
+        WeightSet(label: label, files: files, prefix: prefix + p, location: location, renaming: renaming)
     }
 
     /// `strippingPrefix(p)` if any stored key (under this view) starts with `p`, else this set.
     /// For checkpoints that exist both with and without a prefix (e.g. `text_model.` in SD's text
     /// encoders, absent in transformers 5 saves).
     public func normalizingPrefix(_ p: String) -> WeightSet {
-        location.keys.contains { $0.hasPrefix(prefix + p) } ? strippingPrefix(p) : self
+        allNames.contains { $0.hasPrefix(prefix + p) } ? strippingPrefix(p) : self
     }
 
-    private func locate(_ name: String) throws -> (SafeTensorsFile, TensorInfo) {
-        let stored = prefix + name
-        guard let i = location[stored], let info = files[i].info(stored) else {
-            throw WeightsError.missingTensor(set: label, tensor: stored, files: files.map(\.url.path),
-                                             hint: hint(forMissing: stored))
+    /// Where the visible (prefixed) name `visible` is stored, or nil.
+    private func stored(_ visible: String) -> StoredTensor? {
+        if let renaming { return renaming[visible] }
+        return location[visible] != nil ? StoredTensor(visible) : nil
+    }
+
+    private func locate(_ name: String) throws -> (SafeTensorsFile, TensorInfo, Range<Int>?) {
+        let visible = prefix + name
+        guard let s = stored(visible), let i = location[s.name], let info = files[i].info(s.name) else {
+            throw WeightsError.missingTensor(set: label, tensor: visible, files: files.map(\.url.path),
+                                             hint: hint(forMissing: visible))
         }
-        return (files[i], info)
+        if let rows = s.rows, info.shape.isEmpty || rows.lowerBound < 0 || rows.upperBound > info.shape[0] {
+            throw WeightsError.shapeMismatch(set: label, tensor: describe(info.name, rows), file: files[i].url.path,
+                                             stored: info.shape, expected: [rows.count] + info.shape.dropFirst())
+        }
+        return (files[i], info, s.rows)
+    }
+
+    private func read(_ file: SafeTensorsFile, _ info: TensorInfo, _ rows: Range<Int>?) throws -> Tensor {
+        let whole = try file.tensor(info.name)
+        guard let rows else { return whole }
+        let width = info.shape.dropFirst().reduce(1, *)
+        return Tensor(shape: [rows.count] + info.shape.dropFirst(),
+                      data: Array(whole.data[rows.lowerBound * width ..< rows.upperBound * width]))
+    }
+
+    private func describe(_ name: String, _ rows: Range<Int>?) -> String {
+        rows.map { "\(name) (rows \($0.lowerBound)..<\($0.upperBound))" } ?? name
     }
 
     /// A suggestion when the name exists under a different prefix (the usual cause of a miss).
     private func hint(forMissing stored: String) -> String? {
-        if !prefix.isEmpty, location[String(stored.dropFirst(prefix.count))] != nil {
+        if !prefix.isEmpty, self.stored(String(stored.dropFirst(prefix.count))) != nil {
             return "the files store it without the prefix \"\(prefix)\""
         }
-        if let match = location.keys.filter({ $0.hasSuffix("." + stored) }).min() {
+        if let match = allNames.filter({ $0.hasSuffix("." + stored) }).min() {
             return "the files have \"\(match)\"; the keys carry a prefix this model does not expect"
         }
         if location.isEmpty { return "the weight files hold no tensors" }

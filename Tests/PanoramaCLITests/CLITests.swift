@@ -127,6 +127,31 @@ final class CLITests: XCTestCase {
         try assertFails(["--model", broken.path, "--prompt", "x"], saying: ["unet"])
     }
 
+    func testSingleFileCheckpointRendersLikeItsFolder() throws {
+        let folderModel = Self.fixtures.appendingPathComponent("models/tiny-sd2").path
+        let file = Self.fixtures.appendingPathComponent("models/single-file/tiny-sd2.safetensors").path
+        let common = ["--W", "512", "--H", "256", "--prompt", "a lake", "--steps", "2", "--seed", "3"]
+        XCTAssertEqual(try run(["--model", folderModel] + common + ["-o", "folder.png"]).status, 0)
+        let r = try run(["--model", file, "--model-config", folderModel] + common + ["-o", "file.png"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let a = try PNG.read(folder.appendingPathComponent("file.png"))
+        let b = try PNG.read(folder.appendingPathComponent("folder.png"))
+        XCTAssertEqual(a.pixels, b.pixels, "the same weights give the same picture")
+        XCTAssertTrue(try PNG.textChunks(of: folder.appendingPathComponent("file.png"))["parameters"]!.contains("Model: tiny-sd2"))
+
+        try assertFails(["--model", file, "--prompt", "x"], saying: ["neither SD 1.x (768) nor SD 2.x (1024)", "--model-config"])
+        try assertFails(["--model", folderModel, "--model-config", folderModel, "--prompt", "x"],
+                        saying: ["apply to a single-file --model"])
+        try assertFails(["--model", file, "--prediction-type", "sample", "--prompt", "x"],
+                        saying: ["unknown --prediction-type \"sample\""])
+        let pickle = folder.appendingPathComponent("model.ckpt")
+        try Data([0x80, 0x02]).write(to: pickle)
+        try assertFails(["--model", pickle.path, "--prompt", "x"], saying: ["not a .safetensors checkpoint", "pickle"])
+        let lone = folder.appendingPathComponent("diffusion_pytorch_model.safetensors")
+        try FileManager.default.copyItem(at: Self.fixtures.appendingPathComponent("models/tiny-sd2/vae/diffusion_pytorch_model.safetensors"), to: lone)
+        try assertFails(["--model", lone.path, "--prompt", "x"], saying: ["not a Stable Diffusion checkpoint in the original single-file layout"])
+    }
+
     func testUnknownSchedulerAndPreset() throws {
         try assertFails(["--model", Self.tinyModel, "--prompt", "x", "--scheduler", "lms"],
                         saying: ["unknown scheduler \"lms\"", "ddim, dpm++2m, dpm++2m-karras, euler, euler-a"])

@@ -1,0 +1,70 @@
+import Foundation
+import Models
+import Tensors
+import Weights
+import XCTest
+
+/// The tiny models as single-file checkpoints in the original layout (written and checked against
+/// diffusers' `from_single_file` by tools/reference/make_single_file_fixtures.py) load the same
+/// weights as their diffusers folders, and the models built from them compute the same.
+final class SingleFileLoadingTests: XCTestCase {
+    static func checkpoint(_ name: String) -> URL {
+        Fixtures.root.appendingPathComponent("models/single-file/\(name).safetensors")
+    }
+
+    /// Every tensor of every component: same names (the text encoder's `text_model.` prefix and
+    /// `position_ids` aside) and values within `relative` (tiny-sd1's file is stored as fp16).
+    func assertSameWeights(_ name: String, relative: Float, file: StaticString = #filePath, line: UInt = #line) throws {
+        let folder = try DiffusersFolder(url: Fixtures.model(name))
+        let single = try SingleFileCheckpoint(url: Self.checkpoint(name))
+        let pairs = [("unet", single.unet), ("vae", single.vae), ("text_encoder", single.textEncoder.normalizingPrefix("text_model."))]
+        for (component, mapped) in pairs {
+            var reference = try folder.weights(for: component)
+            if component == "text_encoder" { reference = reference.normalizingPrefix("text_model.") }
+            let expected = reference.names.filter { !$0.hasSuffix("position_ids") }
+            XCTAssertEqual(mapped.names, expected, "\(name)/\(component): the same tensor names", file: file, line: line)
+            for tensorName in expected where mapped.contains(tensorName) {
+                let a = try mapped.tensor(tensorName), b = try reference.tensor(tensorName)
+                XCTAssertEqual(a.count, b.count, "\(component) \(tensorName)", file: file, line: line)
+                let tolerance = relative * max(b.maxAbs, 1e-6)
+                XCTAssertLessThanOrEqual(a.reshaped(b.shape).maxAbsDifference(b), tolerance,
+                                         "\(name)/\(component) \(tensorName)", file: file, line: line)
+            }
+        }
+    }
+
+    func testTinySD2WeightsAreTheFoldersExactly() throws {
+        // OpenCLIP layout: fused in_proj split into thirds; VAE attention as 1x1 convolutions.
+        try assertSameWeights("tiny-sd2", relative: 0)
+    }
+
+    func testTinySD1WeightsAreTheFoldersInFP16() throws {
+        try assertSameWeights("tiny-sd1", relative: 1.0 / 1024)
+    }
+
+    func testModelFromSingleFileComputesLikeTheFolder() throws {
+        let folderModel = try StableDiffusionModel(folder: Fixtures.model("tiny-sd2"))
+        let single = try StableDiffusionModel(checkpoint: Self.checkpoint("tiny-sd2"),
+                                              configuration: .folder(Fixtures.model("tiny-sd2")))
+        XCTAssertEqual(single.name, "tiny-sd2")
+        XCTAssertEqual(single.schedulerConfig, folderModel.schedulerConfig)
+        let prompts = ["snowy mountains at sunset", ""]
+        let a = try single.encode(prompts), b = try folderModel.encode(prompts)
+        XCTAssertEqual(a.data, b.data, "text embeddings")
+        var generator = TorchGenerator(seed: 3)
+        let latents = generator.randn([2, 4, 32, 32])
+        XCTAssertEqual(single.unet(latents, timestep: 501, encoderHiddenStates: a).data,
+                       folderModel.unet(latents, timestep: 501, encoderHiddenStates: b).data, "UNet")
+        XCTAssertEqual(single.vae.decode(latents).data, folderModel.vae.decode(latents).data, "VAE decode")
+    }
+
+    func testStandardConfigurationsRefuseTinyShapes() throws {
+        // The tiny models' 32/48-wide cross-attention is neither SD 1.x nor 2.x: the error says to
+        // give a folder of the architecture instead.
+        XCTAssertThrowsError(try StableDiffusionModel(
+            checkpoint: Self.checkpoint("tiny-sd1"),
+            configuration: .standard(tokenizer: Fixtures.model("tiny-sd1").appendingPathComponent("tokenizer"), predictionType: nil))) {
+            XCTAssertTrue("\($0)".contains("neither SD 1.x (768) nor SD 2.x (1024)"), "\($0)")
+        }
+    }
+}
