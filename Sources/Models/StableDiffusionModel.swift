@@ -92,7 +92,8 @@ public struct StableDiffusionModel: Sendable {
         }
         guard unet.config.inChannels == vae.config.latentChannels else {
             throw ModelError.invalidConfig(component: "unet",
-                "in_channels \(unet.config.inChannels) does not match the VAE's latent_channels \(vae.config.latentChannels)")
+                "in_channels \(unet.config.inChannels) does not match the VAE's latent_channels \(vae.config.latentChannels)"
+                + (unet.config.inChannels == 9 ? " (an inpainting UNet, which panorama does not support)" : ""))
         }
     }
 
