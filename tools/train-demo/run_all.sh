@@ -8,6 +8,9 @@
 # Every stage is bounded by steps (so a run is reproducible from the seed), with minute limits only
 # as a guard; on this 2-core machine, with nothing else running, the steps take about
 # 31 + 15 + 18 + 80 + 12 minutes (VAE, decoder, latents, UNet, tune): about 2 h 40 min.
+# These steps are the second, step-bounded run (2026-11-23), which did NOT give the shipped model:
+# it learnt the time of day but no terrain (README.md, "Second run"); the shipped model's run is
+# described in its model card.
 # Extra arguments go to train.py (e.g. --ckpt-dir DIR --out DIR for a run beside the shipped one).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
