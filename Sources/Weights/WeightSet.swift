@@ -87,22 +87,17 @@ public struct WeightSet: Sendable {
     public func contains(_ name: String) -> Bool { stored(prefix + name) != nil }
 
     /// Storage details of `name`, or nil if absent (for a band of rows: the whole stored matrix's).
-    public func info(_ name: String) -> TensorInfo? {
-        stored(prefix + name).flatMap { s in location[s.name].flatMap { files[$0].info(s.name) } }
-    }
+    public func info(_ name: String) -> TensorInfo? { lookup(prefix + name)?.info }
 
     /// The shape of `name` as this set gives it, or nil if absent (for models that adapt to the weights).
     public func shape(of name: String) -> [Int]? {
-        guard let s = stored(prefix + name), let info = location[s.name].flatMap({ files[$0].info(s.name) }) else {
-            return nil
-        }
-        return s.rows.map { [$0.count] + info.shape.dropFirst() } ?? info.shape
+        lookup(prefix + name).map { Self.shape($0.info, $0.rows) }
     }
 
     /// The tensor `name` as float32, checked against the shape the configuration expects.
     public func tensor(_ name: String, shape: [Int]) throws -> Tensor {
         let (file, info, rows) = try locate(name)
-        let stored = rows.map { [$0.count] + info.shape.dropFirst() } ?? info.shape
+        let stored = Self.shape(info, rows)
         guard stored == shape else {
             throw WeightsError.shapeMismatch(set: label, tensor: describe(info.name, rows), file: file.url.path,
                                              stored: stored, expected: shape)
@@ -150,24 +145,35 @@ public struct WeightSet: Sendable {
         return location[visible] != nil ? StoredTensor(visible) : nil
     }
 
+    /// The stored tensor behind the visible (prefixed) name, or nil.
+    private func lookup(_ visible: String) -> (file: Int, info: TensorInfo, rows: Range<Int>?)? {
+        guard let s = stored(visible), let i = location[s.name], let info = files[i].info(s.name) else { return nil }
+        return (i, info, s.rows)
+    }
+
+    /// The shape of `rows` of the stored tensor `info` (all of it when nil).
+    private static func shape(_ info: TensorInfo, _ rows: Range<Int>?) -> [Int] {
+        rows.map { [$0.count] + info.shape.dropFirst() } ?? info.shape
+    }
+
     private func locate(_ name: String) throws -> (SafeTensorsFile, TensorInfo, Range<Int>?) {
         let visible = prefix + name
-        guard let s = stored(visible), let i = location[s.name], let info = files[i].info(s.name) else {
+        guard let (i, info, rows) = lookup(visible) else {
             throw WeightsError.missingTensor(set: label, tensor: visible, files: files.map(\.url.path),
                                              hint: hint(forMissing: visible))
         }
-        if let rows = s.rows, info.shape.isEmpty || rows.lowerBound < 0 || rows.upperBound > info.shape[0] {
+        if let rows, info.shape.isEmpty || rows.lowerBound < 0 || rows.upperBound > info.shape[0] {
             throw WeightsError.shapeMismatch(set: label, tensor: describe(info.name, rows), file: files[i].url.path,
-                                             stored: info.shape, expected: [rows.count] + info.shape.dropFirst())
+                                             stored: info.shape, expected: Self.shape(info, rows))
         }
-        return (files[i], info, s.rows)
+        return (files[i], info, rows)
     }
 
     private func read(_ file: SafeTensorsFile, _ info: TensorInfo, _ rows: Range<Int>?) throws -> Tensor {
         let whole = try file.tensor(info.name)
         guard let rows else { return whole }
         let width = info.shape.dropFirst().reduce(1, *)
-        return Tensor(shape: [rows.count] + info.shape.dropFirst(),
+        return Tensor(shape: Self.shape(info, rows),
                       data: Array(whole.data[rows.lowerBound * width ..< rows.upperBound * width]))
     }
 
