@@ -76,6 +76,20 @@ public struct StableDiffusionModel: Sendable {
         }
     }
 
+    /// This model with another VAE of the same architecture: a diffusers VAE folder (its
+    /// config.json and weights) or a single `.safetensors` file (`SingleFileCheckpoint.standaloneVAE`,
+    /// read with this model's VAE configuration).
+    public func replacingVAE(with url: URL) throws -> StableDiffusionModel {
+        var isDirectory: ObjCBool = false
+        _ = FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory)
+        let vae = isDirectory.boolValue
+            ? try AutoencoderKL(config: AutoencoderKLConfig.load(from: url.appendingPathComponent("config.json")),
+                                weights: DiffusersFolder.weights(in: url, label: "vae (\(url.lastPathComponent))"))
+            : try AutoencoderKL(config: self.vae.config, weights: SingleFileCheckpoint.standaloneVAE(url: url))
+        return try StableDiffusionModel(source: source, tokenizer: tokenizer, textEncoder: textEncoder, unet: unet,
+                                        vae: vae, schedulerConfig: schedulerConfig)
+    }
+
     private init(source: URL, tokenizer: CLIPTokenizer, textEncoder: CLIPTextModel, unet: UNet2DConditionModel,
                  vae: AutoencoderKL, schedulerConfig: DDIMSchedulerConfig) throws {
         self.source = source

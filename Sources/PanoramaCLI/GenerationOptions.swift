@@ -51,6 +51,11 @@ struct GenerationOptions: ParsableArguments {
     var modelConfig: String?
 
     @Option(name: .long, help: ArgumentHelp(
+        "Another VAE of the model's architecture: a diffusers VAE folder, or a .safetensors file (original or diffusers names).",
+        valueName: "dir|file"))
+    var vae: String?
+
+    @Option(name: .long, help: ArgumentHelp(
         "For a single-file --model: what its UNet predicts, epsilon or v_prediction (default: epsilon for SD 1.x, v_prediction for SD 2.x as in the 768 models; SD 2.x base models need epsilon).",
         valueName: "type"))
     var predictionType: String?
@@ -115,7 +120,9 @@ struct GenerationOptions: ParsableArguments {
                       progress: ProgressReporter) throws -> PanoramaPipeline {
         let start = Date()
         progress.note("loading \(modelURL.path)")
-        let pipeline = PanoramaPipeline(model: try loadModel(modelURL))
+        var model = try loadModel(modelURL)
+        if let vae { model = try model.replacingVAE(with: URL(fileURLWithPath: (vae as NSString).expandingTildeInPath)) }
+        let pipeline = PanoramaPipeline(model: model)
         try pipeline.validate(settings)
         let before = settings.decodeMethod
         let disk = try pipeline.fitTemporaryFiles(&settings, encoding: encoding)
@@ -214,6 +221,7 @@ struct GenerationOptions: ParsableArguments {
         if !s.negativePrompt.isEmpty { lines.append("Negative prompt: \(s.negativePrompt)") }
         var fields = ["Steps: \(s.steps)", "Sampler: \(s.sampler.displayName)", "CFG scale: \(formatNumber(s.guidanceScale))",
                       "Seed: \(s.seed)", "Size: \(s.width)x\(s.height)", "Model: \(model)"]
+        if let vae { fields.append("VAE: \(URL(fileURLWithPath: vae).lastPathComponent)") }
         if s.eta > 0 { fields.append("Eta: \(formatNumber(s.eta))") }
         fields += extra
         fields.append(s.spotDiffusion ? "SpotDiffusion: true" : "MultiDiffusion stride: \(s.stride)")

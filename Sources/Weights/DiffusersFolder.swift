@@ -68,20 +68,25 @@ public struct DiffusersFolder: Sendable {
     /// The component's weights: a single safetensors file (full precision preferred over fp16)
     /// or a sharded checkpoint described by a `*.safetensors.index.json`.
     public func weights(for component: String) throws -> WeightSet {
-        let directory = try componentDirectory(component)
+        try Self.weights(in: componentDirectory(component), label: component)
+    }
+
+    /// The weights in one component's folder (e.g. a VAE folder on its own), found as
+    /// `weights(for:)` finds them.
+    public static func weights(in directory: URL, label: String) throws -> WeightSet {
         let manager = FileManager.default
-        for name in Self.singleFileNames {
+        for name in singleFileNames {
             let file = directory.appendingPathComponent(name)
-            if manager.fileExists(atPath: file.path) { return try WeightSet(url: file, label: component) }
+            if manager.fileExists(atPath: file.path) { return try WeightSet(url: file, label: label) }
         }
-        for name in Self.shardIndexNames {
+        for name in shardIndexNames {
             let index = directory.appendingPathComponent(name)
-            if manager.fileExists(atPath: index.path) { return try Self.shardedWeights(index: index, label: component) }
+            if manager.fileExists(atPath: index.path) { return try shardedWeights(index: index, label: label) }
         }
         let contents = (try? manager.contentsOfDirectory(atPath: directory.path))?.sorted() ?? []
-        let pickles = contents.filter { Self.pickleExtensions.contains(($0 as NSString).pathExtension.lowercased()) }
+        let pickles = contents.filter { pickleExtensions.contains(($0 as NSString).pathExtension.lowercased()) }
         if !pickles.isEmpty { throw WeightsError.pickleWeightsOnly(directory: directory.path, files: pickles) }
-        throw WeightsError.noWeights(directory: directory.path, lookedFor: Self.singleFileNames + Self.shardIndexNames)
+        throw WeightsError.noWeights(directory: directory.path, lookedFor: singleFileNames + shardIndexNames)
     }
 
     /// Opens the shards listed in a sharded checkpoint's index (`{"weight_map": {tensor: file}}`)

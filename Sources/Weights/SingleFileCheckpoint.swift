@@ -70,7 +70,7 @@ public struct SingleFileCheckpoint: Sendable {
             throw problem("has no text encoder (no tensors under \"\(clipPrefix)\" or \"\(openCLIPPrefix)\")")
         }
         let unet = try unetMapping(unetNames, path: path)
-        let vae = vaeMapping(stored.filter { $0.hasPrefix(vaePrefix) })
+        let vae = vaeMapping(stored.filter { $0.hasPrefix(vaePrefix) }, prefix: vaePrefix)
         let text = layout == .clip ? clipMapping(stored.filter { $0.hasPrefix(clipPrefix) })
             : try openCLIPMapping(shapes.filter { $0.key.hasPrefix(openCLIPPrefix) }, path: path)
         return (unet, vae, text, layout)
@@ -152,8 +152,8 @@ public struct SingleFileCheckpoint: Sendable {
     /// The original decoder counts its up blocks from the smallest resolution's end: `up.0` is
     /// diffusers' last up block. Mid-block attention keeps its 1x1-convolution weights, which the
     /// models accept for linear layers.
-    static func vaeMapping(_ stored: [String]) -> [String: WeightSet.StoredTensor] {
-        let keys = stored.map { String($0.dropFirst(vaePrefix.count)) }
+    static func vaeMapping(_ stored: [String], prefix: String) -> [String: WeightSet.StoredTensor] {
+        let keys = stored.map { String($0.dropFirst(prefix.count)) }
         let upBlocks = Set(keys.compactMap { key -> Int? in
             let p = key.split(separator: ".")
             return p.count > 2 && p[0] == "decoder" && p[1] == "up" ? Int(p[2]) : nil
@@ -189,6 +189,26 @@ public struct SingleFileCheckpoint: Sendable {
             if let name { map[name] = .init(original) }
         }
         return map
+    }
+
+    /// A VAE in a file of its own (such as the fine-tuned SD VAEs that AUTOMATIC1111 users pick):
+    /// original names, with or without the checkpoint's `first_stage_model.` prefix (so a whole
+    /// checkpoint lends its VAE), or diffusers' names. The file says nothing of the architecture;
+    /// the caller supplies the configuration.
+    public static func standaloneVAE(url: URL) throws -> WeightSet {
+        let file = try SafeTensorsFile(url: url)
+        let label = "vae (\(url.lastPathComponent))"
+        for prefix in ["", vaePrefix] where file.contains(prefix + "encoder.down.0.block.0.conv1.weight")
+            || file.contains(prefix + "decoder.up.0.block.0.conv1.weight") {
+            return WeightSet(file: file, renaming: vaeMapping(file.names.filter { $0.hasPrefix(prefix) }, prefix: prefix),
+                             label: label)
+        }
+        if file.contains("decoder.up_blocks.0.resnets.0.conv1.weight") { return try WeightSet(files: [file], label: label) }
+        if file.names.contains(where: { $0.hasPrefix(unetPrefix) }) {
+            throw WeightsError.corruptFile(path: url.path, problem: "is a checkpoint without a VAE")
+        }
+        throw WeightsError.corruptFile(path: url.path, problem: "is not a VAE: it has neither the original names "
+            + "(decoder.up.0.block.0…) nor diffusers' (decoder.up_blocks.0.resnets.0…)")
     }
 
     // MARK: - Text encoders

@@ -67,4 +67,40 @@ final class SingleFileLoadingTests: XCTestCase {
             XCTAssertTrue("\($0)".contains("neither SD 1.x (768) nor SD 2.x (1024)"), "\($0)")
         }
     }
+
+    func testAnotherVAEReplacesTheModelsOwn() throws {
+        let model = try StableDiffusionModel(folder: Fixtures.model("tiny-pano"))
+        var generator = TorchGenerator(seed: 5)
+        let latents = generator.randn([1, 4, 16, 16])
+        let reference = model.vae.decode(latents)
+
+        // The same weights, once in the original names (a standalone VAE file), once as a VAE folder.
+        let file = Self.checkpoint("tiny-pano-vae")
+        XCTAssertEqual(try model.replacingVAE(with: file).vae.decode(latents).data, reference.data)
+        XCTAssertEqual(try model.replacingVAE(with: Fixtures.model("tiny-pano").appendingPathComponent("vae"))
+            .vae.decode(latents).data, reference.data)
+
+        // Other weights are really used: a decoder whose last bias is 0.25 higher decodes 0.25 higher.
+        let stored = try SafeTensorsFile(url: file)
+        var tensors = try stored.names.map { (name: $0, tensor: try stored.tensor($0)) }
+        let i = tensors.firstIndex { $0.name == "decoder.conv_out.bias" }!
+        tensors[i].tensor = Tensor(shape: tensors[i].tensor.shape, data: tensors[i].tensor.data.map { $0 + 0.25 })
+        let shifted = FileManager.default.temporaryDirectory.appendingPathComponent("vae-\(UUID().uuidString).safetensors")
+        defer { try? FileManager.default.removeItem(at: shifted) }
+        try SafeTensorsWriter.write(tensors, dtype: .f32, to: shifted)
+        let decoded = try model.replacingVAE(with: shifted).vae.decode(latents)
+        XCTAssertLessThanOrEqual(decoded.maxAbsDifference(Tensor(shape: reference.shape, data: reference.data.map { $0 + 0.25 })), 1e-5)
+
+        // A whole checkpoint lends its VAE (under first_stage_model.); one of another architecture
+        // is refused with what and where, as is a file that holds no VAE.
+        XCTAssertThrowsError(try model.replacingVAE(with: Fixtures.model("tiny-sd1").appendingPathComponent("vae/diffusion_pytorch_model.safetensors"))) {
+            XCTAssertTrue("\($0)".contains("vae (diffusion_pytorch_model.safetensors)"), "\($0)")
+        }
+        XCTAssertThrowsError(try model.replacingVAE(with: Self.checkpoint("tiny-sd1"))) {
+            XCTAssertTrue("\($0)".contains("first_stage_model.decoder.conv_in.weight"), "\($0)")
+        }
+        XCTAssertThrowsError(try model.replacingVAE(with: Fixtures.model("tiny-pano").appendingPathComponent("unet/diffusion_pytorch_model.safetensors"))) {
+            XCTAssertTrue("\($0)".contains("is not a VAE"), "\($0)")
+        }
+    }
 }

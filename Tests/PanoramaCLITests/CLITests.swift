@@ -152,6 +152,19 @@ final class CLITests: XCTestCase {
         try assertFails(["--model", lone.path, "--prompt", "x"], saying: ["not a Stable Diffusion checkpoint in the original single-file layout"])
     }
 
+    func testAnotherVAEIsUsedAndNamed() throws {
+        let vae = Self.fixtures.appendingPathComponent("models/single-file/tiny-pano-vae.safetensors").path
+        let common = ["--model", Self.tinyModel, "--W", "512", "--H", "512", "--prompt", "a lake", "--steps", "2", "--seed", "4"]
+        XCTAssertEqual(try run(common + ["-o", "own.png"]).status, 0)
+        let r = try run(common + ["--vae", vae, "-o", "vae.png"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertEqual(try PNG.read(folder.appendingPathComponent("vae.png")).pixels,
+                       try PNG.read(folder.appendingPathComponent("own.png")).pixels, "the same VAE weights")
+        XCTAssertTrue(try PNG.textChunks(of: folder.appendingPathComponent("vae.png"))["parameters"]!
+            .contains("Model: tiny-pano, VAE: tiny-pano-vae.safetensors"))
+        try assertFails(common + ["--vae", folder.appendingPathComponent("missing.safetensors").path], saying: ["missing.safetensors"])
+    }
+
     func testUnknownSchedulerAndPreset() throws {
         try assertFails(["--model", Self.tinyModel, "--prompt", "x", "--scheduler", "lms"],
                         saying: ["unknown scheduler \"lms\"", "ddim, dpm++2m, dpm++2m-karras, euler, euler-a"])

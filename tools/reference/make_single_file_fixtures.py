@@ -12,7 +12,8 @@ every weight with the folder's.
     . .venv-ref/bin/activate
     python tools/reference/make_single_file_fixtures.py      # writes Tests/Fixtures/models/single-file/
 
-Outputs: `sd15-ldm-shapes.json` and `sd21-ldm-shapes.json` (every tensor name and shape of a full-size
+Outputs: `tiny-pano-vae.safetensors` (tiny-pano's VAE alone in the original names, no prefix, as
+separately downloaded SD VAEs come); `sd15-ldm-shapes.json` and `sd21-ldm-shapes.json` (every tensor name and shape of a full-size
 SD 1.5 / SD 2.1 single file, no weights, checked against diffusers' converters on the meta device);
 `tiny-sd1.safetensors` (F16: the folder's F32 weights rounded, to keep the fixture small) and
 `tiny-sd2.safetensors` (the folder's F16/BF16 weights unchanged, OpenCLIP layout with a fused
@@ -269,6 +270,23 @@ def write_shape_listings(out_dir):
         print(f"{path}: {len(listing)} tensors; diffusers' converters give back the {name} models' names and shapes")
 
 
+def write_standalone_vae(out_dir):
+    """tiny-pano's VAE alone, in the original names without the checkpoint prefix (the layout of the
+    fine-tuned SD VAEs people download separately), checked with diffusers' AutoencoderKL.from_single_file."""
+    from diffusers import AutoencoderKL
+    folder = os.path.join(MODELS, "tiny-pano")
+    config = read_config(folder, "vae")
+    state = load_component(folder, "vae")
+    ldm = {k.removeprefix("first_stage_model."): v.contiguous() for k, v in vae_to_ldm(state, config).items()}
+    path = os.path.join(out_dir, "tiny-pano-vae.safetensors")
+    save_file(ldm, path, metadata={"format": "pt"})
+    loaded = AutoencoderKL.from_single_file(path, config=folder, subfolder="vae", local_files_only=True).state_dict()
+    if set(loaded) != set(state) or any(not torch.equal(loaded[k], state[k]) for k in state):
+        raise SystemExit("tiny-pano-vae: diffusers' conversion does not give back the folder's VAE")
+    print(f"{path}: {len(ldm)} tensors, {os.path.getsize(path)} bytes; diffusers' from_single_file gives back "
+          "every weight of tiny-pano's VAE")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=os.path.join(MODELS, "single-file"))
@@ -278,6 +296,7 @@ def main():
     write("tiny-sd1", open_clip=False, dtype=torch.float16, out_dir=args.out)
     write("tiny-sd2", open_clip=True, dtype=None, out_dir=args.out)
     write_shape_listings(args.out)
+    write_standalone_vae(args.out)
 
 
 if __name__ == "__main__":
