@@ -51,14 +51,14 @@ struct GenerationOptions: ParsableArguments {
     var modelConfig: String?
 
     @Option(name: .long, help: ArgumentHelp(
-        "Another VAE of the model's architecture: a diffusers VAE folder, or a .safetensors file (original or diffusers names).",
-        valueName: "dir|file"))
-    var vae: String?
-
-    @Option(name: .long, help: ArgumentHelp(
         "For a single-file --model: what its UNet predicts, epsilon or v_prediction (default: epsilon for SD 1.x, v_prediction for SD 2.x as in the 768 models; SD 2.x base models need epsilon).",
         valueName: "type"))
     var predictionType: String?
+
+    @Option(name: .long, help: ArgumentHelp(
+        "Another VAE of the model's architecture: a diffusers VAE folder, or a .safetensors file (original or diffusers names).",
+        valueName: "dir|file"))
+    var vae: String?
 
     @Option(name: .long, help: ArgumentHelp("Named defaults from presets/ (see `panorama presets`); flags override it. A preset named like the model's folder applies by itself.", valueName: "name"))
     var preset: String?
