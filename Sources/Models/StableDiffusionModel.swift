@@ -16,9 +16,7 @@ public struct StableDiffusionModel: Sendable {
     public let schedulerConfig: DDIMSchedulerConfig
 
     /// A short name for reports and PNG metadata: the folder's name, or the file's without extension.
-    public var name: String {
-        source.hasDirectoryPath ? source.lastPathComponent : source.deletingPathExtension().lastPathComponent
-    }
+    public let name: String
 
     /// The UNet's native latent window (`sample_size`, 64 for SD 1.x / 2.x base models).
     public var latentWindow: Int { unet.config.sampleSize?.first ?? 64 }
@@ -37,7 +35,7 @@ public struct StableDiffusionModel: Sendable {
     public init(folder url: URL) throws {
         let folder = try DiffusersFolder(url: url)
         try self.init(
-            source: folder.url,
+            source: folder.url, name: folder.url.lastPathComponent,
             tokenizer: CLIPTokenizer(directory: folder.componentDirectory("tokenizer")),
             textEncoder: CLIPTextModel(config: folder.config(CLIPTextConfig.self, for: "text_encoder"),
                                        weights: folder.weights(for: "text_encoder")),
@@ -55,7 +53,7 @@ public struct StableDiffusionModel: Sendable {
         case let .folder(folderURL):
             let folder = try DiffusersFolder(url: folderURL)
             try self.init(
-                source: url,
+                source: url, name: url.deletingPathExtension().lastPathComponent,
                 tokenizer: CLIPTokenizer(directory: folder.componentDirectory("tokenizer")),
                 textEncoder: CLIPTextModel(config: folder.config(CLIPTextConfig.self, for: "text_encoder"),
                                            weights: checkpoint.textEncoder),
@@ -65,7 +63,7 @@ public struct StableDiffusionModel: Sendable {
         case let .standard(tokenizerURL, predictionType):
             let configs = try checkpoint.standardConfigurations(predictionType: predictionType)
             try self.init(
-                source: url,
+                source: url, name: url.deletingPathExtension().lastPathComponent,
                 tokenizer: CLIPTokenizer(vocabulary: tokenizerURL.appendingPathComponent("vocab.json"),
                                          merges: tokenizerURL.appendingPathComponent("merges.txt"),
                                          padToken: configs.family.padToken),
@@ -86,13 +84,14 @@ public struct StableDiffusionModel: Sendable {
             ? try AutoencoderKL(config: AutoencoderKLConfig.load(from: url.appendingPathComponent("config.json")),
                                 weights: DiffusersFolder.weights(in: url, label: "vae (\(url.lastPathComponent))"))
             : try AutoencoderKL(config: self.vae.config, weights: SingleFileCheckpoint.standaloneVAE(url: url))
-        return try StableDiffusionModel(source: source, tokenizer: tokenizer, textEncoder: textEncoder, unet: unet,
+        return try StableDiffusionModel(source: source, name: name, tokenizer: tokenizer, textEncoder: textEncoder, unet: unet,
                                         vae: vae, schedulerConfig: schedulerConfig)
     }
 
-    private init(source: URL, tokenizer: CLIPTokenizer, textEncoder: CLIPTextModel, unet: UNet2DConditionModel,
-                 vae: AutoencoderKL, schedulerConfig: DDIMSchedulerConfig) throws {
+    private init(source: URL, name: String, tokenizer: CLIPTokenizer, textEncoder: CLIPTextModel,
+                 unet: UNet2DConditionModel, vae: AutoencoderKL, schedulerConfig: DDIMSchedulerConfig) throws {
         self.source = source
+        self.name = name
         self.tokenizer = tokenizer
         self.textEncoder = textEncoder
         self.unet = unet

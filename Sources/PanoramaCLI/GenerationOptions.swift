@@ -153,7 +153,8 @@ struct GenerationOptions: ParsableArguments {
             guard predictionType == nil else {
                 throw ValidationError("--prediction-type comes from --model-config's scheduler; give one or the other")
             }
-            return try StableDiffusionModel(checkpoint: url, configuration: .folder(URL(fileURLWithPath: modelConfig)))
+            let folder = URL(fileURLWithPath: (modelConfig as NSString).expandingTildeInPath)
+            return try StableDiffusionModel(checkpoint: url, configuration: .folder(folder))
         }
         if let predictionType, !["epsilon", "v_prediction"].contains(predictionType) {
             throw ValidationError("unknown --prediction-type \"\(predictionType)\"; available: epsilon, v_prediction")
