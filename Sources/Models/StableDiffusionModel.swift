@@ -49,29 +49,28 @@ public struct StableDiffusionModel: Sendable {
     /// Loads a single-file checkpoint in the original layout (`SingleFileCheckpoint`).
     public init(checkpoint url: URL, configuration: CheckpointConfiguration) throws {
         let checkpoint = try SingleFileCheckpoint(url: url)
+        let tokenizer: CLIPTokenizer
+        let configs: (unet: UNetConfig, vae: AutoencoderKLConfig, textEncoder: CLIPTextConfig, scheduler: DDIMSchedulerConfig)
         switch configuration {
         case let .folder(folderURL):
             let folder = try DiffusersFolder(url: folderURL)
-            try self.init(
-                source: url, name: url.deletingPathExtension().lastPathComponent,
-                tokenizer: CLIPTokenizer(directory: folder.componentDirectory("tokenizer")),
-                textEncoder: CLIPTextModel(config: folder.config(CLIPTextConfig.self, for: "text_encoder"),
-                                           weights: checkpoint.textEncoder),
-                unet: UNet2DConditionModel(config: folder.config(UNetConfig.self, for: "unet"), weights: checkpoint.unet),
-                vae: AutoencoderKL(config: folder.config(AutoencoderKLConfig.self, for: "vae"), weights: checkpoint.vae),
-                schedulerConfig: folder.config(DDIMSchedulerConfig.self, for: "scheduler"))
+            tokenizer = try CLIPTokenizer(directory: folder.componentDirectory("tokenizer"))
+            configs = try (folder.config(UNetConfig.self, for: "unet"), folder.config(AutoencoderKLConfig.self, for: "vae"),
+                           folder.config(CLIPTextConfig.self, for: "text_encoder"),
+                           folder.config(DDIMSchedulerConfig.self, for: "scheduler"))
         case let .standard(tokenizerURL, predictionType):
-            let configs = try checkpoint.standardConfigurations(predictionType: predictionType)
-            try self.init(
-                source: url, name: url.deletingPathExtension().lastPathComponent,
-                tokenizer: CLIPTokenizer(vocabulary: tokenizerURL.appendingPathComponent("vocab.json"),
-                                         merges: tokenizerURL.appendingPathComponent("merges.txt"),
-                                         padToken: configs.family.padToken),
-                textEncoder: CLIPTextModel(config: configs.textEncoder, weights: checkpoint.textEncoder),
-                unet: UNet2DConditionModel(config: configs.unet, weights: checkpoint.unet),
-                vae: AutoencoderKL(config: configs.vae, weights: checkpoint.vae),
-                schedulerConfig: configs.scheduler)
+            let standard = try checkpoint.standardConfigurations(predictionType: predictionType)
+            configs = (standard.unet, standard.vae, standard.textEncoder, standard.scheduler)
+            tokenizer = try CLIPTokenizer(vocabulary: tokenizerURL.appendingPathComponent("vocab.json"),
+                                          merges: tokenizerURL.appendingPathComponent("merges.txt"),
+                                          padToken: standard.family.padToken)
         }
+        try self.init(
+            source: url, name: url.deletingPathExtension().lastPathComponent, tokenizer: tokenizer,
+            textEncoder: CLIPTextModel(config: configs.textEncoder, weights: checkpoint.textEncoder),
+            unet: UNet2DConditionModel(config: configs.unet, weights: checkpoint.unet),
+            vae: AutoencoderKL(config: configs.vae, weights: checkpoint.vae),
+            schedulerConfig: configs.scheduler)
     }
 
     /// This model with another VAE of the same architecture: a diffusers VAE folder (its
