@@ -35,6 +35,9 @@ struct Options {
     /// `upscale`: one phase only (encode, denoise, decode), and where phases hand over latents.
     var phase: String?
     var state: URL?
+    /// `upscale --phase denoise`: start from seeded Gaussian latents of the encode's shape instead
+    /// of the encode phase's file (the UNet's work does not depend on the values).
+    var syntheticLatents = false
     /// `upscale`: the side of the square result.
     var target = 2048
     /// `vae-layers`: latent width (64 = the 512x512 decode, 512 = the 512x4096 one).
@@ -335,6 +338,10 @@ func runRow(_ row: String, _ o: Options) throws -> RowResult {
         }
         var views = 0, steps = 0
         if phase == "all" || phase == "denoise" {
+            if latents == nil && o.syntheticLatents {
+                var generator = TorchGenerator(seed: 2)
+                latents = generator.randn([1, 4, side / 8, side / 8])
+            }
             var loop = try pipeline.imageToImageLoop(settings, latents: try latents ?? load("encoded"), strength: 0.35)
             views = loop.views.count
             while loop.next() != nil { steps += 1 }

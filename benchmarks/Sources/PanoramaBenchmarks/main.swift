@@ -12,6 +12,7 @@ let usage = """
                                [--precision fp32|bf16] [--no-winograd] [--attention-key-block N]
                                [--file-format float32|bfloat16]
                                [--target N] [--phase encode|denoise|decode] [--state DIR]
+                               [--synthetic-latents]
     rows: \(rowNames.joined(separator: ", ")), all (every row but upscale); `flops` prints the counted FLOPs only
       --json           print JSON (one object per row, an array for several rows) instead of a table
       --runs/--warmups timed and untimed repetitions (defaults per row: unet 3+1, vae-decode-512 3+1,
@@ -27,6 +28,9 @@ let usage = """
       --phase P        `upscale`: run only encode, denoise or decode, handing latents over in
       --state DIR      files under DIR (default benchmarks/.cache/upscale-N), so a long upscale
                        can be measured phase by phase, each with its own peak RSS
+      --synthetic-latents
+                       `upscale --phase denoise`: seeded Gaussian latents instead of the encode
+                       phase's file (the denoise's cost does not depend on the values)
       --precision P    fp32 (default) or bf16: the arithmetic of the models' matrix products
                        (`sgemm` then also times the own bf16 GEMM on the same shapes)
       --no-winograd    fp32: 3x3 convolutions by im2col + GEMM instead of Winograd F(4x4, 3x3)
@@ -80,6 +84,7 @@ func parse(_ arguments: [String]) throws -> (rows: [String], options: Options) {
             guard ["encode", "denoise", "decode"].contains(v) else { throw BenchmarkError("--phase: encode, denoise or decode, not \(v)") }
             o.phase = v
         case "--state": o.state = URL(fileURLWithPath: try value())
+        case "--synthetic-latents": o.syntheticLatents = true
         case "--file-format":
             let v = try value()
             guard let f = CanvasStore.FileFormat(rawValue: v) else { throw BenchmarkError("--file-format: float32 or bfloat16, not \(v)") }
