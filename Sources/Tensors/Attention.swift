@@ -45,23 +45,23 @@ public func scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, heads: In
         q.withUnsafeBufferPointer { qp in
             k.withUnsafeBufferPointer { kp in
                 v.withUnsafeBufferPointer { vp in
-                    // bf16: every head's keys (as Kᵀ) and values are packed once per key block,
-                    // not per query block.
-                    let bf16 = Compute.precision == .bf16
-                    let kCount = bf16 ? pk_bf16_packed_b_count(d, keyBlock) : 0
-                    let vCount = bf16 ? pk_bf16_packed_b_count(keyBlock, d) : 0
+                    // The own GEMM: every head's keys (as Kᵀ) and values are packed once per key
+                    // block, not per query block.
+                    let format = Compute.gemmFormat
+                    let kCount = format.map { pk_packed_b_count($0, d, keyBlock) } ?? 0
+                    let vCount = format.map { pk_packed_b_count($0, keyBlock, d) } ?? 0
                     let perHead = keyBlocks * (kCount + vCount)
                     let packed = UnsafeMutablePointer<UInt32>.allocate(capacity: b * heads * perHead)
                     defer { packed.deallocate() }
-                    if bf16 {
+                    if let format {
                         Compute.parallelFor(b * heads * keyBlocks) { job in
                             let (bh, kb) = (job / keyBlocks, job % keyBlocks)
                             let (bi, h) = (bh / heads, bh % heads)
                             let k0 = kb * keyBlock, kn = min(keyBlock, nk - k0)
                             let offset = (bi * nk + k0) * channels + h * d
                             let dst = packed + bh * perHead + kb * (kCount + vCount)
-                            pk_bf16_pack_b(1, d, kn, kp.baseAddress! + offset, channels, dst)
-                            pk_bf16_pack_b(0, kn, d, vp.baseAddress! + offset, channels, dst + kCount)
+                            pk_pack_b(format, 1, d, kn, kp.baseAddress! + offset, channels, dst)
+                            pk_pack_b(format, 0, kn, d, vp.baseAddress! + offset, channels, dst + kCount)
                         }
                     }
                     // Jobs are (batch, head, query block) triples spread over the workers, each
@@ -87,8 +87,8 @@ public func scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, heads: In
                                     let kh = kp.baseAddress! + (bi * nk + k0) * channels + h * d
                                     let vh = vp.baseAddress! + (bi * nk + k0) * channels + h * d
                                     let kPacked = packed + bh * perHead + kb * (kCount + vCount)
-                                    if bf16 {
-                                        pk_gemm_bf16_packed_b(0, rows, kn, d, scale, qh, channels, kPacked, 0, s, kn)
+                                    if let format {
+                                        pk_gemm_packed_b(format, 0, rows, kn, d, scale, qh, channels, kPacked, 0, s, kn)
                                     } else {
                                         sgemm(transB: true, m: rows, n: kn, k: d, alpha: scale,
                                               a: qh, lda: channels, b: kh, ldb: channels, c: s, ldc: kn)
@@ -98,8 +98,8 @@ public func scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, heads: In
                                     } else {
                                         pk_softmax_online(s, rows, kn, maxima, sums, kb == 0 ? nil : oh, channels, d)
                                     }
-                                    if bf16 {
-                                        pk_gemm_bf16_packed_b(0, rows, d, kn, 1, s, kn, kPacked + kCount, beta, oh, channels)
+                                    if let format {
+                                        pk_gemm_packed_b(format, 0, rows, d, kn, 1, s, kn, kPacked + kCount, beta, oh, channels)
                                     } else {
                                         sgemm(m: rows, n: d, k: kn, a: s, lda: kn, b: vh, ldb: channels,
                                               beta: beta, c: oh, ldc: channels)

@@ -21,10 +21,28 @@ public enum Compute {
 
     /// Whether bf16 products run on the CPU's AVX512-BF16 instructions. Without them `.bf16`
     /// still works, through a portable kernel that is far slower than fp32.
-    public static var hasFastBF16: Bool { pk_bf16_supported() != 0 }
+    public static var hasFastBF16: Bool { pk_gemm_fast(PK_BF16) != 0 }
+
+    /// Whether float32 products run on the own AVX-512 GEMM instead of OpenBLAS (default: where
+    /// the CPU has AVX-512). OpenBLAS's kernels can be narrower than the CPU — its own choice, or
+    /// the one `OPENBLAS_CORETYPE` forces — and the own kernel also packs attention's keys and
+    /// values once per block. Process-wide; benchmarks switch it to compare.
+    nonisolated(unsafe) public static var ownFloat32GEMM = pk_gemm_fast(PK_F32) != 0
+
+    /// The own GEMM's format for products at `precision`, or nil where float32 goes to OpenBLAS.
+    static var gemmFormat: pk_format? {
+        precision == .bf16 ? PK_BF16 : ownFloat32GEMM ? PK_F32 : nil
+    }
 
     /// True inside `withSingleThreadedBLAS`: the caller already runs one product per worker.
     static var singleThreadedBLAS: Bool { _singleThreadedBLAS }
+
+    /// The kernel family OpenBLAS runs ("Haswell", "Cooperlake", …): its own choice for the CPU,
+    /// or the one `OPENBLAS_CORETYPE` forced when the library loaded.
+    public static var blasCoreName: String {
+        guard let name = openblas_get_corename() else { return "unknown" }
+        return String(cString: name)
+    }
 
     /// Worker threads used by the kernels and by OpenBLAS (default 2).
     public static var threads: Int {

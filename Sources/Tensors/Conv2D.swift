@@ -21,7 +21,7 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int = 1,
     conv2d(x, weight: .float32(weight), bias: bias, stride: stride, padding: padding)
 }
 
-/// `conv2d` with a float32 or a packed weight; a packed one always computes in bf16. With
+/// `conv2d` with a float32 or a packed weight; a packed one computes in its own format. With
 /// `winogradAtAnyPrecision`, a float32 weight takes the float32 Winograd path wherever its
 /// shape allows (`Compute.winograd`), also when `Compute.precision` is bf16.
 public func conv2d(_ x: Tensor, weight layerWeight: LayerWeight, bias: Tensor?, stride: Int = 1,
@@ -39,13 +39,13 @@ public func conv2d(_ x: Tensor, weight layerWeight: LayerWeight, bias: Tensor?, 
     // Every output element is written by a GEMM with beta = 0, so no zero fill is needed.
     let pointwise = kh == 1 && kw == 1 && stride == 1 && padding == .uniform(0)
     let rowsPerBlock = max(1, min(hout, im2colBudget / max(1, kdim * wout)))
-    // bf16 with whole 32-pixel panels per output row: the kernel gathers its operand straight
-    // from the input, no im2col buffer.
     var packed: PackedWeight?
     if case .packed(let p) = layerWeight { packed = p }
-    let bf16 = Compute.precision == .bf16 || packed != nil
-    let implicit = !pointwise && bf16 && Compute.hasFastBF16 && stride == 1 && wout % 32 == 0
-    if packed == nil && (winogradAtAnyPrecision || !bf16)
+    let format = packed?.format ?? Compute.gemmFormat
+    // The own GEMM's vector kernels with whole 32-pixel panels per output row: they gather their
+    // operand straight from the input, no im2col buffer.
+    let implicit = !pointwise && format.map { pk_gemm_fast($0) != 0 } == true && stride == 1 && wout % 32 == 0
+    if packed == nil && (winogradAtAnyPrecision || Compute.precision == .fp32)
         && Compute.usesWinograd(channels: cin, outChannels: cout, kernel: (kh, kw), stride: stride, outputPixels: plane) {
         return Tensor(uninitializedShape: [n, cout, hout, wout]) { op in
             x.withUnsafeBufferPointer { xp in
@@ -81,9 +81,9 @@ public func conv2d(_ x: Tensor, weight layerWeight: LayerWeight, bias: Tensor?, 
                         return
                     }
                     if implicit {
-                        pk_conv_bf16(input, cin, h, w, weightPointer, packed?.panels, cout, kh, kw, stride, padding.top,
-                                     padding.left, wout, range.lowerBound, range.count,
-                                     output + range.lowerBound * wout, plane)
+                        pk_conv(format!, input, cin, h, w, weightPointer, packed?.panels, cout, kh, kw, stride,
+                                padding.top, padding.left, wout, range.lowerBound, range.count,
+                                output + range.lowerBound * wout, plane)
                         return
                     }
                     let col = pk_scratch(kdim * rowsPerBlock * wout, 0)!

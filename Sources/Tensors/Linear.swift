@@ -6,7 +6,7 @@ public func linear(_ x: Tensor, weight: Tensor, bias: Tensor?) -> Tensor {
     linear(x, weight: .float32(weight), bias: bias)
 }
 
-/// `linear` with a float32 or a packed weight; a packed one always computes in bf16.
+/// `linear` with a float32 or a packed weight; a packed one computes in its own format.
 public func linear(_ x: Tensor, weight layerWeight: LayerWeight, bias: Tensor?) -> Tensor {
     let weight = layerWeight.shape
     let inFeatures = weight[1], outFeatures = weight[0]
@@ -21,8 +21,8 @@ public func linear(_ x: Tensor, weight layerWeight: LayerWeight, bias: Tensor?) 
                 func product(_ r0: Int, _ r1: Int) {
                     let a = xp.baseAddress! + r0 * inFeatures, c = out.baseAddress! + r0 * outFeatures
                     if case .packed(let packed) = layerWeight {
-                        pk_gemm_bf16_packed_b(0, r1 - r0, outFeatures, inFeatures, 1, a, inFeatures, packed.panels,
-                                              0, c, outFeatures)
+                        pk_gemm_packed_b(packed.format, 0, r1 - r0, outFeatures, inFeatures, 1, a, inFeatures,
+                                         packed.panels, 0, c, outFeatures)
                     } else {
                         gemm(transB: true, m: r1 - r0, n: outFeatures, k: inFeatures, a: a, lda: inFeatures,
                              b: weightPointer!, ldb: inFeatures, c: c, ldc: outFeatures)

@@ -1,9 +1,9 @@
 import CKernels
 
-/// A layer's weight matrix rounded to bfloat16 and packed once into the panels the bf16 GEMM
-/// reads, in half the memory of float32. Models built while `Compute.precision` is `.bf16` keep
-/// their convolution and linear weights this way, so no call re-packs them and the float32 copy
-/// is not kept.
+/// A layer's weight matrix packed once into the panels the own GEMM reads: rounded to bfloat16
+/// (half the memory of float32) or float32. Models built while `Compute.precision` is `.bf16`
+/// keep their convolution and linear weights this way, so no call re-packs them and the float32
+/// copy is not kept.
 public final class PackedWeight: @unchecked Sendable {
     /// Which operand of the product the weight is: a convolution's weight [out, in·kh·kw] is
     /// the left operand (A); a linear layer's weight [out, in] is the transposed right operand (Bᵀ).
@@ -14,24 +14,28 @@ public final class PackedWeight: @unchecked Sendable {
     public let operand: Operand
     /// Output features, and input features times kernel taps.
     public let rows: Int, columns: Int
+    /// The GEMM format of the panels.
+    let format: pk_format
     let panels: UnsafeMutablePointer<UInt32>
     let count: Int
 
-    /// Packs `weight`, whose first dimension is the output features.
-    public init(_ weight: Tensor, as operand: Operand) {
+    /// Packs `weight`, whose first dimension is the output features, in bf16 (`float32` false)
+    /// or float32.
+    public init(_ weight: Tensor, as operand: Operand, float32: Bool = false) {
         shape = weight.shape
         self.operand = operand
+        format = float32 ? PK_F32 : PK_BF16
         rows = weight.shape[0]
         columns = weight.count / max(1, rows)
         switch operand {
-        case .left: count = pk_bf16_packed_a_count(rows, columns)
-        case .transposedRight: count = pk_bf16_packed_b_count(columns, rows)
+        case .left: count = pk_packed_a_count(format, rows, columns)
+        case .transposedRight: count = pk_packed_b_count(format, columns, rows)
         }
         panels = .allocate(capacity: count)
         weight.withUnsafeBufferPointer { wp in
             switch operand {
-            case .left: pk_bf16_pack_a(0, rows, columns, wp.baseAddress!, columns, panels)
-            case .transposedRight: pk_bf16_pack_b(1, columns, rows, wp.baseAddress!, columns, panels)
+            case .left: pk_pack_a(format, 0, rows, columns, wp.baseAddress!, columns, panels)
+            case .transposedRight: pk_pack_b(format, 1, columns, rows, wp.baseAddress!, columns, panels)
             }
         }
     }
@@ -42,7 +46,7 @@ public final class PackedWeight: @unchecked Sendable {
     public var bytes: Int { count * MemoryLayout<UInt32>.size }
 }
 
-/// A convolution's or linear layer's weight: float32, or packed bfloat16 panels.
+/// A convolution's or linear layer's weight: float32, or packed panels.
 public enum LayerWeight: Sendable {
     case float32(Tensor)
     case packed(PackedWeight)

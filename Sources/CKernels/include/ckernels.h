@@ -37,60 +37,70 @@ void pk_geglu(const float *x, float *out, size_t rows, size_t d);
 
 /// A per-thread scratch buffer of at least `count` floats that only grows, so hot loops neither
 /// allocate nor page-fault. `slot` 0–4 picks one of five independent buffers (0, 1 and 4 for
-/// kernels' own scratch, 2 and 3 for the bf16 GEMM's packed operands). The contents are
+/// kernels' own scratch, 2 and 3 for the own GEMM's packed operands). The contents are
 /// undefined and valid until the same thread asks for the same slot again.
 float *pk_scratch(size_t count, int slot);
 
 /// glibc: keep freed blocks up to 32 MiB in the heap instead of unmapping them (no-op elsewhere).
 void pk_retain_freed_memory(void);
 
-/// 1 when this CPU has AVX512-BF16 (the bf16 GEMM then uses VDPBF16PS; otherwise a portable
-/// kernel with the same rounding, much slower).
-int pk_bf16_supported(void);
-
-/// Tests: makes `pk_bf16_supported` report 0 while `on` is non-zero.
-void pk_bf16_force_portable(int on);
-
 /// x rounded to the nearest bfloat16 (ties to even), returned as float.
 float pk_round_bf16(float x);
 
-/// Row-major C = alpha · op(A) · op(B) + beta · C, with A and B rounded to bfloat16 and products
-/// summed in float32. op(A) is m x k, op(B) is k x n; `trans_a` / `trans_b` mean the stored
-/// matrix is the transpose. Single-threaded. C is not read when beta is 0.
-void pk_gemm_bf16(int trans_a, int trans_b, size_t m, size_t n, size_t k, float alpha,
-                  const float *a, size_t lda, const float *b, size_t ldb, float beta,
-                  float *c, size_t ldc);
+/// Element format of the own GEMM (gemm.c): how operands are packed and multiplied.
+typedef enum pk_format {
+    /// Operands rounded to bfloat16 (nearest even), products summed in float32.
+    PK_BF16 = 0,
+    /// float32 operands and products.
+    PK_F32 = 1
+} pk_format;
+
+/// 1 when this CPU has AVX-512 F, BW, DQ and VL.
+int pk_avx512_supported(void);
+
+/// 1 when the GEMM's vector kernels run for format `f` (PK_F32: AVX-512; PK_BF16: AVX512-BF16's
+/// VDPBF16PS). Otherwise a portable kernel with the same arithmetic runs, much slower.
+int pk_gemm_fast(pk_format f);
+
+/// Tests: makes `pk_gemm_fast` report 0 while `on` is non-zero.
+void pk_gemm_force_portable(int on);
+
+/// Row-major C = alpha · op(A) · op(B) + beta · C in format `f`. op(A) is m x k, op(B) is k x n;
+/// `trans_a` / `trans_b` mean the stored matrix is the transpose. Single-threaded. C is not read
+/// when beta is 0.
+void pk_gemm(pk_format f, int trans_a, int trans_b, size_t m, size_t n, size_t k, float alpha,
+             const float *a, size_t lda, const float *b, size_t ldb, float beta, float *c, size_t ldc);
 
 /// Number of uint32 values a packed k x n op(B) occupies.
-size_t pk_bf16_packed_b_count(size_t k, size_t n);
+size_t pk_packed_b_count(pk_format f, size_t k, size_t n);
 
 /// Packs op(B) (k x n) once, for products that reuse it (attention's keys and values, weights).
-void pk_bf16_pack_b(int trans_b, size_t k, size_t n, const float *b, size_t ldb, uint32_t *dst);
+void pk_pack_b(pk_format f, int trans_b, size_t k, size_t n, const float *b, size_t ldb, uint32_t *dst);
 
-/// `pk_gemm_bf16` with op(B) already packed by `pk_bf16_pack_b` for the same k and n.
-void pk_gemm_bf16_packed_b(int trans_a, size_t m, size_t n, size_t k, float alpha, const float *a,
-                           size_t lda, const uint32_t *packed_b, float beta, float *c, size_t ldc);
+/// `pk_gemm` with op(B) already packed by `pk_pack_b` in the same format for the same k and n.
+void pk_gemm_packed_b(pk_format f, int trans_a, size_t m, size_t n, size_t k, float alpha, const float *a,
+                      size_t lda, const uint32_t *packed_b, float beta, float *c, size_t ldc);
 
 /// Number of uint32 values a packed m x k op(A) occupies.
-size_t pk_bf16_packed_a_count(size_t m, size_t k);
+size_t pk_packed_a_count(pk_format f, size_t m, size_t k);
 
 /// Packs op(A) (m x k) once, for products that reuse it (layer weights, packed at load).
-void pk_bf16_pack_a(int trans_a, size_t m, size_t k, const float *a, size_t lda, uint32_t *dst);
+void pk_pack_a(pk_format f, int trans_a, size_t m, size_t k, const float *a, size_t lda, uint32_t *dst);
 
-/// `pk_gemm_bf16` with op(A) already packed by `pk_bf16_pack_a` for the same m and k.
-void pk_gemm_bf16_packed_a(int trans_b, size_t m, size_t n, size_t k, float alpha, const uint32_t *packed_a,
-                           const float *b, size_t ldb, float beta, float *c, size_t ldc);
+/// `pk_gemm` with op(A) already packed by `pk_pack_a` in the same format for the same m and k.
+void pk_gemm_packed_a(pk_format f, int trans_b, size_t m, size_t n, size_t k, float alpha,
+                      const uint32_t *packed_a, const float *b, size_t ldb, float beta, float *c, size_t ldc);
 
-/// bf16 convolution of one image without an im2col buffer: output rows
-/// [first_row, first_row + rows) of every output channel, written at output + co·ldo +
-/// (y − first_row)·out_width + x. `weight` is [out_channels, channels·kh·kw], or NULL when
-/// `packed_weight` holds it packed by `pk_bf16_pack_a`; input [channels, height, width]; zero
-/// padding of pad_top / pad_left (the bottom and right follow from out_width and the number of
-/// rows). No bias. Single-threaded.
-void pk_conv_bf16(const float *input, size_t channels, size_t height, size_t width,
-                  const float *weight, const uint32_t *packed_weight, size_t out_channels, size_t kh,
-                  size_t kw, size_t stride, size_t pad_top, size_t pad_left, size_t out_width,
-                  size_t first_row, size_t rows, float *output, size_t ldo);
+/// Convolution of one image without an im2col buffer: output rows [first_row, first_row + rows)
+/// of every output channel, written at output + co·ldo + (y − first_row)·out_width + x. `weight`
+/// is [out_channels, channels·kh·kw], or NULL when `packed_weight` holds it packed by
+/// `pk_pack_a` in the same format; input [channels, height, width]; zero padding of pad_top /
+/// pad_left (the bottom and right follow from out_width and the number of rows). No bias.
+/// Single-threaded.
+void pk_conv(pk_format f, const float *input, size_t channels, size_t height, size_t width,
+             const float *weight, const uint32_t *packed_weight, size_t out_channels, size_t kh, size_t kw,
+             size_t stride, size_t pad_top, size_t pad_left, size_t out_width, size_t first_row, size_t rows,
+             float *output, size_t ldo);
 
 /// Winograd F(4x4, 3x3) convolution (winograd.c): a 3x3 stride-1 convolution as 36 matrix
 /// products, one per point α of the 6x6 transformed tile, U[α] (out x in) · V[α] (in x tiles).

@@ -38,6 +38,9 @@ struct Options {
     /// `upscale --phase denoise`: start from seeded Gaussian latents of the encode's shape instead
     /// of the encode phase's file (the UNet's work does not depend on the values).
     var syntheticLatents = false
+    /// `--fp32-gemm own|openblas`: float32 products on the own AVX-512 kernel or OpenBLAS (nil:
+    /// the library's default, own where the CPU has AVX-512).
+    var ownFloat32GEMM: Bool?
     /// `upscale`: the side of the square result.
     var target = 2048
     /// `vae-layers`: latent width (64 = the 512x512 decode, 512 = the 512x4096 one).
@@ -67,9 +70,16 @@ let attentionShapes = [
     GemmShape(m: 4096, n: 40, k: 4096, transB: false, label: "4096x40x4096 (PV, one head)"),
 ]
 
-/// Best-of-`runs` seconds of each shape, after one warm-up, on `Compute.threads` threads: OpenBLAS,
-/// or with `bf16` the own bf16 GEMM through `gemm`.
-func timeGemms(_ shapes: [GemmShape], runs: Int, bf16: Bool = false) -> [[Double]] {
+/// Which GEMM `timeGemms` times.
+enum GemmKind { case openBLAS, ownFloat32, ownBF16 }
+
+/// Best-of-`runs` seconds of each shape, after one warm-up, on `Compute.threads` threads: OpenBLAS's
+/// cblas_sgemm, or the own float32 or bf16 GEMM through `gemm`.
+func timeGemms(_ shapes: [GemmShape], runs: Int, kind: GemmKind = .openBLAS) -> [[Double]] {
+    let (savedPrecision, savedOwn) = (Compute.precision, Compute.ownFloat32GEMM)
+    Compute.precision = kind == .ownBF16 ? .bf16 : .fp32
+    Compute.ownFloat32GEMM = kind == .ownFloat32
+    defer { (Compute.precision, Compute.ownFloat32GEMM) = (savedPrecision, savedOwn) }
     var generator = TorchGenerator(seed: 7)
     return shapes.map { s in
         let a = generator.randn([s.m * s.k]), b = generator.randn([s.k * s.n])
@@ -78,16 +88,8 @@ func timeGemms(_ shapes: [GemmShape], runs: Int, bf16: Bool = false) -> [[Double
             b.withUnsafeBufferPointer { bp in
                 c.withUnsafeMutableBufferPointer { cp in
                     time(warmups: 1, runs: runs) {
-                        if bf16 {
-                            let saved = Compute.precision
-                            Compute.precision = .bf16
-                            defer { Compute.precision = saved }
-                            gemm(transB: s.transB, m: s.m, n: s.n, k: s.k, a: ap.baseAddress!, lda: s.k,
-                                 b: bp.baseAddress!, ldb: s.transB ? s.k : s.n, c: cp.baseAddress!, ldc: s.n)
-                        } else {
-                            sgemm(transB: s.transB, m: s.m, n: s.n, k: s.k, a: ap.baseAddress!, lda: s.k,
-                                  b: bp.baseAddress!, ldb: s.transB ? s.k : s.n, c: cp.baseAddress!, ldc: s.n)
-                        }
+                        gemm(transB: s.transB, m: s.m, n: s.n, k: s.k, a: ap.baseAddress!, lda: s.k,
+                             b: bp.baseAddress!, ldb: s.transB ? s.k : s.n, c: cp.baseAddress!, ldc: s.n)
                     }
                 }
             }
@@ -112,6 +114,7 @@ func runRow(_ row: String, _ o: Options) throws -> RowResult {
     let folder = try DiffusersFolder(url: folderURL)
     var generator = TorchGenerator(seed: 0)
     let sgemmRate = row == "sgemm" ? nil : (o.sgemmGflops ?? measureSgemmRate())
+    if let own = o.ownFloat32GEMM { Compute.ownFloat32GEMM = own }
     Compute.precision = o.precision
     Compute.winograd = o.winograd
     Compute.attentionKeyBlock = o.attentionKeyBlock
@@ -134,9 +137,14 @@ func runRow(_ row: String, _ o: Options) throws -> RowResult {
         for (s, t) in zip(convLikeShapes + attentionShapes, times + attention) {
             result.extra["GFLOP/s " + s.label] = s.flop / 1e9 / t.min()!
         }
+        let shapes = convLikeShapes + attentionShapes
+        if Compute.ownFloat32GEMM {
+            for (s, t) in zip(shapes, timeGemms(shapes, runs: runs, kind: .ownFloat32)) {
+                result.extra["own fp32 GFLOP/s " + s.label] = s.flop / 1e9 / t.min()!
+            }
+        }
         if o.precision == .bf16 {
-            let shapes = convLikeShapes + attentionShapes
-            for (s, t) in zip(shapes, timeGemms(shapes, runs: runs, bf16: true)) {
+            for (s, t) in zip(shapes, timeGemms(shapes, runs: runs, kind: .ownBF16)) {
                 result.extra["bf16 GFLOP/s " + s.label] = s.flop / 1e9 / t.min()!
             }
         }
@@ -394,6 +402,8 @@ func runRow(_ row: String, _ o: Options) throws -> RowResult {
         throw BenchmarkError("unknown row \(row); rows: \(rowNames.joined(separator: ", ")), all")
     }
     (result.otherLoadCores, result.stealCores) = probe.finish()
+    result.extra["OpenBLAS kernels"] = Compute.blasCoreName
+    result.extra["fp32 GEMM"] = Compute.ownFloat32GEMM ? "own AVX-512" : "OpenBLAS"
     if row != "sgemm" {
         result.extra["precision"] = o.precision.rawValue
         if o.precision == .fp32 && !o.winograd { result.extra["winograd"] = "off" }

@@ -12,7 +12,7 @@ let usage = """
                                [--precision fp32|bf16] [--no-winograd] [--attention-key-block N]
                                [--file-format float32|bfloat16]
                                [--target N] [--phase encode|denoise|decode] [--state DIR]
-                               [--synthetic-latents]
+                               [--synthetic-latents] [--fp32-gemm own|openblas]
     rows: \(rowNames.joined(separator: ", ")), all (every row but upscale); `flops` prints the counted FLOPs only
       --json           print JSON (one object per row, an array for several rows) instead of a table
       --runs/--warmups timed and untimed repetitions (defaults per row: unet 3+1, vae-decode-512 3+1,
@@ -33,6 +33,9 @@ let usage = """
                        phase's file (the denoise's cost does not depend on the values)
       --precision P    fp32 (default) or bf16: the arithmetic of the models' matrix products
                        (`sgemm` then also times the own bf16 GEMM on the same shapes)
+      --fp32-gemm G    float32 products on the own AVX-512 GEMM (`own`, the default where the CPU
+                       has AVX-512) or on OpenBLAS (`openblas`); the sgemm ceiling is always
+                       OpenBLAS's, and `sgemm` also times the own kernel on the same shapes
       --no-winograd    fp32: 3x3 convolutions by im2col + GEMM instead of Winograd F(4x4, 3x3)
       --attention-key-block N
                        keys per block of attention's online softmax (0: every row's scores whole;
@@ -85,6 +88,10 @@ func parse(_ arguments: [String]) throws -> (rows: [String], options: Options) {
             o.phase = v
         case "--state": o.state = URL(fileURLWithPath: try value())
         case "--synthetic-latents": o.syntheticLatents = true
+        case "--fp32-gemm":
+            let v = try value()
+            guard ["own", "openblas"].contains(v) else { throw BenchmarkError("--fp32-gemm: own or openblas, not \(v)") }
+            o.ownFloat32GEMM = v == "own"
         case "--file-format":
             let v = try value()
             guard let f = CanvasStore.FileFormat(rawValue: v) else { throw BenchmarkError("--file-format: float32 or bfloat16, not \(v)") }

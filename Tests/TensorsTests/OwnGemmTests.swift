@@ -2,9 +2,14 @@ import CKernels
 import Tensors
 import XCTest
 
-/// The bf16 GEMM against a float64 product of the same bf16-rounded operands: only the float32
-/// summation order may differ, so the tolerance is tight.
-final class BF16GemmTests: XCTestCase {
+/// The own GEMM in both formats against a float64 product of the same operands (bf16-rounded in
+/// the bf16 format): only the float32 summation order may differ, so the tolerance is tight.
+final class OwnGemmTests: XCTestCase {
+    /// An operand value as the format multiplies it.
+    private func rounded(_ x: Float, _ format: pk_format) -> Double {
+        Double(format == PK_BF16 ? pk_round_bf16(x) : x)
+    }
+
     private func values(_ count: Int, seed: UInt64) -> [Float] {
         var state = seed &* 6364136223846793005 &+ 1442695040888963407
         return (0..<count).map { _ in
@@ -13,14 +18,14 @@ final class BF16GemmTests: XCTestCase {
         }
     }
 
-    /// Runs one product through `pk_gemm_bf16` and checks every element.
-    private func check(m: Int, n: Int, k: Int, transA: Bool, transB: Bool, alpha: Float, beta: Float,
-                       file: StaticString = #filePath, line: UInt = #line) {
+    /// Runs one product through `pk_gemm` and checks every element.
+    private func check(_ format: pk_format, m: Int, n: Int, k: Int, transA: Bool, transB: Bool, alpha: Float,
+                       beta: Float, file: StaticString = #filePath, line: UInt = #line) {
         let (lda, ldb, ldc) = (transA ? m + 3 : k + 1, transB ? k + 2 : n + 5, n + 7)
         let a = values((transA ? k : m) * lda, seed: 1), b = values((transB ? n : k) * ldb, seed: 2)
         let c0 = values(m * ldc, seed: 3)
         var c = c0
-        pk_gemm_bf16(transA ? 1 : 0, transB ? 1 : 0, m, n, k, alpha, a, lda, b, ldb, beta, &c, ldc)
+        pk_gemm(format, transA ? 1 : 0, transB ? 1 : 0, m, n, k, alpha, a, lda, b, ldb, beta, &c, ldc)
         var worst: Double = 0
         for i in 0..<m {
             for j in 0..<n {
@@ -28,7 +33,7 @@ final class BF16GemmTests: XCTestCase {
                 for p in 0..<k {
                     let x = transA ? a[p * lda + i] : a[i * lda + p]
                     let y = transB ? b[j * ldb + p] : b[p * ldb + j]
-                    s += Double(pk_round_bf16(x)) * Double(pk_round_bf16(y))
+                    s += rounded(x, format) * rounded(y, format)
                 }
                 let expected = Double(alpha) * s + (beta == 0 ? 0 : Double(beta) * Double(c0[i * ldc + j]))
                 worst = max(worst, abs(expected - Double(c[i * ldc + j])))
@@ -43,26 +48,32 @@ final class BF16GemmTests: XCTestCase {
                                  "m \(m) n \(n) k \(k) transA \(transA) transB \(transB)", file: file, line: line)
     }
 
-    private func checkShapes() {
+    private func checkShapes(_ format: pk_format) {
         // Edges in every dimension, K odd, K across several blocks, M across blocks, N above one panel.
         for (m, n, k) in [(1, 1, 1), (12, 32, 2), (13, 33, 3), (7, 40, 41), (29, 80, 385), (250, 17, 64),
                           (37, 3100, 9), (5, 16, 800)] {
             for (transA, transB) in [(false, false), (false, true), (true, false), (true, true)] {
-                check(m: m, n: n, k: k, transA: transA, transB: transB, alpha: 0.7, beta: 0)
+                check(format, m: m, n: n, k: k, transA: transA, transB: transB, alpha: 0.7, beta: 0)
             }
-            check(m: m, n: n, k: k, transA: false, transB: false, alpha: 1, beta: 0.5)
+            check(format, m: m, n: n, k: k, transA: false, transB: false, alpha: 1, beta: 0.5)
         }
     }
 
     func testFastKernelMatchesDefinition() throws {
         try XCTSkipUnless(Compute.hasFastBF16, "this CPU has no AVX512-BF16")
-        checkShapes()
+        checkShapes(PK_BF16)
     }
 
-    func testPortableKernelMatchesDefinition() {
-        pk_bf16_force_portable(1)
-        defer { pk_bf16_force_portable(0) }
-        checkShapes()
+    func testFastFloat32KernelMatchesDefinition() throws {
+        try XCTSkipUnless(pk_gemm_fast(PK_F32) != 0, "this CPU has no AVX-512")
+        checkShapes(PK_F32)
+    }
+
+    func testPortableKernelsMatchDefinition() {
+        pk_gemm_force_portable(1)
+        defer { pk_gemm_force_portable(0) }
+        checkShapes(PK_BF16)
+        checkShapes(PK_F32)
     }
 
     func testRoundingIsToNearestEven() {
@@ -73,37 +84,48 @@ final class BF16GemmTests: XCTestCase {
         XCTAssertEqual(pk_round_bf16(.infinity), .infinity)
     }
 
-    /// The threaded `gemm` entry point at bf16 splits by columns or rows and must agree with
-    /// the single-threaded kernel exactly (same blocks along K, so the same sums).
+    /// The threaded entry points (`gemm` at bf16, `sgemm` on the own kernel) split by columns or
+    /// rows and must agree with the single-threaded kernel exactly (same blocks along K, so the
+    /// same sums).
     func testThreadedSplitAgrees() {
-        let saved = Compute.precision
+        let (savedPrecision, savedOwn) = (Compute.precision, Compute.ownFloat32GEMM)
         Compute.precision = .bf16
-        defer { Compute.precision = saved }
+        Compute.ownFloat32GEMM = true
+        defer { (Compute.precision, Compute.ownFloat32GEMM) = (savedPrecision, savedOwn) }
         for (m, n, k) in [(300, 1000, 70), (700, 40, 80)] {
             let a = values(m * k, seed: 4), b = values(k * n, seed: 5)
             var threaded = [Float](repeating: 0, count: m * n), single = threaded
             gemm(m: m, n: n, k: k, a: a, lda: k, b: b, ldb: n, c: &threaded, ldc: n)
-            pk_gemm_bf16(0, 0, m, n, k, 1, a, k, b, n, 0, &single, n)
+            pk_gemm(PK_BF16, 0, 0, m, n, k, 1, a, k, b, n, 0, &single, n)
             XCTAssertEqual(threaded, single)
+            sgemm(m: m, n: n, k: k, a: a, lda: k, b: b, ldb: n, c: &threaded, ldc: n)
+            pk_gemm(PK_F32, 0, 0, m, n, k, 1, a, k, b, n, 0, &single, n)
+            XCTAssertEqual(threaded, single, "float32")
         }
     }
 }
 
-extension BF16GemmTests {
+extension OwnGemmTests {
     /// A pre-packed op(A) gives exactly the product of packing it on the fly: several K and M
     /// blocks with ragged ends, and column splits over the workers.
     func testPrepackedLeftOperandAgrees() {
+        for format in [PK_BF16, PK_F32] {
+            checkPrepackedLeftOperand(format)
+        }
+    }
+
+    private func checkPrepackedLeftOperand(_ format: pk_format) {
         for (m, n, k, transB) in [(500, 70, 1000, false), (13, 3100, 41, true), (250, 64, 385, false), (7, 5, 3, true)] {
             let ldb = transB ? k : n
             let a = values(m * k, seed: 16), b = values((transB ? n : k) * ldb, seed: 17)
-            var packed = [UInt32](repeating: 0, count: pk_bf16_packed_a_count(m, k))
-            pk_bf16_pack_a(0, m, k, a, k, &packed)
+            var packed = [UInt32](repeating: 0, count: pk_packed_a_count(format, m, k))
+            pk_pack_a(format, 0, m, k, a, k, &packed)
             var direct = [Float](repeating: 0, count: m * n), viaPacked = direct
-            pk_gemm_bf16(0, transB ? 1 : 0, m, n, k, 0.5, a, k, b, ldb, 0, &direct, n)
-            pk_gemm_bf16_packed_a(transB ? 1 : 0, m, n, k, 0.5, packed, b, ldb, 0, &viaPacked, n)
+            pk_gemm(format, 0, transB ? 1 : 0, m, n, k, 0.5, a, k, b, ldb, 0, &direct, n)
+            pk_gemm_packed_a(format, transB ? 1 : 0, m, n, k, 0.5, packed, b, ldb, 0, &viaPacked, n)
             XCTAssertEqual(direct, viaPacked, "m \(m) n \(n) k \(k)")
             // Through the Swift entry point (split by columns over the workers).
-            let weight = PackedWeight(Tensor(shape: [m, k], data: a), as: .left)
+            let weight = PackedWeight(Tensor(shape: [m, k], data: a), as: .left, float32: format == PK_F32)
             var threaded = [Float](repeating: 0, count: m * n)
             gemm(packed: weight, transB: transB, n: n, alpha: 0.5, b: b, ldb: ldb, c: &threaded, ldc: n)
             XCTAssertEqual(threaded, direct, "gemm(packed:) m \(m) n \(n) k \(k)")
@@ -138,16 +160,64 @@ extension BF16GemmTests {
 
     /// A pre-packed op(B) gives exactly the product of packing it on the fly.
     func testPrepackedOperandAgrees() {
-        for (m, n, k, transB) in [(30, 40, 770, false), (13, 3100, 41, true), (64, 80, 9, true)] {
-            let ldb = transB ? k : n
-            let a = values(m * k, seed: 6), b = values((transB ? n : k) * ldb, seed: 7)
-            var packed = [UInt32](repeating: 0, count: pk_bf16_packed_b_count(k, n))
-            pk_bf16_pack_b(transB ? 1 : 0, k, n, b, ldb, &packed)
-            var direct = [Float](repeating: 0, count: m * n), viaPacked = direct
-            pk_gemm_bf16(0, transB ? 1 : 0, m, n, k, 0.5, a, k, b, ldb, 0, &direct, n)
-            pk_gemm_bf16_packed_b(0, m, n, k, 0.5, a, k, packed, 0, &viaPacked, n)
-            XCTAssertEqual(direct, viaPacked, "m \(m) n \(n) k \(k)")
+        for format in [PK_BF16, PK_F32] {
+            for (m, n, k, transB) in [(30, 40, 770, false), (13, 3100, 41, true), (64, 80, 9, true)] {
+                let ldb = transB ? k : n
+                let a = values(m * k, seed: 6), b = values((transB ? n : k) * ldb, seed: 7)
+                var packed = [UInt32](repeating: 0, count: pk_packed_b_count(format, k, n))
+                pk_pack_b(format, transB ? 1 : 0, k, n, b, ldb, &packed)
+                var direct = [Float](repeating: 0, count: m * n), viaPacked = direct
+                pk_gemm(format, 0, transB ? 1 : 0, m, n, k, 0.5, a, k, b, ldb, 0, &direct, n)
+                pk_gemm_packed_b(format, 0, m, n, k, 0.5, a, k, packed, 0, &viaPacked, n)
+                XCTAssertEqual(direct, viaPacked, "m \(m) n \(n) k \(k)")
+            }
         }
+    }
+
+    /// On the own float32 kernel, layers agree with OpenBLAS to float32 rounding: attention
+    /// (keys and values packed per block, whole rows and blocks of 32 keys), convolutions
+    /// (implicit, im2col, pointwise, Winograd) and linear layers, also with float32-packed weights.
+    func testOwnFloat32LayersAgreeWithOpenBLAS() throws {
+        try XCTSkipUnless(pk_gemm_fast(PK_F32) != 0, "this CPU has no AVX-512")
+        let savedOwn = Compute.ownFloat32GEMM
+        defer { Compute.ownFloat32GEMM = savedOwn }
+        func both(_ body: () -> Tensor) -> (own: Tensor, blas: Tensor) {
+            Compute.ownFloat32GEMM = true
+            let own = body()
+            Compute.ownFloat32GEMM = false
+            return (own, body())
+        }
+        let (b, nq, nk, heads, d) = (2, 100, 77, 4, 40)
+        let q = Tensor(shape: [b, nq, heads * d], data: values(b * nq * heads * d, seed: 30))
+        let k = Tensor(shape: [b, nk, heads * d], data: values(b * nk * heads * d, seed: 31))
+        let v = Tensor(shape: [b, nk, heads * d], data: values(b * nk * heads * d, seed: 32))
+        let savedBlock = Compute.attentionKeyBlock
+        defer { Compute.attentionKeyBlock = savedBlock }
+        for block in [nil, 32] {
+            Compute.attentionKeyBlock = block
+            let r = both { scaledDotProductAttention(q: q, k: k, v: v, heads: heads) }
+            XCTAssertLessThan(r.own.maxAbsDifference(r.blas), 1e-5 * r.blas.maxAbs, "key block \(block ?? 0)")
+        }
+        let x = Tensor(shape: [2, 24, 40, 64], data: values(2 * 24 * 40 * 64, seed: 33))
+        for (cout, size, stride, pad) in [(16, 3, 1, 1), (12, 3, 2, 1), (20, 1, 1, 0), (5, 3, 1, 0), (32, 3, 1, 1)] {
+            let weight = Tensor(shape: [cout, 24, size, size], data: values(cout * 24 * size * size, seed: 34))
+            let r = both { conv2d(x, weight: weight, bias: nil, stride: stride, padding: .uniform(pad)) }
+            XCTAssertLessThan(r.own.maxAbsDifference(r.blas), 1e-5 * r.blas.maxAbs, "cout \(cout) k \(size) stride \(stride)")
+            Compute.ownFloat32GEMM = true
+            let winograd = size == 3 && stride == 1 && cout >= 16  // (24 input channels, over 32x32 pixels)
+            if !winograd {
+                let packed = conv2d(x, weight: .packed(PackedWeight(weight, as: .left, float32: true)), bias: nil,
+                                    stride: stride, padding: .uniform(pad))
+                XCTAssertEqual(packed, r.own, "float32-packed weight, cout \(cout) k \(size) stride \(stride)")
+            }
+        }
+        let input = Tensor(shape: [300, 96], data: values(300 * 96, seed: 35))
+        let weight = Tensor(shape: [72, 96], data: values(72 * 96, seed: 36))
+        let r = both { linear(input, weight: weight, bias: nil) }
+        XCTAssertLessThan(r.own.maxAbsDifference(r.blas), 1e-5 * r.blas.maxAbs, "linear")
+        Compute.ownFloat32GEMM = true
+        XCTAssertEqual(linear(input, weight: .packed(PackedWeight(weight, as: .transposedRight, float32: true)), bias: nil),
+                       r.own, "linear, float32-packed weight")
     }
 
     /// Attention at bf16 stays close to fp32 (scores and probabilities rounded to bf16).
@@ -174,21 +244,28 @@ extension BF16GemmTests {
     }
 }
 
-extension BF16GemmTests {
-    /// The implicit-im2col convolution against a direct float64 convolution of the same
-    /// bf16-rounded values: whole 32-pixel panels (the vector gather), ragged widths and stride 2
-    /// (the scalar gather), padding on every side, a band of output rows.
+extension OwnGemmTests {
+    /// The implicit-im2col convolution against a direct float64 convolution of the same values
+    /// (bf16-rounded in that format): whole 32-pixel panels (the vector gather), ragged widths and
+    /// stride 2 (the scalar gather), padding on every side, a band of output rows.
     func testImplicitConvolution() {
+        for format in [PK_BF16, PK_F32] {
+            checkImplicitConvolution(format)
+        }
+    }
+
+    private func checkImplicitConvolution(_ format: pk_format) {
         for (cin, cout, h, w, k, stride, pad) in [(3, 5, 9, 64, 3, 1, 1), (7, 13, 6, 37, 3, 1, 1), (4, 6, 10, 20, 3, 2, 1),
                                                   (5, 4, 5, 32, 1, 1, 0), (2, 3, 8, 64, 3, 1, 0)] {
             let hout = (h + 2 * pad - k) / stride + 1, wout = (w + 2 * pad - k) / stride + 1
             let input = values(cin * h * w, seed: 11), weight = values(cout * cin * k * k, seed: 12)
             let (first, rows) = (1, hout - 2)
             var out = [Float](repeating: .nan, count: cout * rows * wout), fromPacked = out
-            pk_conv_bf16(input, cin, h, w, weight, nil, cout, k, k, stride, pad, pad, wout, first, rows, &out, rows * wout)
-            var packed = [UInt32](repeating: 0, count: pk_bf16_packed_a_count(cout, cin * k * k))
-            pk_bf16_pack_a(0, cout, cin * k * k, weight, cin * k * k, &packed)
-            pk_conv_bf16(input, cin, h, w, nil, packed, cout, k, k, stride, pad, pad, wout, first, rows, &fromPacked, rows * wout)
+            pk_conv(format, input, cin, h, w, weight, nil, cout, k, k, stride, pad, pad, wout, first, rows, &out, rows * wout)
+            var packed = [UInt32](repeating: 0, count: pk_packed_a_count(format, cout, cin * k * k))
+            pk_pack_a(format, 0, cout, cin * k * k, weight, cin * k * k, &packed)
+            pk_conv(format, input, cin, h, w, nil, packed, cout, k, k, stride, pad, pad, wout, first, rows, &fromPacked,
+                    rows * wout)
             XCTAssertEqual(fromPacked, out, "pre-packed weight")
             var worst: Double = 0
             for co in 0..<cout {
@@ -200,8 +277,8 @@ extension BF16GemmTests {
                                 for kx in 0..<k {
                                     let iy = y * stride - pad + ky, ix = x * stride - pad + kx
                                     guard iy >= 0 && iy < h && ix >= 0 && ix < w else { continue }
-                                    s += Double(pk_round_bf16(input[(ci * h + iy) * w + ix]))
-                                        * Double(pk_round_bf16(weight[((co * cin + ci) * k + ky) * k + kx]))
+                                    s += rounded(input[(ci * h + iy) * w + ix], format)
+                                        * rounded(weight[((co * cin + ci) * k + ky) * k + kx], format)
                                 }
                             }
                         }
