@@ -51,9 +51,19 @@ public enum LayerWeight: Sendable {
     case float32(Tensor)
     case packed(PackedWeight)
 
-    /// A weight for a layer built now: packed when `Compute.precision` is `.bf16`.
+    /// A weight for a layer built now: packed as bf16 when `Compute.precision` is `.bf16`; at
+    /// fp32 packed as float32 for the own GEMM (`Compute.ownFloat32GEMM`) where every product
+    /// of the layer goes through it — linear layers and 1x1 convolutions; larger kernels stay
+    /// float32, since Winograd transforms the weight itself.
     public init(_ weight: Tensor, as operand: PackedWeight.Operand) {
-        self = Compute.precision == .bf16 ? .packed(PackedWeight(weight, as: operand)) : .float32(weight)
+        let pointwise = weight.rank < 2 || weight.count == weight.shape[0] * weight.shape[1]
+        if Compute.precision == .bf16 {
+            self = .packed(PackedWeight(weight, as: operand))
+        } else if Compute.ownFloat32GEMM && (operand == .transposedRight || pointwise) {
+            self = .packed(PackedWeight(weight, as: operand, float32: true))
+        } else {
+            self = .float32(weight)
+        }
     }
 
     public var shape: [Int] {
