@@ -29,12 +29,13 @@
 #endif
 
 // Block sizes; -DPK_KC=… (bf16 values of K per block) -DPK_KC_F32=… -DPK_MC=… -DPK_NC=…
-// override them for tuning experiments. A float32 B micro-panel of KC_F32 steps is 32 KiB.
+// override them for tuning experiments. A float32 B micro-panel of KC_F32 steps is 40 KiB; 320
+// divides the UNet's K dimensions (multiples of 320 channels).
 #ifndef PK_KC
 #define PK_KC 384
 #endif
 #ifndef PK_KC_F32
-#define PK_KC_F32 256
+#define PK_KC_F32 320
 #endif
 #ifndef PK_MC
 #define PK_MC 240
