@@ -22,10 +22,15 @@ final class BF16PrecisionTests: XCTestCase {
     private func ratio(_ a: Tensor, _ b: Tensor) -> Float { a.maxAbsDifference(b) / b.maxAbs }
 
     /// A model built at bf16 keeps its weights packed (half the memory) and computes exactly what
-    /// a model built at fp32 computes when run at bf16 (packing its weights on every call).
+    /// a model built at fp32 with float32 weights computes when run at bf16 (packing its weights
+    /// on every call). Built at fp32 on the own float32 GEMM, linear weights would be packed as
+    /// float32 and compute in float32 whatever the precision, so that GEMM is off for the build.
     func testPackedWeightsChangeNothing() throws {
         Compute.precision = .fp32
+        let savedOwn = Compute.ownFloat32GEMM
+        Compute.ownFloat32GEMM = false
         let unpacked = try StableDiffusionModel(folder: Fixtures.model("tiny-sd1"))
+        Compute.ownFloat32GEMM = savedOwn
         Compute.precision = .bf16
         let packed = try StableDiffusionModel(folder: Fixtures.model("tiny-sd1"))
         let unet = try Fixtures.golden("tiny-sd1", "unet.safetensors")
