@@ -35,7 +35,7 @@ public enum PNG {
         }
         guard status == 0 else {
             try? FileManager.default.removeItem(at: temporary)
-            throw ImagingError.write(path: url.path, reason: String(cString: message))
+            throw ImagingError.write(path: url.path, reason: messageText(message))
         }
         guard rename(temporary.path, url.path) == 0 else {
             let reason = String(cString: strerror(errno))
@@ -51,7 +51,7 @@ public enum PNG {
         var width: UInt32 = 0, height: UInt32 = 0
         guard pk_png_read_rgb8(url.path, &pixels, &width, &height, UInt64(maxPixels), &message, message.count) == 0,
               let pixels else {
-            throw ImagingError.read(path: url.path, reason: String(cString: message))
+            throw ImagingError.read(path: url.path, reason: messageText(message))
         }
         defer { free(pixels) }
         let count = Int(width) * Int(height) * 3
@@ -76,4 +76,10 @@ public enum PNG {
         }
         return result
     }
+}
+
+/// The text of a NUL-terminated message buffer filled by the C side.
+private func messageText(_ message: [CChar]) -> String {
+    let bytes = message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }
+    return String(decoding: bytes, as: UTF8.self)
 }

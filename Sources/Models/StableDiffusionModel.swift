@@ -49,28 +49,41 @@ public struct StableDiffusionModel: Sendable {
     /// Loads a single-file checkpoint in the original layout (`SingleFileCheckpoint`).
     public init(checkpoint url: URL, configuration: CheckpointConfiguration) throws {
         let checkpoint = try SingleFileCheckpoint(url: url)
-        let tokenizer: CLIPTokenizer
-        let configs: (unet: UNetConfig, vae: AutoencoderKLConfig, textEncoder: CLIPTextConfig, scheduler: DDIMSchedulerConfig)
-        switch configuration {
-        case let .folder(folderURL):
-            let folder = try DiffusersFolder(url: folderURL)
-            tokenizer = try CLIPTokenizer(directory: folder.componentDirectory("tokenizer"))
-            configs = try (folder.config(UNetConfig.self, for: "unet"), folder.config(AutoencoderKLConfig.self, for: "vae"),
-                           folder.config(CLIPTextConfig.self, for: "text_encoder"),
-                           folder.config(DDIMSchedulerConfig.self, for: "scheduler"))
-        case let .standard(tokenizerURL, predictionType):
-            let standard = try checkpoint.standardConfigurations(predictionType: predictionType)
-            configs = (standard.unet, standard.vae, standard.textEncoder, standard.scheduler)
-            tokenizer = try CLIPTokenizer(vocabulary: tokenizerURL.appendingPathComponent("vocab.json"),
-                                          merges: tokenizerURL.appendingPathComponent("merges.txt"),
-                                          padToken: standard.family.padToken)
-        }
+        let (tokenizer, configs) = try Self.resolve(checkpoint, configuration)
         try self.init(
             source: url, name: url.deletingPathExtension().lastPathComponent, tokenizer: tokenizer,
             textEncoder: CLIPTextModel(config: configs.textEncoder, weights: checkpoint.textEncoder),
             unet: UNet2DConditionModel(config: configs.unet, weights: checkpoint.unet),
             vae: AutoencoderKL(config: configs.vae, weights: checkpoint.vae),
             schedulerConfig: configs.scheduler)
+    }
+
+    /// The tokenizer a single-file checkpoint loads with (for SD 2.x it pads with `!`), without
+    /// building the model: only the file's header is read.
+    public static func tokenizer(checkpoint url: URL, configuration: CheckpointConfiguration) throws -> CLIPTokenizer {
+        try resolve(SingleFileCheckpoint(url: url), configuration).tokenizer
+    }
+
+    private typealias Configs = (unet: UNetConfig, vae: AutoencoderKLConfig, textEncoder: CLIPTextConfig,
+                                 scheduler: DDIMSchedulerConfig)
+
+    /// The tokenizer and component configurations `configuration` gives `checkpoint`.
+    private static func resolve(_ checkpoint: SingleFileCheckpoint, _ configuration: CheckpointConfiguration) throws
+        -> (tokenizer: CLIPTokenizer, configs: Configs) {
+        switch configuration {
+        case let .folder(folderURL):
+            let folder = try DiffusersFolder(url: folderURL)
+            return try (CLIPTokenizer(directory: folder.componentDirectory("tokenizer")),
+                        (folder.config(UNetConfig.self, for: "unet"), folder.config(AutoencoderKLConfig.self, for: "vae"),
+                         folder.config(CLIPTextConfig.self, for: "text_encoder"),
+                         folder.config(DDIMSchedulerConfig.self, for: "scheduler")))
+        case let .standard(tokenizerURL, predictionType):
+            let standard = try checkpoint.standardConfigurations(predictionType: predictionType)
+            let tokenizer = try CLIPTokenizer(vocabulary: tokenizerURL.appendingPathComponent("vocab.json"),
+                                              merges: tokenizerURL.appendingPathComponent("merges.txt"),
+                                              padToken: standard.family.padToken)
+            return (tokenizer, (standard.unet, standard.vae, standard.textEncoder, standard.scheduler))
+        }
     }
 
     /// This model with another VAE of the same architecture: a diffusers VAE folder (its

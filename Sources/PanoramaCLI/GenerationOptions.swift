@@ -149,25 +149,14 @@ struct GenerationOptions: ParsableArguments {
             throw ValidationError("--model \(url.path) is a file but not a .safetensors checkpoint"
                 + (pickle ? "; PyTorch pickle files can run code when loaded and are not read: convert it to .safetensors" : ""))
         }
-        if let modelConfig {
-            guard predictionType == nil else {
-                throw ValidationError("--prediction-type comes from --model-config's scheduler; give one or the other")
-            }
-            let folder = URL(fileURLWithPath: (modelConfig as NSString).expandingTildeInPath)
-            return try StableDiffusionModel(checkpoint: url, configuration: .folder(folder))
+        if modelConfig != nil && predictionType != nil {
+            throw ValidationError("--prediction-type comes from --model-config's scheduler; give one or the other")
         }
         if let predictionType, !["epsilon", "v_prediction"].contains(predictionType) {
             throw ValidationError("unknown --prediction-type \"\(predictionType)\"; available: epsilon, v_prediction")
         }
-        guard let tokenizer = Resources.defaultModel?.appendingPathComponent("tokenizer") else {
-            throw ValidationError("a single-file --model needs CLIP's tokenizer files, normally taken from the bundled model models/\(Resources.defaultModelName), which was not found; pass --model-config DIR")
-        }
-        do {
-            return try StableDiffusionModel(checkpoint: url, configuration: .standard(tokenizer: tokenizer, predictionType: predictionType))
-        } catch let error as WeightsError {
-            guard case .corruptFile = error else { throw error }
-            throw ValidationError("\(error) (--model-config DIR gives a single file the configuration of a diffusers folder)")
-        }
+        let configuration = try checkpointConfiguration(modelConfig: modelConfig, predictionType: predictionType)
+        return try withConfigurationHint { try StableDiffusionModel(checkpoint: url, configuration: configuration) }
     }
 
     /// The sampler named by --scheduler or the preset.
@@ -296,5 +285,28 @@ struct GenerationOptions: ParsableArguments {
         let image = RGBImage(decoded: try pipeline.decode(loop.latents, circular: settings.circular,
                                                            method: settings.decodeMethod))
         try PNG.write(image, to: output, text: [(key: "parameters", value: parameters)] + extraText)
+    }
+}
+
+/// How a single-file checkpoint is configured: by the diffusers folder `modelConfig`, or read off
+/// its shapes as SD 1.x / 2.x with the bundled model's CLIP tokenizer files.
+func checkpointConfiguration(modelConfig: String?, predictionType: String?) throws
+    -> StableDiffusionModel.CheckpointConfiguration {
+    if let modelConfig {
+        return .folder(URL(fileURLWithPath: (modelConfig as NSString).expandingTildeInPath))
+    }
+    guard let tokenizer = Resources.defaultModel?.appendingPathComponent("tokenizer") else {
+        throw ValidationError("a single-file --model needs CLIP's tokenizer files, normally taken from the bundled model models/\(Resources.defaultModelName), which was not found; pass --model-config DIR")
+    }
+    return .standard(tokenizer: tokenizer, predictionType: predictionType)
+}
+
+/// Runs `body`, adding the --model-config hint to a checkpoint whose architecture cannot be read.
+func withConfigurationHint<T>(_ body: () throws -> T) throws -> T {
+    do {
+        return try body()
+    } catch let error as WeightsError {
+        guard case .corruptFile = error else { throw error }
+        throw ValidationError("\(error) (--model-config DIR gives a single file the configuration of a diffusers folder)")
     }
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Models
 import Tokenization
 
 /// `panorama tokenize`: the token ids the text encoder will see, and the prompt's length.
@@ -12,8 +13,14 @@ struct Tokenize: ParsableCommand {
             BOS and EOS. A length above 77 means the end of the prompt is cut off.
             """)
 
-    @Option(name: .long, help: ArgumentHelp("A diffusers model folder (or its tokenizer/ folder).", valueName: "dir"))
-    var model: String
+    @Option(name: .long, help: ArgumentHelp(
+        "A diffusers model folder (or its tokenizer/ folder), or a single-file .safetensors checkpoint (default: the bundled \(Resources.defaultModelName) model).",
+        valueName: "dir|file"))
+    var model: String?
+
+    @Option(name: .customLong("model-config"), help: ArgumentHelp(
+        "For a single-file --model: a diffusers folder of the same architecture, whose tokenizer is used.", valueName: "dir"))
+    var modelConfig: String?
 
     @Flag(name: .long, help: "Print one JSON array of {\"ids\": [...], \"length\": n}, one object per prompt.")
     var json = false
@@ -22,7 +29,7 @@ struct Tokenize: ParsableCommand {
     var prompts: [String]
 
     func run() throws {
-        let tokenizer = try CLIPTokenizer(directory: try tokenizerDirectory(model))
+        let tokenizer = try self.tokenizer()
         let results = prompts.map { tokenizer($0) }
         if json {
             let objects = results.map { "{\"ids\": [\($0.ids.map(String.init).joined(separator: ", "))], \"length\": \($0.length)}" }
@@ -35,6 +42,29 @@ struct Tokenize: ParsableCommand {
             print("\(r.length) tokens\(note): \(prompt)")
             print(r.ids.map(String.init).joined(separator: " "))
         }
+    }
+}
+
+extension Tokenize {
+    /// The tokenizer of --model: a folder's, or the one a single-file checkpoint loads with (the
+    /// bundled model's CLIP files, padded as the checkpoint's family pads, or --model-config's).
+    func tokenizer() throws -> CLIPTokenizer {
+        guard let path = model.map({ ($0 as NSString).expandingTildeInPath }) ?? Resources.defaultModel?.path else {
+            throw ValidationError("no model: pass --model DIR|FILE; the bundled model models/\(Resources.defaultModelName) was not found")
+        }
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), !isDirectory.boolValue else {
+            guard modelConfig == nil else {
+                throw ValidationError("--model-config applies to a single-file --model, not to the folder \(path)")
+            }
+            return try CLIPTokenizer(directory: try tokenizerDirectory(path))
+        }
+        let url = URL(fileURLWithPath: path)
+        guard url.pathExtension.lowercased() == "safetensors" else {
+            throw ValidationError("--model \(path) is a file but not a .safetensors checkpoint")
+        }
+        let configuration = try checkpointConfiguration(modelConfig: modelConfig, predictionType: nil)
+        return try withConfigurationHint { try StableDiffusionModel.tokenizer(checkpoint: url, configuration: configuration) }
     }
 }
 

@@ -70,6 +70,27 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(Array((objects[1]["ids"] as! [Int]).prefix(3)), [998, 999, 999])
     }
 
+    /// A single file tokenizes as its configuration folder does, and without --model the bundled
+    /// model's full CLIP vocabulary is used.
+    func testTokenizeSingleFileCheckpointsAndTheBundledModel() throws {
+        let folderModel = Self.fixtures.appendingPathComponent("models/tiny-sd2").path
+        let file = Self.fixtures.appendingPathComponent("models/single-file/tiny-sd2.safetensors").path
+        let viaFolder = try run(["tokenize", "--model", folderModel, "--json", "a lake at dawn"])
+        let viaFile = try run(["tokenize", "--model", file, "--model-config", folderModel, "--json", "a lake at dawn"])
+        XCTAssertEqual(viaFolder.status, 0, viaFolder.stderr)
+        XCTAssertEqual(viaFile.status, 0, viaFile.stderr)
+        XCTAssertEqual(viaFile.stdout, viaFolder.stdout)
+        XCTAssertTrue(viaFile.stdout.hasSuffix(", 0, 0], \"length\": 8}]\n"), "SD 2.x pads with \"!\": \(viaFile.stdout)")
+        try assertFails(["tokenize", "--model", file, "x"], saying: ["neither SD 1.x (768) nor SD 2.x (1024)", "--model-config"])
+        try assertFails(["tokenize", "--model", folderModel, "--model-config", folderModel, "x"],
+                        saying: ["applies to a single-file --model"])
+
+        let bundled = try run(["tokenize", "--json", "a photo"])
+        XCTAssertEqual(bundled.status, 0, bundled.stderr)
+        let ids = (try JSONSerialization.jsonObject(with: Data(bundled.stdout.utf8)) as! [[String: Any]])[0]["ids"] as! [Int]
+        XCTAssertEqual(Array(ids.prefix(5)), [49406, 320, 1125, 49407, 49407])
+    }
+
     func testRenderWritesAPNGWithParameters() throws {
         let r = try run(["--model", Self.tinyModel, "--W", "576", "--H", "512", "--prompt", "snowy mountains",
                          "--negative-prompt", "fog", "--steps", "2", "--seed", "42", "--stride", "16",
