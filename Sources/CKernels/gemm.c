@@ -399,6 +399,24 @@ void pk_pack_a(pk_format f, int trans_a, size_t m, size_t k, const float *a, siz
                    dst + packed_a_offset(f, m, ic, pc));
 }
 
+void pk_unpack_a(pk_format f, size_t m, size_t k, const uint32_t *src, float *a, size_t lda) {
+    size_t kcMax = kc_of(f), as = as_of(f);
+    for (size_t pc = 0; pc < k; pc += kcMax)
+        for (size_t ic = 0; ic < m; ic += MC) {
+            const uint32_t *block = src + packed_a_offset(f, m, ic, pc);
+            size_t mc = m - ic < MC ? m - ic : MC, kc = k - pc < kcMax ? k - pc : kcMax;
+            for (size_t r = 0; r < mc; r++) {
+                const uint32_t *line = block + r * as;
+                float *dst = a + (ic + r) * lda + pc;
+                if (f == PK_F32)
+                    for (size_t i = 0; i < kc; i++) memcpy(dst + i, line + i, sizeof(float));
+                else
+                    for (size_t i = 0; i < kc; i++)
+                        dst[i] = from_bf16((uint16_t)(i % 2 ? line[i / 2] >> 16 : line[i / 2] & 0xffff));
+            }
+        }
+}
+
 /// An implicit im2col matrix: column j is output pixel (r0 + j / out_width, j % out_width) of one
 /// image, row k is input channel k / (kh·kw) at kernel offset ((k / kw) % kh, k % kw).
 typedef struct {

@@ -268,7 +268,7 @@ struct TiledRunner: VAEPass {
                         .cropped(rows: (y0 - 2 * sy0)..<(y1 - 2 * sy0), columns: (x0 - 2 * sx0)..<(x1 - 2 * sx0))
                 }
                 var y = conv2d(x, weight: conv.weight, bias: conv.bias, stride: s, padding: tilePadding,
-                               winogradAtAnyPrecision: conv.winogradAtAnyPrecision)
+                               winograd: conv.winograd)
                 precondition(y.shape == [1, cout, rows.count, columns.count], "tiled conv: \(y.shape) for \(rows) x \(columns)")
                 if let residual {
                     let r = try residual.store.read(rows: rows, columns: columns)

@@ -7,16 +7,18 @@ struct Conv2D: Sendable {
     let bias: Tensor?
     let stride: Int
     let padding: Padding2D
-    /// Float32 Winograd for this layer at bf16 too. The VAE's 3x3 convolutions run on large
-    /// planes, where Winograd F(4x4, 3x3) in float32 is faster than the direct bf16 kernel
-    /// (decoder convolutions at 512x512: 9.4 s against 11.0 s) and far more accurate.
-    let winogradAtAnyPrecision: Bool
+    /// Float32 Winograd at any precision (`WinogradUse`). The VAE's 3x3 convolutions run on
+    /// large planes, where Winograd F(4x4, 3x3) in float32 is faster than the direct bf16 kernel
+    /// (decoder convolutions at 512x512: 9.4 s against 11.0 s) and far more accurate; they
+    /// transform the weight per call. The other models' layers keep the transformed weight,
+    /// since they run on small planes many times.
+    let winograd: WinogradUse
 
     init(_ p: Parameters, in cin: Int, out cout: Int, kernel: Int, stride: Int = 1,
          padding: Padding2D? = nil, bias: Bool = true) throws {
         let w = try p.tensor("weight", [cout, cin, kernel, kernel])
         weight = p.float32Convolutions ? .float32(w) : LayerWeight(w, as: .left)
-        winogradAtAnyPrecision = p.float32Convolutions
+        winograd = p.float32Convolutions ? .anyPrecision : kernel == 3 && stride == 1 ? .cached(WinogradCache()) : .atFP32
         self.bias = bias ? try p.tensor("bias", [cout]) : nil
         self.stride = stride
         self.padding = padding ?? .uniform(kernel / 2)
@@ -24,7 +26,7 @@ struct Conv2D: Sendable {
 
     func callAsFunction(_ x: Tensor) -> Tensor {
         conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding,
-               winogradAtAnyPrecision: winogradAtAnyPrecision)
+               winograd: winograd)
     }
 }
 

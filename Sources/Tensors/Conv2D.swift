@@ -21,11 +21,10 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int = 1,
     conv2d(x, weight: .float32(weight), bias: bias, stride: stride, padding: padding)
 }
 
-/// `conv2d` with a float32 or a packed weight; a packed one computes in its own format. With
-/// `winogradAtAnyPrecision`, a float32 weight takes the float32 Winograd path wherever its
-/// shape allows (`Compute.winograd`), also when `Compute.precision` is bf16.
+/// `conv2d` with a float32 or a packed weight; a packed one computes in its own format, except
+/// where `winograd` sends the layer through float32 Winograd (shapes: `Compute.winograd`).
 public func conv2d(_ x: Tensor, weight layerWeight: LayerWeight, bias: Tensor?, stride: Int = 1,
-                   padding: Padding2D, winogradAtAnyPrecision: Bool = false) -> Tensor {
+                   padding: Padding2D, winograd: WinogradUse = .atFP32) -> Tensor {
     let weight = layerWeight.shape
     precondition(x.rank == 4 && weight.count == 4, "conv2d: input \(x.shape), weight \(weight)")
     let (n, cin, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
@@ -45,18 +44,31 @@ public func conv2d(_ x: Tensor, weight layerWeight: LayerWeight, bias: Tensor?, 
     // The own GEMM's vector kernels with whole 32-pixel panels per output row: they gather their
     // operand straight from the input, no im2col buffer.
     let implicit = !pointwise && format.map { pk_gemm_fast($0) != 0 } == true && stride == 1 && wout % 32 == 0
-    if packed == nil && (winogradAtAnyPrecision || Compute.precision == .fp32)
+    if winograd.applies(weightIsPacked: packed != nil)
         && Compute.usesWinograd(channels: cin, outChannels: cout, kernel: (kh, kw), stride: stride, outputPixels: plane) {
+        let transformed: WinogradWeight
+        switch (winograd, layerWeight) {
+        case (.cached(let cache), .packed(let p)):
+            transformed = cache.weight(roundedToBF16: p.format == PK_BF16) { WinogradWeight(p) }
+        case (.cached(let cache), .float32(let t)):
+            let round = Compute.precision == .bf16
+            transformed = cache.weight(roundedToBF16: round) {
+                t.withUnsafeBufferPointer {
+                    WinogradWeight($0.baseAddress!, outChannels: cout, channels: cin, roundedToBF16: round)
+                }
+            }
+        case (_, .float32(let t)):
+            transformed = t.withUnsafeBufferPointer { WinogradWeight($0.baseAddress!, outChannels: cout, channels: cin) }
+        case (_, .packed): preconditionFailure("conv2d: Winograd of a packed weight needs a cache")
+        }
         return Tensor(uninitializedShape: [n, cout, hout, wout]) { op in
             x.withUnsafeBufferPointer { xp in
-                layerWeight.withFloat32Pointer { wp in
-                    func run(_ bias: UnsafePointer<Float>?) {
-                        winogradConvolution(xp.baseAddress!, n: n, channels: cin, height: h, width: w, weight: wp!,
-                                            outChannels: cout, padding: padding, outHeight: hout, outWidth: wout,
-                                            bias: bias, output: op.baseAddress!)
-                    }
-                    if let bias { bias.withUnsafeBufferPointer { run($0.baseAddress!) } } else { run(nil) }
+                func run(_ bias: UnsafePointer<Float>?) {
+                    winogradConvolution(xp.baseAddress!, n: n, height: h, width: w, weight: transformed,
+                                        padding: padding, outHeight: hout, outWidth: wout, bias: bias,
+                                        output: op.baseAddress!)
                 }
+                if let bias { bias.withUnsafeBufferPointer { run($0.baseAddress!) } } else { run(nil) }
             }
         }
     }

@@ -1,3 +1,4 @@
+import CKernels
 /// Shape and arithmetic helpers: residual adds, scaling, channel concatenation, nearest
 /// upsampling, and the NCHW ↔ token-sequence transposes the transformer blocks need.
 extension Tensor {
@@ -102,13 +103,8 @@ extension Tensor {
                 let tilesR = (rows + tile - 1) / tile
                 Compute.parallelFor(batches * tilesR) { job in
                     let b = job / tilesR, r0 = (job % tilesR) * tile
-                    let s = src.baseAddress! + b * rows * columns
-                    let d = out.baseAddress! + b * rows * columns
-                    for c0 in stride(from: 0, to: columns, by: tile) {
-                        for r in r0..<min(rows, r0 + tile) {
-                            for c in c0..<min(columns, c0 + tile) { d[c * rows + r] = s[r * columns + c] }
-                        }
-                    }
+                    pk_transpose(src.baseAddress! + b * rows * columns + r0 * columns, columns,
+                                 out.baseAddress! + b * rows * columns + r0, rows, min(tile, rows - r0), columns)
                 }
             }
         }

@@ -56,6 +56,21 @@ final class ParityTests: XCTestCase {
         }
     }
 
+    func testUNetWithTheFeedForwardInBlocksOfRows() throws {
+        // The tiny models' token rows fit one block; blocks of 7 rows (the last one short) must
+        // give the same result (rows are independent; only a BLAS that blocks rows differently
+        // could change the last bits).
+        defer { Compute.feedForwardBlockRows = nil }
+        let model = try load("tiny-sd1")
+        let golden = try Fixtures.golden("tiny-sd1", "unet.safetensors")
+        let input = try golden.tensor("latent_model_input")
+        let context = try golden.tensor("encoder_hidden_states")
+        let whole = model.unet(input, timestep: 999, encoderHiddenStates: context)
+        Compute.feedForwardBlockRows = 7
+        let blocked = model.unet(input, timestep: 999, encoderHiddenStates: context)
+        XCTAssertLessThanOrEqual(blocked.maxAbsDifference(whole), 1e-6 * whole.maxAbs)
+    }
+
     func testUNetBatchOfFourViews() throws {
         let model = try load("tiny-sd1")
         let golden = try Fixtures.golden("tiny-sd1", "unet.safetensors")

@@ -1,3 +1,4 @@
+import CKernels
 import Tensors
 import XCTest
 
@@ -77,16 +78,46 @@ final class KernelTests: XCTestCase {
 
     func testWinogradAtBF16OnlyWhenAsked() {
         // At bf16, a float32 weight takes the float32 Winograd path only with
-        // `winogradAtAnyPrecision` (the VAE's layers), and then gives the fp32 result exactly.
+        // `WinogradUse.anyPrecision` (the VAE's layers), and then gives the fp32 result exactly.
         defer { Compute.precision = .fp32 }
         let x = random([1, 16, 33, 35], seed: 12), w = random([18, 16, 3, 3], seed: 13), b = random([18], seed: 14)
         Compute.precision = .fp32
         let fp32 = conv2d(x, weight: .float32(w), bias: b, padding: .uniform(1))
         Compute.precision = .bf16
-        let asked = conv2d(x, weight: .float32(w), bias: b, padding: .uniform(1), winogradAtAnyPrecision: true)
+        let asked = conv2d(x, weight: .float32(w), bias: b, padding: .uniform(1), winograd: .anyPrecision)
         let plain = conv2d(x, weight: .float32(w), bias: b, padding: .uniform(1))
         XCTAssertEqual(asked.maxAbsDifference(fp32), 0)
         XCTAssertGreaterThan(plain.maxAbsDifference(fp32), 1e-4, "bf16 products expected without the flag")
+    }
+
+    func testCachedWinogradOfAPackedWeight() {
+        // A bf16-packed 3x3 weight with a cache runs float32 Winograd on the weight's bf16 values:
+        // closer to the float32 result than the direct bf16 product, the transform made once and
+        // kept, and the direct product wherever the plane is too small for Winograd.
+        defer { Compute.precision = .fp32 }
+        let x = random([2, 32, 34, 33], seed: 21), w = random([24, 32, 3, 3], seed: 22), b = random([24], seed: 23)
+        Compute.precision = .fp32
+        let exact = naiveConv(x, w, b, stride: 1, pad: .uniform(1))
+        Compute.precision = .bf16
+        let packed = LayerWeight(w, as: .left)
+        let cache = WinogradCache()
+        let direct = conv2d(x, weight: packed, bias: b, padding: .uniform(1))
+        XCTAssertEqual(cache.bytes, 0)
+        let first = conv2d(x, weight: packed, bias: b, padding: .uniform(1), winograd: .cached(cache))
+        let kept = cache.bytes
+        XCTAssertGreaterThanOrEqual(kept, 36 * 24 * 32 * 4)
+        let second = conv2d(x, weight: packed, bias: b, padding: .uniform(1), winograd: .cached(cache))
+        XCTAssertEqual(cache.bytes, kept)
+        XCTAssertEqual(second.maxAbsDifference(first), 0)
+        let directError = direct.maxAbsDifference(exact), winogradError = first.maxAbsDifference(exact)
+        XCTAssertLessThan(winogradError, directError)
+        XCTAssertGreaterThan(winogradError, 1e-4, "the weight's bf16 rounding should show")
+        // The bf16 values themselves, in float32, give the Winograd result to float32 accuracy.
+        let rounded = Tensor(shape: w.shape, data: w.data.map(pk_round_bf16))
+        assertClose(first, naiveConv(x, rounded, b, stride: 1, pad: .uniform(1)), 1e-5)
+        let small = random([1, 32, 16, 16], seed: 24)
+        XCTAssertEqual(conv2d(small, weight: packed, bias: b, padding: .uniform(1), winograd: .cached(cache))
+            .maxAbsDifference(conv2d(small, weight: packed, bias: b, padding: .uniform(1))), 0)
     }
 
     func testGroupNormAndSiLU() {
@@ -158,6 +189,12 @@ final class KernelTests: XCTestCase {
         let tokenIndex = (1 * 20 + 7) * 3 + 2, pixelIndex = ((1 * 3 + 2) * 4 + 1) * 5 + 2
         XCTAssertEqual(t.data[tokenIndex], x.data[pixelIndex])
         XCTAssertEqual(t.tokensToNCHW(height: 4, width: 5), x)
+        // Whole 16x16 blocks (the vector path) and the rows and columns left over.
+        let big = random([2, 37, 6, 7], seed: 15), tokens = big.nchwToTokens()
+        for (b, c, p) in [(0, 0, 0), (1, 36, 41), (0, 17, 33), (1, 5, 40), (0, 33, 2)] {
+            XCTAssertEqual(tokens.data[(b * 42 + p) * 37 + c], big.data[(b * 37 + c) * 42 + p])
+        }
+        XCTAssertEqual(tokens.tokensToNCHW(height: 6, width: 7), big)
         let up = x.upsampledNearest(height: 8, width: 10)
         let upIndex = ((1 * 3 + 2) * 8 + 5) * 10 + 9, sourceIndex = ((1 * 3 + 2) * 4 + 2) * 5 + 4
         XCTAssertEqual(up.data[upIndex], x.data[sourceIndex])

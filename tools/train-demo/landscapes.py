@@ -27,6 +27,9 @@ HEIGHT = 512
 WIDTHS = (1024, 1536, 2048)
 TIMES = ("dawn", "noon", "sunset", "night")
 TERRAINS = ("mountains", "hills", "desert", "sea", "lake", "forest")
+# Probability that a mountain or lake scene is snow-capped. Changing it changes no other draw
+# (the uniform is drawn either way), so every other attribute of every index stays the same.
+SNOWY_SHARE = 0.55
 
 
 # ---------------------------------------------------------------------------------------------
@@ -437,7 +440,7 @@ def foreground(cv, img, base, kind):
 def sample_attributes(rng):
     terrain = TERRAINS[rng.integers(len(TERRAINS))]
     time = TIMES[rng.integers(len(TIMES))]
-    snowy = bool(terrain in ("mountains", "lake") and rng.uniform() < 0.55) or \
+    snowy = bool(terrain in ("mountains", "lake") and rng.uniform() < SNOWY_SHARE) or \
         bool(terrain == "forest" and rng.uniform() < 0.2)
     clouds = ("none", "some", "overcast")[rng.choice(3, p=[0.45, 0.4, 0.15])]
     if terrain == "desert":

@@ -969,6 +969,8 @@ def main():
     ap.add_argument("--ckpt-minutes", type=float, default=4.0)
     ap.add_argument("--sample-minutes", type=float, default=15.0)
     ap.add_argument("--log-every", type=int, default=10)
+    ap.add_argument("--snowy-share", type=float, default=landscapes.SNOWY_SHARE,
+                    help="probability that a mountain or lake scene is snow-capped (data)")
     ap.add_argument("--bf16", type=int, default=1, help="bfloat16 autocast for the training steps (1.4x faster on AVX512-BF16 CPUs)")
     # vae
     ap.add_argument("--vae-steps", type=int, default=100000)
@@ -1023,6 +1025,7 @@ def main():
     ap.add_argument("--check-steps", type=int, default=20)
     ap.add_argument("--panorama", nargs="*", default=[], help="also render these prompts at 2048x512")
     args = ap.parse_args()
+    landscapes.SNOWY_SHARE = args.snowy_share
 
     if args.smoke:
         args.ckpt_dir = os.path.join(HERE, "checkpoints", "smoke")

@@ -12,6 +12,10 @@
 /// when `valid0` == 0.
 void pk_softmax_rows(float *p, size_t rows, size_t columns, size_t valid0);
 
+/// dst[c·ld_dst + r] = src[r·ld_src + c] for r < rows, c < columns (AVX-512 16x16 blocks where
+/// the CPU has them).
+void pk_transpose(const float *src, size_t ld_src, float *dst, size_t ld_dst, size_t rows, size_t columns);
+
 /// One key block of attention with an online softmax (scores never held for all keys at once).
 /// `s` holds rows x columns scaled scores of the block and becomes exp(s − m'), where m' is each
 /// row's running maximum over the blocks so far, kept in `m`; `l` keeps each row's running sum of
@@ -86,6 +90,10 @@ size_t pk_packed_a_count(pk_format f, size_t m, size_t k);
 
 /// Packs op(A) (m x k) once, for products that reuse it (layer weights, packed at load).
 void pk_pack_a(pk_format f, int trans_a, size_t m, size_t k, const float *a, size_t lda, uint32_t *dst);
+
+/// The values of an A packed by `pk_pack_a` (m x k, not transposed), written row-major with row
+/// stride lda: exactly the rounded values the products use.
+void pk_unpack_a(pk_format f, size_t m, size_t k, const uint32_t *src, float *a, size_t lda);
 
 /// `pk_gemm` with op(A) already packed by `pk_pack_a` in the same format for the same m and k.
 void pk_gemm_packed_a(pk_format f, int trans_b, size_t m, size_t n, size_t k, float alpha,

@@ -20,9 +20,14 @@ extension FlopCount.Op {
 
 struct LayerReplay {
     private var tensors: [[Int]: Tensor] = [:]
+    /// Each convolution's and linear layer's weight as the models hold it (packed at bf16, the
+    /// kept Winograd transform of a 3x3 stride-1 convolution), by op index.
+    private var layers: [Int: (weight: LayerWeight, winograd: WinogradUse)] = [:]
     private var seed: UInt64 = 99
     /// Log every op's time to standard error.
     var verbose = false
+    /// The ops are the VAE's: float32 convolution weights, Winograd at any precision.
+    var vae = false
 
     /// A random tensor of `shape` with standard deviation `std`, shared by every op that asks for
     /// the same shape (so the replay holds one copy per shape, not the whole model's weights).
@@ -51,15 +56,22 @@ struct LayerReplay {
             if verbose { log(String(format: "  %@ %.3f s", current, now() - t0)) }
             precondition(out.count > 0)
         }
-        for op in ops {
+        for (index, op) in ops.enumerated() {
             if verbose { current = "\(op)" }
             switch op {
             case let .conv(b, cin, cout, k, stride, h, w):
                 let x = tensor([b, cin, h * stride, w * stride])
-                let weight = tensor([cout, cin, k, k], std: 0.02), bias = tensor([cout], std: 0.02)
-                timed("conv") { conv2d(x, weight: weight, bias: bias, stride: stride, padding: k / 2) }
+                if layers[index] == nil {
+                    let winograd: WinogradUse = vae ? .anyPrecision : k == 3 && stride == 1 ? .cached(WinogradCache()) : .atFP32
+                    let weight = tensor([cout, cin, k, k], std: 0.02)
+                    layers[index] = (vae ? .float32(weight) : LayerWeight(weight, as: .left), winograd)
+                }
+                let (weight, winograd) = layers[index]!, bias = tensor([cout], std: 0.02)
+                timed("conv") { conv2d(x, weight: weight, bias: bias, stride: stride, padding: .uniform(k / 2), winograd: winograd) }
             case let .linear(rows, i, o):
-                let x = tensor([rows, i]), weight = tensor([o, i], std: 0.02), bias = tensor([o], std: 0.02)
+                let x = tensor([rows, i]), bias = tensor([o], std: 0.02)
+                if layers[index] == nil { layers[index] = (LayerWeight(tensor([o, i], std: 0.02), as: .transposedRight), .atFP32) }
+                let weight = layers[index]!.weight
                 timed("linear") { linear(x, weight: weight, bias: bias) }
             case let .attention(b, nq, nk, c, heads):
                 let q = tensor([b, nq, c]), kv = tensor([b, nk, c])

@@ -199,6 +199,7 @@ func runRow(_ row: String, _ o: Options) throws -> RowResult {
         let ops = flops.ops.filter { o.only == nil || $0.kind == o.only }
         var replay = LayerReplay()
         replay.verbose = o.verbose
+        replay.vae = !unet
         let warmups = o.warmups ?? 1
         for _ in 0..<warmups { _ = replay.run(ops) }
         probe = LoadProbe()
