@@ -75,14 +75,19 @@ MULTIVERSION
 void pk_winograd_input(const float *input, size_t channels, size_t height, size_t width, size_t pad_top,
                        size_t pad_left, size_t tile_row, size_t tiles_x, float *v, size_t ldv,
                        size_t point_stride) {
-    size_t span = 4 * tiles_x + 2;  // input columns the row of tiles reads, padding included
-    float *scratch = pk_scratch(12 * span + 6 * tiles_x, 1);
+    // Input columns the row of tiles reads (4·tiles_x + 2, padding included), rounded up to whole
+    // groups of 4 so the columns split into 4 phases of tiles_x + 1 values each.
+    size_t span = 4 * tiles_x + 4;
+    float *scratch = pk_scratch(12 * span + 4 * (tiles_x + 1), 1);
     float *rows[6], *columns[6], *phases[6];
     for (int k = 0; k < 6; k++) {
         rows[k] = scratch + k * span;
         columns[k] = scratch + (6 + k) * span;
-        phases[k] = scratch + 12 * span + k * tiles_x;
     }
+    for (int k = 0; k < 4; k++) phases[k] = scratch + 12 * span + k * (tiles_x + 1);
+    phases[4] = phases[0] + 1;  // a tile's columns 4 and 5 are the next tile's columns 0 and 1
+    phases[5] = phases[1] + 1;
+    float *p0 = phases[0], *p1 = phases[1], *p2 = phases[2], *p3 = phases[3];
     float *outs[6];
     for (size_t c = 0; c < channels; c++) {
         const float *plane = input + c * height * width;
@@ -103,8 +108,12 @@ void pk_winograd_input(const float *input, size_t channels, size_t height, size_
         input_rows(rows, columns, span);  // along y: columns[i] = (Bᵀ d)[i] for every column
         for (int i = 0; i < 6; i++) {
             const float *src = columns[i];
-            for (int s = 0; s < 6; s++)
-                for (size_t t = 0; t < tiles_x; t++) phases[s][t] = src[4 * t + s];
+            for (size_t t = 0; t <= tiles_x; t++) {  // one interleaved group: shuffles, not gathers
+                p0[t] = src[4 * t];
+                p1[t] = src[4 * t + 1];
+                p2[t] = src[4 * t + 2];
+                p3[t] = src[4 * t + 3];
+            }
             for (int j = 0; j < 6; j++) outs[j] = v + (size_t)(i * 6 + j) * point_stride + c * ldv;
             input_rows(phases, outs, tiles_x);  // along x
         }
