@@ -83,38 +83,47 @@ static inline __attribute__((always_inline)) float exp_shifted_sum(float *row, s
     return sum;
 }
 
-MULTIVERSION
-static void softmax_rows_generic(float *p, size_t rows, size_t columns, size_t valid0) {
-    for (size_t r = 0; r < rows; r++) {
-        float *row = p + r * columns;
-        size_t valid = valid0 ? valid0 + r : columns;
-        if (valid > columns) valid = columns;
-        float inv = 1.0f / exp_shifted_sum(row, valid, row_max(row, valid));
-        for (size_t j = 0; j < valid; j++) row[j] *= inv;
-        for (size_t j = valid; j < columns; j++) row[j] = 0.0f;
-    }
+// row[j] *= factor for n values.
+static inline __attribute__((always_inline)) void scale_row(float *row, size_t n, float factor) {
+    for (size_t j = 0; j < n; j++) row[j] *= factor;
 }
 
-MULTIVERSION
-static void softmax_online_generic(float *s, size_t rows, size_t columns, float *m, float *l, float *o,
-                                   size_t ldo, size_t d) {
-    for (size_t r = 0; r < rows; r++) {
-        float *row = s + r * columns;
-        float block_max = row_max(row, columns);
-        float previous = o ? m[r] : -INFINITY;
-        float mnew = block_max > previous ? block_max : previous;
-        float sum = exp_shifted_sum(row, columns, mnew);
-        if (o) {
-            float decay = exp_approx(previous - mnew);
-            float *orow = o + r * ldo;
-            for (size_t j = 0; j < d; j++) orow[j] *= decay;
-            l[r] = l[r] * decay + sum;
-        } else {
-            l[r] = sum;
-        }
-        m[r] = mnew;
+// The two softmax kernels, over row primitives (the largest of n values; e^(x − m) in place
+// returning the sum; scaling in place), defined once for the portable primitives and once for the
+// AVX-512 ones. softmax_rows: each row, with the first valid0 + r columns of row r kept when
+// valid0 is not 0 (a causal mask), the rest zeroed. softmax_online: one key block of an online
+// softmax, updating each row's running maximum m and sum l and rescaling its output row o (ldo
+// apart, d values) by how much the maximum grew; o NULL for the first block.
+#define SOFTMAX_KERNELS(suffix, attributes, row_max_f, exp_sum_f, scale_f)                              \
+    attributes static void softmax_rows_##suffix(float *p, size_t rows, size_t columns, size_t valid0) { \
+        for (size_t r = 0; r < rows; r++) {                                                            \
+            float *row = p + r * columns;                                                              \
+            size_t valid = valid0 ? valid0 + r : columns;                                              \
+            if (valid > columns) valid = columns;                                                      \
+            scale_f(row, valid, 1.0f / exp_sum_f(row, valid, row_max_f(row, valid)));                  \
+            for (size_t j = valid; j < columns; j++) row[j] = 0.0f;                                    \
+        }                                                                                              \
+    }                                                                                                  \
+    attributes static void softmax_online_##suffix(float *s, size_t rows, size_t columns, float *m,     \
+                                                   float *l, float *o, size_t ldo, size_t d) {          \
+        for (size_t r = 0; r < rows; r++) {                                                            \
+            float *row = s + r * columns;                                                              \
+            float block_max = row_max_f(row, columns);                                                 \
+            float previous = o ? m[r] : -INFINITY;                                                     \
+            float mnew = block_max > previous ? block_max : previous;                                  \
+            float sum = exp_sum_f(row, columns, mnew);                                                 \
+            if (o) {                                                                                   \
+                float decay = exp_approx(previous - mnew);                                             \
+                scale_f(o + r * ldo, d, decay);                                                        \
+                l[r] = l[r] * decay + sum;                                                             \
+            } else {                                                                                   \
+                l[r] = sum;                                                                            \
+            }                                                                                          \
+            m[r] = mnew;                                                                               \
+        }                                                                                              \
     }
-}
+
+SOFTMAX_KERNELS(generic, MULTIVERSION, row_max, exp_shifted_sum, scale_row)
 
 #if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
 #include <immintrin.h>
@@ -192,34 +201,7 @@ AVX512_TARGET static void scale_row16(float *row, size_t n, float factor) {
     if (j < n) _mm512_mask_storeu_ps(row + j, tail_mask(n - j), _mm512_mul_ps(_mm512_maskz_loadu_ps(tail_mask(n - j), row + j), f));
 }
 
-AVX512_TARGET static void softmax_rows_avx512(float *p, size_t rows, size_t columns, size_t valid0) {
-    for (size_t r = 0; r < rows; r++) {
-        float *row = p + r * columns;
-        size_t valid = valid0 ? valid0 + r : columns;
-        if (valid > columns) valid = columns;
-        scale_row16(row, valid, 1.0f / exp_shifted_sum16(row, valid, row_max16(row, valid)));
-        for (size_t j = valid; j < columns; j++) row[j] = 0.0f;
-    }
-}
-
-AVX512_TARGET static void softmax_online_avx512(float *s, size_t rows, size_t columns, float *m, float *l,
-                                                float *o, size_t ldo, size_t d) {
-    for (size_t r = 0; r < rows; r++) {
-        float *row = s + r * columns;
-        float block_max = row_max16(row, columns);
-        float previous = o ? m[r] : -INFINITY;
-        float mnew = block_max > previous ? block_max : previous;
-        float sum = exp_shifted_sum16(row, columns, mnew);
-        if (o) {
-            float decay = exp_approx(previous - mnew);
-            scale_row16(o + r * ldo, d, decay);
-            l[r] = l[r] * decay + sum;
-        } else {
-            l[r] = sum;
-        }
-        m[r] = mnew;
-    }
-}
+SOFTMAX_KERNELS(avx512, AVX512_TARGET, row_max16, exp_shifted_sum16, scale_row16)
 
 // dst[c·ld_dst + r] = src[r·ld_src + c] for one 16x16 block: unpacks within 128-bit lanes, then
 // lane shuffles.
