@@ -637,7 +637,8 @@ def train_unet(args, stage, steps, minutes, lr, high_noise_share, init_from=None
             z = lats[j]
             o = rng.integers(0, z.shape[-1] - win + 1)
             xs.append(z[:, :, o:o + win])
-            texts.append("" if rng.uniform() < args.cond_drop else caps[j][rng.integers(len(caps[j]))])
+            drop = rng.uniform() < args.cond_drop or (stage == "unet" and step < args.uncond_steps)
+            texts.append("" if drop else caps[j][rng.integers(len(caps[j]))])
         x0 = torch.stack(xs)
         ids = torch.stack([ids_of[t] for t in texts])
         g = torch.Generator().manual_seed(args.seed * 1000003 + step)
@@ -1010,6 +1011,9 @@ def main():
     ap.add_argument("--text-lr-scale", type=float, default=2.0, help="text encoder learning rate / UNet learning rate")
     ap.add_argument("--reset-text-encoder-at", type=int, default=0,
                     help="when resuming at this step or earlier (once), start a new text encoder and optimizer")
+    ap.add_argument("--uncond-steps", type=int, default=0,
+                    help="unet stage: the first N steps see only empty captions, so the UNet learns to draw "
+                         "landscapes before the text encoder can explain them by light alone")
     ap.add_argument("--offset-noise", type=float, default=0.1, help="std of a per-sample, per-channel constant added to the noise")
     ap.add_argument("--sample-steps", type=int, default=20)
     # tune (continues the finished unet stage)
