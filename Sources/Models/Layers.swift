@@ -18,7 +18,7 @@ struct Conv2D: Sendable {
          padding: Padding2D? = nil, bias: Bool = true) throws {
         let w = try p.tensor("weight", [cout, cin, kernel, kernel])
         weight = p.float32Convolutions ? .float32(w) : LayerWeight(w, as: .left)
-        winograd = p.float32Convolutions ? .anyPrecision : kernel == 3 && stride == 1 ? .cached(WinogradCache()) : .atFP32
+        winograd = .layer(onLargePlanes: p.float32Convolutions)
         self.bias = bias ? try p.tensor("bias", [cout]) : nil
         self.stride = stride
         self.padding = padding ?? .uniform(kernel / 2)

@@ -38,6 +38,13 @@ public enum WinogradUse: Sendable {
     /// whether its weight was packed at load or not).
     case cached(WinogradCache)
 
+    /// A model layer's use: `.anyPrecision` for layers that run on large planes (the VAE's),
+    /// else `.cached` with a cache of its own (stays empty unless the layer's shape and planes
+    /// qualify).
+    public static func layer(onLargePlanes: Bool) -> WinogradUse {
+        onLargePlanes ? .anyPrecision : .cached(WinogradCache())
+    }
+
     func applies(weightIsPacked: Bool) -> Bool {
         switch self {
         case .atFP32: return !weightIsPacked && Compute.precision == .fp32
@@ -48,16 +55,19 @@ public enum WinogradUse: Sendable {
 }
 
 /// A 3x3 convolution's weight in the Winograd domain: U[α] = G g Gᵀ for the 36 points α of the
-/// 6x6 transformed tile, each an out x in matrix; packed for the own float32 GEMM where it runs
-/// (`Compute.ownFloat32GEMM`), plain floats for OpenBLAS otherwise.
+/// 6x6 transformed tile, each an out x in matrix; as plain floats (`sgemm` packs them block by
+/// block, the cheaper choice for a weight used once), or, when it is kept, packed once for the own
+/// float32 GEMM where that runs (`Compute.ownFloat32GEMM`).
 public final class WinogradWeight: @unchecked Sendable {
     public let outChannels: Int, channels: Int
     private let packed: UnsafeMutablePointer<UInt32>?
     private let pointCount: Int
     private let floats: UnsafeMutablePointer<Float>?
 
-    /// Transforms `weight` [out, in, 3, 3], or its bf16-rounded values with `roundedToBF16`.
-    init(_ weight: UnsafePointer<Float>, outChannels cout: Int, channels cin: Int, roundedToBF16: Bool = false) {
+    /// Transforms `weight` [out, in, 3, 3], or its bf16-rounded values with `roundedToBF16`;
+    /// packs the result with `kept`.
+    init(_ weight: UnsafePointer<Float>, outChannels cout: Int, channels cin: Int, roundedToBF16: Bool = false,
+         kept: Bool = false) {
         outChannels = cout
         channels = cin
         var rounded: UnsafeMutablePointer<Float>?
@@ -73,7 +83,7 @@ public final class WinogradWeight: @unchecked Sendable {
             let first = cout * part / parts, last = cout * (part + 1) / parts
             pk_winograd_weights(weight, cout, cin, first, last - first, u)
         }
-        guard Compute.ownFloat32GEMM else {
+        guard kept && Compute.ownFloat32GEMM else {
             floats = u
             packed = nil
             pointCount = 0
@@ -91,13 +101,13 @@ public final class WinogradWeight: @unchecked Sendable {
     }
 
     /// Transforms a weight packed for the own GEMM ([out, in·9]), from the values its
-    /// products use (bf16-rounded for a bf16 weight).
+    /// products use (bf16-rounded for a bf16 weight), to be kept.
     convenience init(_ weight: PackedWeight) {
         precondition(weight.operand == .left && weight.shape.count == 4 && weight.shape[2...] == [3, 3])
         let w = UnsafeMutablePointer<Float>.allocate(capacity: weight.rows * weight.columns)
         defer { w.deallocate() }
         pk_unpack_a(weight.format, weight.rows, weight.columns, weight.panels, w, weight.columns)
-        self.init(w, outChannels: weight.rows, channels: weight.shape[1])
+        self.init(w, outChannels: weight.rows, channels: weight.shape[1], kept: true)
     }
 
     deinit {

@@ -54,7 +54,7 @@ public func conv2d(_ x: Tensor, weight layerWeight: LayerWeight, bias: Tensor?, 
             let round = Compute.precision == .bf16
             transformed = cache.weight(roundedToBF16: round) {
                 t.withUnsafeBufferPointer {
-                    WinogradWeight($0.baseAddress!, outChannels: cout, channels: cin, roundedToBF16: round)
+                    WinogradWeight($0.baseAddress!, outChannels: cout, channels: cin, roundedToBF16: round, kept: true)
                 }
             }
         case (_, .float32(let t)):

@@ -62,9 +62,8 @@ struct LayerReplay {
             case let .conv(b, cin, cout, k, stride, h, w):
                 let x = tensor([b, cin, h * stride, w * stride])
                 if layers[index] == nil {
-                    let winograd: WinogradUse = vae ? .anyPrecision : k == 3 && stride == 1 ? .cached(WinogradCache()) : .atFP32
                     let weight = tensor([cout, cin, k, k], std: 0.02)
-                    layers[index] = (vae ? .float32(weight) : LayerWeight(weight, as: .left), winograd)
+                    layers[index] = (vae ? .float32(weight) : LayerWeight(weight, as: .left), .layer(onLargePlanes: vae))
                 }
                 let (weight, winograd) = layers[index]!, bias = tensor([cout], std: 0.02)
                 timed("conv") { conv2d(x, weight: weight, bias: bias, stride: stride, padding: .uniform(k / 2), winograd: winograd) }
