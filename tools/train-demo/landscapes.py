@@ -30,6 +30,11 @@ TERRAINS = ("mountains", "hills", "desert", "sea", "lake", "forest")
 # Probability that a mountain or lake scene is snow-capped. Changing it changes no other draw
 # (the uniform is drawn either way), so every other attribute of every index stays the same.
 SNOWY_SHARE = 0.55
+# Deep snow: snow reaches further down the slopes (cap +0.35 of the ridge height), covers all but
+# the steepest shaded faces, and every snowy mountain scene has a snowfield in front. Snow then
+# fills a large part of the picture, as sand does in a desert, instead of thin bright bands a small
+# model blurs into grey. Off keeps the shipped model's data byte for byte (no draw changes either way).
+DEEP_SNOW = False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -293,9 +298,11 @@ def mountains(cv, img, base, snowy, layers=3):
         below = cv.yy - prof[None, :]
         height = (offset - prof)[None, :]  # how high the ridge is above the range's base
         if snowy:
-            cap = rng.uniform(0.35, 0.6) * height * (0.4 + 0.6 * height / amp)
+            frac = rng.uniform(0.35, 0.6) + (0.35 if DEEP_SNOW else 0.0)
+            cap = frac * height * (0.4 + 0.6 * height / amp)
             snow = smoothstep(0.0, 8.0, cap - below + 25 * tex + 12 * streak)
-            snow = snow * smoothstep(-0.55, -0.25, shade + 0.3 * tex)  # steep shaded faces keep rock
+            lo = -0.85 if DEEP_SNOW else -0.55
+            snow = snow * smoothstep(lo, lo + 0.3, shade + 0.3 * tex)  # steep shaded faces keep rock
             albedo = mix(albedo, col(0.95, 0.96, 1.0), snow[..., None])
             diffuse = mix(diffuse, np.clip(0.75 + 0.35 * shade, 0.35, 1.1), snow)
         else:
@@ -516,7 +523,9 @@ def render(rng, attrs):
         mountains(cv, img, horizon, attrs["snowy"], layers=int(rng.integers(2, 4)))
         if rng.uniform() < 0.5:
             forest_band(cv, img, horizon + rng.uniform(40, 80), density=rng.uniform(0.5, 1.0), depth=0.2)
-        foreground(cv, img, h - rng.uniform(25, 70), "snow" if attrs["snowy"] and rng.uniform() < 0.5 else "grass")
+        front = h - rng.uniform(25, 70)
+        snow_front = attrs["snowy"] and (rng.uniform() < 0.5 or DEEP_SNOW)
+        foreground(cv, img, front, "snow" if snow_front else "grass")
     elif terrain == "hills":
         hills(cv, img, horizon, layers=int(rng.integers(3, 5)))
         if rng.uniform() < 0.4:

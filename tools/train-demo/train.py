@@ -376,6 +376,8 @@ def stage_decoder(args):
         l1, gx, gy = reconstruction_errors(rec, x)
         mse = ((rec - x) ** 2).mean()
         loss = l1 + 0.5 * (gx + gy) + args.decoder_mse * mse
+        if args.decoder_color:  # colour per 8x8 block (one latent pixel): drift there tints whole areas
+            loss = loss + args.decoder_color * (F.avg_pool2d(rec, 8) - F.avg_pool2d(x, 8)).abs().mean()
         optimise(opt, loss, params, args.decoder_lr * lr_factor(step, budget.progress(step), 50))
         step += 1
         run.append([l1.item(), (gx + gy).item(), mse.item()])
@@ -397,7 +399,7 @@ def stage_decoder(args):
     vae.save_pretrained(os.path.join(args.ckpt_dir, "vae_decoder_final"))
     vae_reconstruction(args, vae, "vae_decoder_final.png")
     record_stage(args, "decoder", steps=step, minutes=round(budget.elapsed() / 60, 1), batch=args.decoder_batch,
-                 crop=args.vae_crop, lr=args.decoder_lr, mse=args.decoder_mse, snow_check=after, snow_before=before,
+                 crop=args.vae_crop, lr=args.decoder_lr, mse=args.decoder_mse, color=args.decoder_color, snow_check=after, snow_before=before,
                  last_log=hist[-1] if hist else None)
     mark_done(args, "decoder")
     log(f"decoder: done, {step} steps, {budget.elapsed() / 60:.1f} min")
@@ -881,6 +883,7 @@ def stage_export(args):
                      f"frozen, so the latent space stays), batch {v.get('batch')} random {v.get('crop')}x{v.get('crop')} "
                      f"crops, {v.get('minutes')} min, AdamW lr {v.get('lr'):g}; loss = L1 + 0.5 x L1 of image "
                      f"gradients + {v.get('mse'):g} x MSE"
+                     + (f" + {v.get('color'):g} x L1 of 8x8-block mean colours" if v.get("color") else "")
                      + (f"; final L1 {ll[1]:.4f}" if ll else "")
                      + (f"; near-white pixels of 'snowy mountains at noon' scenes {snow[0]:.3f}, after a round "
                         f"trip {snow[1]:.3f} (before this stage {v['snow_before'][1]:.4f})"
@@ -972,6 +975,8 @@ def main():
     ap.add_argument("--log-every", type=int, default=10)
     ap.add_argument("--snowy-share", type=float, default=landscapes.SNOWY_SHARE,
                     help="probability that a mountain or lake scene is snow-capped (data)")
+    ap.add_argument("--deep-snow", type=int, default=int(landscapes.DEEP_SNOW),
+                    help="1: snow further down the slopes and a snowfield in front (data; landscapes.DEEP_SNOW)")
     ap.add_argument("--bf16", type=int, default=1, help="bfloat16 autocast for the training steps (1.4x faster on AVX512-BF16 CPUs)")
     # vae
     ap.add_argument("--vae-steps", type=int, default=100000)
@@ -992,6 +997,8 @@ def main():
     ap.add_argument("--decoder-lr", type=float, default=2e-4)
     ap.add_argument("--decoder-batch", type=int, default=8)
     ap.add_argument("--decoder-mse", type=float, default=1.0, help="weight of the MSE term beside L1")
+    ap.add_argument("--decoder-color", type=float, default=0.0,
+                    help="weight of an L1 term on 8x8-block mean colours (drift of whole areas: grey rock turned green, snow blue)")
     # latents
     ap.add_argument("--latent-scenes", type=int, default=2000)
     ap.add_argument("--latent-minutes", type=float, default=18.0)
@@ -1030,6 +1037,7 @@ def main():
     ap.add_argument("--panorama", nargs="*", default=[], help="also render these prompts at 2048x512")
     args = ap.parse_args()
     landscapes.SNOWY_SHARE = args.snowy_share
+    landscapes.DEEP_SNOW = bool(args.deep_snow)
 
     if args.smoke:
         args.ckpt_dir = os.path.join(HERE, "checkpoints", "smoke")
