@@ -555,6 +555,14 @@ def train_unet(args, stage, steps, minutes, lr, high_noise_share, init_from=None
     lats, idx = load_latents(args)
     lats = [(z.float() - mu) / sd for z in lats]
     caps = [landscapes.captions(landscapes.attributes(i, args.seed)) for i in idx]
+    pick = None  # scene sampling probabilities (None: uniform, the earlier runs' draws)
+    if stage == "tune" and args.tune_scene_weight:
+        w = np.ones(len(idx))
+        a_of = [landscapes.attributes(i, args.seed) for i in idx]
+        for key, val in (kv.split("=") for kv in args.tune_scene_weight):
+            w *= np.array([float(val) if (a["terrain"] == key or (key == "snowy" and a["snowy"])) else 1.0 for a in a_of])
+        pick = w / w.sum()
+        log(f"{stage}: scene weights {args.tune_scene_weight}")
     tok = make_tokenizer(args)
     all_caps = sorted({c for cs in caps for c in cs} | {""})
     ids_of = dict(zip(all_caps, tokenize(tok, all_caps)))
@@ -635,7 +643,7 @@ def train_unet(args, stage, steps, minutes, lr, high_noise_share, init_from=None
         rng = np.random.default_rng([args.seed, 2, step])
         xs, texts = [], []
         for _ in range(args.unet_batch):
-            j = rng.integers(len(lats))
+            j = rng.integers(len(lats)) if pick is None else rng.choice(len(lats), p=pick)
             z = lats[j]
             o = rng.integers(0, z.shape[-1] - win + 1)
             xs.append(z[:, :, o:o + win])
@@ -1029,6 +1037,8 @@ def main():
     ap.add_argument("--tune-lr", type=float, default=2e-4)
     ap.add_argument("--tune-high-noise", type=float, default=0.5,
                     help="share of the tune stage's timesteps drawn from the noisiest end (see --high-noise-from)")
+    ap.add_argument("--tune-scene-weight", nargs="*", default=[], metavar="KEY=W",
+                    help="tune stage: draw scenes of a terrain (or 'snowy' ones) W times as often")
     ap.add_argument("--high-noise-from", type=float, default=0.7, help="the noisiest end: t >= this fraction of T")
     # export
     ap.add_argument("--export-ema", type=int, default=1)
