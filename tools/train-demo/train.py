@@ -554,13 +554,15 @@ def train_unet(args, stage, steps, minutes, lr, high_noise_share, init_from=None
     mu, sd = latent_norm(stats)
     lats, idx = load_latents(args)
     lats = [(z.float() - mu) / sd for z in lats]
-    caps = [landscapes.captions(landscapes.attributes(i, args.seed)) for i in idx]
+    attrs = [landscapes.attributes(i, args.seed) for i in idx]
+    caps = [landscapes.captions(a) for a in attrs]
     pick = None  # scene sampling probabilities (None: uniform, the earlier runs' draws)
     if stage == "tune" and args.tune_scene_weight:
         w = np.ones(len(idx))
-        a_of = [landscapes.attributes(i, args.seed) for i in idx]
         for key, val in (kv.split("=") for kv in args.tune_scene_weight):
-            w *= np.array([float(val) if (a["terrain"] == key or (key == "snowy" and a["snowy"])) else 1.0 for a in a_of])
+            if key != "snowy" and key not in landscapes.TERRAINS:
+                raise SystemExit(f"--tune-scene-weight {key}={val}: the key is 'snowy' or one of {landscapes.TERRAINS}")
+            w *= np.array([float(val) if (a["snowy"] if key == "snowy" else a["terrain"] == key) else 1.0 for a in attrs])
         pick = w / w.sum()
         log(f"{stage}: scene weights {args.tune_scene_weight}")
     tok = make_tokenizer(args)
