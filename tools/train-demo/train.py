@@ -202,10 +202,24 @@ def reconstruction_errors(rec, x):
     return l1, gx, gy
 
 
+def vae_from_model(args, stage, folder):
+    """The vae and decoder stages of a run that continues an exported model (--from-model): its VAE,
+    in float32, is both stages' result. Its latent normalisation is already folded in, so the
+    latents stage then measures (and the export folds) a near-identity one."""
+    from diffusers import AutoencoderKL
+    vae = AutoencoderKL.from_pretrained(os.path.join(args.from_model, "vae"), torch_dtype=torch.float32)
+    vae.save_pretrained(os.path.join(args.ckpt_dir, folder))
+    record_stage(args, stage, from_model=os.path.abspath(args.from_model), images=args.vae_pool)
+    mark_done(args, stage)
+    log(f"{stage}: the VAE of {args.from_model}")
+
+
 def stage_vae(args):
     if is_done(args, "vae"):
         log("vae: already done")
         return
+    if args.from_model:
+        return vae_from_model(args, "vae", "vae_final")
     torch.manual_seed(args.seed)
     vae = vae_model()
     with torch.no_grad():
@@ -315,6 +329,8 @@ def stage_decoder(args):
     if is_done(args, "decoder"):
         log("decoder: already done")
         return
+    if args.from_model:
+        return vae_from_model(args, "decoder", "vae_decoder_final")
     vae = load_vae_final(args)
     for p in list(vae.encoder.parameters()) + list(vae.quant_conv.parameters()):
         p.requires_grad_(False)
@@ -463,6 +479,11 @@ def stage_latents(args):
     stats = dict(mean=mean, std=std, scaling_factor=1.0 / std,
                  channel_mean=flat.mean(1).tolist(), channel_std=flat.std(1).tolist(),
                  scenes=len(lats), latent_pixels=flat.shape[1])
+    if args.from_model:
+        # the continued UNet learnt on this VAE's latents as they come (their normalisation is
+        # folded in already); a second one, measured on other scenes, would shift its input
+        stats.update(measured_channel_mean=stats["channel_mean"], measured_channel_std=stats["channel_std"],
+                     channel_mean=[0.0] * len(stats["channel_mean"]), channel_std=[1.0] * len(stats["channel_std"]))
     write_json(stats, os.path.join(d, "stats.json"))
     record_stage(args, "latents", minutes=round(budget.elapsed() / 60, 1), scenes=len(lats),
                  scaling_factor=stats["scaling_factor"])
@@ -594,6 +615,14 @@ def train_unet(args, stage, steps, minutes, lr, high_noise_share, init_from=None
             m.load_state_dict(st[key])
         text_reset = bool(st.get("text_reset"))
         log(f"{stage}: starting from the EMA weights of {init_from} (step {st['step']})")
+    elif stage == "unet" and args.from_model and not os.path.exists(ck):
+        from diffusers import UNet2DConditionModel
+        from transformers import CLIPTextModel
+        u = UNet2DConditionModel.from_pretrained(os.path.join(args.from_model, "unet"), torch_dtype=torch.float32)
+        t = CLIPTextModel.from_pretrained(os.path.join(args.from_model, "text_encoder"), torch_dtype=torch.float32)
+        for m, src in ((unet, u), (ema_u, u), (te, t), (ema_t, t)):
+            m.load_state_dict(src.state_dict())
+        log(f"unet: starting from the UNet and text encoder of {args.from_model}")
     elif os.path.exists(ck):
         st = torch.load(ck, map_location="cpu", weights_only=False)
         unet.load_state_dict(st["unet"])
@@ -700,7 +729,8 @@ def train_unet(args, stage, steps, minutes, lr, high_noise_share, init_from=None
     sample_grid(args, ema_u, ema_t, tok, (mu, sd), f"{stage}_final.png")
     record_stage(args, stage, steps=step, minutes=round(budget.elapsed() / 60, 1), unet_params=nu,
                  text_params=nt, last_log=hist[-1] if hist else None, batch=args.unet_batch,
-                 lr=lr, high_noise_share=high_noise_share)
+                 lr=lr, high_noise_share=high_noise_share,
+                 **(dict(from_model=os.path.abspath(args.from_model)) if stage == "unet" and args.from_model else {}))
     mark_done(args, stage)
     log(f"{stage}: done, {step} steps, {budget.elapsed() / 60:.1f} min")
 
@@ -878,14 +908,17 @@ def stage_export(args):
     gflop = unet_gflop(new_unet_and_text(0)[0])
     st = read_json(os.path.join(args.ckpt_dir, "stages.json"), {})
     lines = []
-    if "vae" in st:
+    if st.get("vae", {}).get("from_model"):
+        lines.append(f"- VAE: the one of the model this run continues ({os.path.basename(st['vae']['from_model'])}, "
+                     "see the history below), unchanged")
+    elif "vae" in st:
         v = st["vae"]
         ll = v.get("last_log")
         lines.append(f"- VAE: {v.get('steps')} steps of batch {v.get('batch')} random {v.get('crop')}x{v.get('crop')} "
                      f"crops from {v.get('images')} images, {v.get('minutes')} min; loss = L1 + 0.5 x L1 of "
                      f"image gradients + {args.vae_kl:g} x KL per latent element"
                      + (f"; final L1 {ll[1]:.4f}, gradient L1 {ll[2]:.4f}" if ll else ""))
-    if "decoder" in st:
+    if "decoder" in st and not st["decoder"].get("from_model"):
         v = st["decoder"]
         ll = v.get("last_log")
         snow = v.get("snow_check")
@@ -898,7 +931,10 @@ def stage_export(args):
                      + (f"; near-white pixels of 'snowy mountains at noon' scenes {snow[0]:.3f}, after a round "
                         f"trip {snow[1]:.3f} (before this stage {v['snow_before'][1]:.4f})"
                         if snow and "snow_before" in v else ""))
-    if "latents" in st:
+    if "latents" in st and st.get("vae", {}).get("from_model"):
+        lines.append(f"- Latents: {st['latents'].get('scenes')} panoramas encoded with that VAE "
+                     f"({st['latents'].get('minutes')} min), used as they come (its latent normalisation is folded in)")
+    elif "latents" in st:
         v = st["latents"]
         lines.append(f"- Latents: {v.get('scenes')} panoramas encoded with the trained VAE ({v.get('minutes')} min); "
                      f"per-channel mean {[round(v, 3) for v in mu.flatten().tolist()]} and std "
@@ -907,7 +943,8 @@ def stage_export(args):
     if "unet" in st:
         v = st["unet"]
         ll = v.get("last_log")
-        lines.append(f"- UNet + text encoder: trained together, {v.get('steps')} steps of batch {v.get('batch')} random "
+        lines.append(f"- UNet + text encoder: " + (f"continued from the ones of {os.path.basename(v['from_model'])}, "
+                     if v.get("from_model") else "") + f"trained together, {v.get('steps')} steps of batch {v.get('batch')} random "
                      f"64x64 windows of those latents, {v.get('minutes')} min; v-prediction on the "
                      f"zero-terminal-SNR schedule, plain MSE, offset noise {args.offset_noise:g}, AdamW lr {args.unet_lr:g} (warm-up, cosine), 10 % empty captions for "
                      f"classifier-free guidance, EMA {args.ema} weights exported"
@@ -987,6 +1024,10 @@ def main():
                     help="probability that a mountain or lake scene is snow-capped (data)")
     ap.add_argument("--deep-snow", type=int, default=int(landscapes.DEEP_SNOW),
                     help="1: snow further down the slopes and a snowfield in front (data; landscapes.DEEP_SNOW)")
+    ap.add_argument("--from-model", default=None, metavar="DIR",
+                    help="continue an exported model (a diffusers folder from an earlier run): its VAE is "
+                         "this run's (the vae and decoder stages only copy it) and the UNet stage starts "
+                         "from its UNet and text encoder")
     ap.add_argument("--bf16", type=int, default=1, help="bfloat16 autocast for the training steps (1.4x faster on AVX512-BF16 CPUs)")
     # vae
     ap.add_argument("--vae-steps", type=int, default=100000)
