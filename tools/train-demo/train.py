@@ -205,7 +205,7 @@ def reconstruction_errors(rec, x):
 def vae_from_model(args, stage, folder):
     """The vae and decoder stages of a run that continues an exported model (--from-model): its VAE,
     in float32, is both stages' result. Its latent normalisation is already folded in, so the
-    latents stage then measures (and the export folds) a near-identity one."""
+    latents stage records the measured one but applies (and the export folds) none."""
     from diffusers import AutoencoderKL
     vae = AutoencoderKL.from_pretrained(os.path.join(args.from_model, "vae"), torch_dtype=torch.float32)
     vae.save_pretrained(os.path.join(args.ckpt_dir, folder))
