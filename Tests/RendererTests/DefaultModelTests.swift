@@ -9,10 +9,10 @@ import XCTest
 /// The shipped default model (models/landscape-demo): diffusers parity on one window, prompt
 /// adherence on fixed seeds, and no seams in a 4096x512 panorama.
 ///
-/// The checks this model does not pass yet (snow vs desert 8/10; a night|noon composition on hard
-/// rectangles follows both prompts on 10/10 seeds but leaves a hard edge at the border, mean
-/// column step 7.9 against 0.44 elsewhere) run only with PANORAMA_MODEL_CHECKS=1, so they stay
-/// runnable and visible without failing CI.
+/// The one check this model does not pass (a night|noon composition on hard rectangles follows both
+/// prompts on 10/10 seeds but leaves a hard edge at the border, mean column step 10.6 against 0.48
+/// elsewhere) runs only with PANORAMA_MODEL_CHECKS=1, so it stays runnable and visible without
+/// failing CI.
 final class DefaultModelTests: XCTestCase {
     private func requireModelChecks() throws {
         try XCTSkipUnless(ProcessInfo.processInfo.environment["PANORAMA_MODEL_CHECKS"] != nil,
@@ -120,7 +120,6 @@ final class DefaultModelTests: XCTestCase {
     }
 
     func testSnowIsWhiterThanDesert() throws {
-        try requireModelChecks()
         try assertMovesTheRightWay("snowy mountains at noon", "desert dunes at noon", "near-white fraction", Self.whiteFraction)
     }
 
