@@ -730,7 +730,8 @@ def train_unet(args, stage, steps, minutes, lr, high_noise_share, init_from=None
     record_stage(args, stage, steps=step, minutes=round(budget.elapsed() / 60, 1), unet_params=nu,
                  text_params=nt, last_log=hist[-1] if hist else None, batch=args.unet_batch,
                  lr=lr, high_noise_share=high_noise_share,
-                 **(dict(from_model=os.path.abspath(args.from_model)) if stage == "unet" and args.from_model else {}))
+                 **(dict(from_model=os.path.abspath(args.from_model)) if stage == "unet" and args.from_model else {}),
+                 **(dict(scene_weights=args.tune_scene_weight) if stage == "tune" else {}))
     mark_done(args, stage)
     log(f"{stage}: done, {step} steps, {budget.elapsed() / 60:.1f} min")
 
@@ -909,8 +910,7 @@ def stage_export(args):
     st = read_json(os.path.join(args.ckpt_dir, "stages.json"), {})
     lines = []
     if st.get("vae", {}).get("from_model"):
-        lines.append(f"- VAE: the one of the model this run continues ({os.path.basename(st['vae']['from_model'])}, "
-                     "see the history below), unchanged")
+        lines.append("- VAE: the one of the model this run continues (see the history below), unchanged")
     elif "vae" in st:
         v = st["vae"]
         ll = v.get("last_log")
@@ -943,7 +943,7 @@ def stage_export(args):
     if "unet" in st:
         v = st["unet"]
         ll = v.get("last_log")
-        lines.append(f"- UNet + text encoder: " + (f"continued from the ones of {os.path.basename(v['from_model'])}, "
+        lines.append("- UNet + text encoder: " + ("continued from the ones of the model this run continues, "
                      if v.get("from_model") else "") + f"trained together, {v.get('steps')} steps of batch {v.get('batch')} random "
                      f"64x64 windows of those latents, {v.get('minutes')} min; v-prediction on the "
                      f"zero-terminal-SNR schedule, plain MSE, offset noise {args.offset_noise:g}, AdamW lr {args.unet_lr:g} (warm-up, cosine), 10 % empty captions for "
@@ -957,6 +957,8 @@ def stage_export(args):
                      f"{100 * v.get('high_noise_share', args.tune_high_noise):.0f} % of the timesteps drawn from "
                      f"t >= {args.high_noise_from:g} T, where the prompt alone sets the picture's overall light; "
                      f"EMA {args.ema} weights exported"
+                     + (f"; scenes drawn with weights {' '.join(v.get('scene_weights', args.tune_scene_weight))}"
+                        if v.get("scene_weights", args.tune_scene_weight) else "")
                      + (f"; final MSE {ll[2]:.4f}" if ll else ""))
     history = os.path.join(HERE, "card_history.md")
     if os.path.exists(history):
