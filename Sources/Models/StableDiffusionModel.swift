@@ -31,29 +31,34 @@ public struct StableDiffusionModel: Sendable {
         case standard(tokenizer: URL, predictionType: String?)
     }
 
-    /// Loads a diffusers folder (`model_index.json`, unet/, vae/, text_encoder/, tokenizer/, scheduler/).
-    public init(folder url: URL) throws {
+    /// Loads a diffusers folder (`model_index.json`, unet/, vae/, text_encoder/, tokenizer/, scheduler/),
+    /// with `loras` merged into the UNet's and text encoder's weights as they load.
+    public init(folder url: URL, loras: [LoRAApplication] = []) throws {
         let folder = try DiffusersFolder(url: url)
+        let weights = try LoRAMerge.apply(loras, unet: folder.weights(for: "unet"),
+                                          textEncoder: folder.weights(for: "text_encoder"))
         try self.init(
             source: folder.url, name: folder.url.lastPathComponent,
             tokenizer: CLIPTokenizer(directory: folder.componentDirectory("tokenizer")),
             textEncoder: CLIPTextModel(config: folder.config(CLIPTextConfig.self, for: "text_encoder"),
-                                       weights: folder.weights(for: "text_encoder")),
+                                       weights: weights.textEncoder),
             unet: UNet2DConditionModel(config: folder.config(UNetConfig.self, for: "unet"),
-                                       weights: folder.weights(for: "unet")),
+                                       weights: weights.unet),
             vae: AutoencoderKL(config: folder.config(AutoencoderKLConfig.self, for: "vae"),
                                weights: folder.weights(for: "vae")),
             schedulerConfig: folder.config(DDIMSchedulerConfig.self, for: "scheduler"))
     }
 
-    /// Loads a single-file checkpoint in the original layout (`SingleFileCheckpoint`).
-    public init(checkpoint url: URL, configuration: CheckpointConfiguration) throws {
+    /// Loads a single-file checkpoint in the original layout (`SingleFileCheckpoint`), with `loras`
+    /// merged into the UNet's and text encoder's weights as they load.
+    public init(checkpoint url: URL, configuration: CheckpointConfiguration, loras: [LoRAApplication] = []) throws {
         let checkpoint = try SingleFileCheckpoint(url: url)
         let (tokenizer, configs) = try Self.resolve(checkpoint, configuration)
+        let weights = try LoRAMerge.apply(loras, unet: checkpoint.unet, textEncoder: checkpoint.textEncoder)
         try self.init(
             source: url, name: url.deletingPathExtension().lastPathComponent, tokenizer: tokenizer,
-            textEncoder: CLIPTextModel(config: configs.textEncoder, weights: checkpoint.textEncoder),
-            unet: UNet2DConditionModel(config: configs.unet, weights: checkpoint.unet),
+            textEncoder: CLIPTextModel(config: configs.textEncoder, weights: weights.textEncoder),
+            unet: UNet2DConditionModel(config: configs.unet, weights: weights.unet),
             vae: AutoencoderKL(config: configs.vae, weights: checkpoint.vae),
             schedulerConfig: configs.scheduler)
     }

@@ -31,6 +31,8 @@ public struct WeightSet: Sendable {
     private let location: [String: Int]
     /// Visible name → where it is stored, for a renaming set (nil: names are stored names).
     private let renaming: [String: StoredTensor]?
+    /// Visible name → low-rank changes added to the tensor as it is read (LoRAs merged at load).
+    private var deltas: [String: [WeightDelta]] = [:]
 
     /// A set over `files`, whose tensor names must not repeat across files.
     public init(files: [SafeTensorsFile], label: String? = nil) throws {
@@ -67,12 +69,28 @@ public struct WeightSet: Sendable {
     }
 
     private init(label: String, files: [SafeTensorsFile], prefix: String, location: [String: Int],
-                 renaming: [String: StoredTensor]?) {
+                 renaming: [String: StoredTensor]?, deltas: [String: [WeightDelta]]) {
         self.label = label
         self.files = files
         self.prefix = prefix
         self.location = location
         self.renaming = renaming
+        self.deltas = deltas
+    }
+
+    /// This set with `changes` (visible name → deltas, without the view's prefix) added to the
+    /// tensors they name whenever those are read: a LoRA merged into the weights before any layer
+    /// packs or transforms them, so it costs nothing per step. Each delta's shape must already have
+    /// been checked against the tensor's (`WeightDelta.fits`).
+    public func adding(_ changes: [String: [WeightDelta]]) -> WeightSet {
+        var set = self
+        for (name, list) in changes { set.deltas[prefix + name, default: []] += list }
+        return set
+    }
+
+    /// Visible names (without the view's prefix) that have deltas.
+    public var changedNames: [String] {
+        deltas.keys.compactMap { $0.hasPrefix(prefix) ? String($0.dropFirst(prefix.count)) : nil }.sorted()
     }
 
     /// Visible names before any prefix view.
@@ -102,13 +120,21 @@ public struct WeightSet: Sendable {
             throw WeightsError.shapeMismatch(set: label, tensor: describe(info.name, rows), file: file.url.path,
                                              stored: stored, expected: shape)
         }
-        return try read(file, info, rows)
+        return try changed(prefix + name, read(file, info, rows))
     }
 
     /// The tensor `name` as float32 in its stored shape.
     public func tensor(_ name: String) throws -> Tensor {
         let (file, info, rows) = try locate(name)
-        return try read(file, info, rows)
+        return try changed(prefix + name, read(file, info, rows))
+    }
+
+    /// `tensor` with the deltas of the visible name `visible` added.
+    private func changed(_ visible: String, _ tensor: Tensor) -> Tensor {
+        guard let list = deltas[visible] else { return tensor }
+        var t = tensor
+        for delta in list { delta.add(to: &t) }
+        return t
     }
 
     /// Like `tensor(_:shape:)`, but nil when absent (optional weights such as a bias or `position_ids`);
@@ -129,7 +155,7 @@ public struct WeightSet: Sendable {
 
     /// A view in which `x` means `p + x`; names without the prefix become invisible.
     public func strippingPrefix(_ p: String) -> WeightSet {
-        WeightSet(label: label, files: files, prefix: prefix + p, location: location, renaming: renaming)
+        WeightSet(label: label, files: files, prefix: prefix + p, location: location, renaming: renaming, deltas: deltas)
     }
 
     /// `strippingPrefix(p)` if any stored key (under this view) starts with `p`, else this set.
