@@ -29,7 +29,7 @@ let package = Package(
         .target(name: "Tokenization", swiftSettings: optimise),
         .target(name: "Models", dependencies: ["Tensors", "Weights", "Tokenization"], swiftSettings: optimise),
         .target(name: "Schedulers", dependencies: ["Tensors", "Weights"], swiftSettings: optimise),
-        .target(name: "Renderer", dependencies: ["Models", "Schedulers", "Tensors", "Weights"],
+        .target(name: "Renderer", dependencies: ["Models", "Schedulers", "Tensors", "Tokenization", "Weights"],
                 swiftSettings: optimise),
         .executableTarget(name: "PanoramaCLI", dependencies: [
             "Renderer", "Imaging", "Models", "Schedulers", "Tokenization", "Weights", "Tensors",

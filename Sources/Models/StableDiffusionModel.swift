@@ -14,6 +14,8 @@ public struct StableDiffusionModel: Sendable {
     public let unet: UNet2DConditionModel
     public let vae: AutoencoderKL
     public let schedulerConfig: DDIMSchedulerConfig
+    /// The LoRAs merged into the UNet's and text encoder's weights, in order.
+    public let loras: [LoRAApplication]
 
     /// A short name for reports and PNG metadata: the folder's name, or the file's without extension.
     public let name: String
@@ -46,7 +48,7 @@ public struct StableDiffusionModel: Sendable {
                                        weights: weights.unet),
             vae: AutoencoderKL(config: folder.config(AutoencoderKLConfig.self, for: "vae"),
                                weights: folder.weights(for: "vae")),
-            schedulerConfig: folder.config(DDIMSchedulerConfig.self, for: "scheduler"))
+            schedulerConfig: folder.config(DDIMSchedulerConfig.self, for: "scheduler"), loras: loras)
     }
 
     /// Loads a single-file checkpoint in the original layout (`SingleFileCheckpoint`), with `loras`
@@ -60,7 +62,7 @@ public struct StableDiffusionModel: Sendable {
             textEncoder: CLIPTextModel(config: configs.textEncoder, weights: weights.textEncoder),
             unet: UNet2DConditionModel(config: configs.unet, weights: weights.unet),
             vae: AutoencoderKL(config: configs.vae, weights: checkpoint.vae),
-            schedulerConfig: configs.scheduler)
+            schedulerConfig: configs.scheduler, loras: loras)
     }
 
     /// The tokenizer a single-file checkpoint loads with (for SD 2.x it pads with `!`), without
@@ -102,11 +104,12 @@ public struct StableDiffusionModel: Sendable {
                                 weights: DiffusersFolder.weights(in: url, label: "vae (\(url.lastPathComponent))"))
             : try AutoencoderKL(config: self.vae.config, weights: SingleFileCheckpoint.standaloneVAE(url: url))
         return try StableDiffusionModel(source: source, name: name, tokenizer: tokenizer, textEncoder: textEncoder, unet: unet,
-                                        vae: vae, schedulerConfig: schedulerConfig)
+                                        vae: vae, schedulerConfig: schedulerConfig, loras: loras)
     }
 
     private init(source: URL, name: String, tokenizer: CLIPTokenizer, textEncoder: CLIPTextModel,
-                 unet: UNet2DConditionModel, vae: AutoencoderKL, schedulerConfig: DDIMSchedulerConfig) throws {
+                 unet: UNet2DConditionModel, vae: AutoencoderKL, schedulerConfig: DDIMSchedulerConfig,
+                 loras: [LoRAApplication]) throws {
         self.source = source
         self.name = name
         self.tokenizer = tokenizer
@@ -114,6 +117,7 @@ public struct StableDiffusionModel: Sendable {
         self.unet = unet
         self.vae = vae
         self.schedulerConfig = schedulerConfig
+        self.loras = loras
 
         let crossDim = unet.config.crossAttentionDim.first ?? 0
         guard crossDim == textEncoder.config.hiddenSize else {

@@ -85,7 +85,10 @@ struct Compose: ParsableCommand {
                                       bootstrapSteps: bootstrapSteps ?? Int((Double(settings.steps) * 0.2).rounded()))
         let outputURL = try options.outputLocation(defaultBase: "composition-\(settings.width)x\(settings.height)-\(settings.seed)")
 
-        let pipeline = try options.loadPipeline(modelURL, settings: &settings, progress: progress)
+        let pipeline = try options.loadPipeline(
+            modelURL, settings: &settings,
+            prompts: [settings.prompt, settings.negativePrompt] + composition.regions.flatMap { [$0.prompt.prompt, $0.prompt.negativePrompt] },
+            progress: progress)
         let model = pipeline.model
         try pipeline.validate(composition, for: settings)
 

@@ -60,6 +60,17 @@ struct GenerationOptions: ParsableArguments {
         valueName: "dir|file"))
     var vae: String?
 
+    @Option(name: .long, help: ArgumentHelp(
+        "A LoRA to merge into the model (kohya/A1111 or diffusers/PEFT .safetensors), at WEIGHT (default 1); repeatable.",
+        discussion: "Prompts may also ask for LoRAs with A1111's tags <lora:NAME:WEIGHT> or <lora:NAME:TE_WEIGHT:UNET_WEIGHT>, found by NAME in --lora-dir; tags are removed from the text before it is encoded. LoRAs change the whole model: a tag in one region's prompt applies to every region.",
+        valueName: "path[:weight]"))
+    var lora: [String] = []
+
+    @Option(name: .long, help: ArgumentHelp(
+        "Where <lora:NAME:…> tags find NAME.safetensors (default: a lora folder beside the model, then the project's models/lora).",
+        valueName: "dir"))
+    var loraDir: String?
+
     @Option(name: .long, help: ArgumentHelp("Named defaults from presets/ (see `panorama presets`); flags override it. A preset named like the model's folder applies by itself.", valueName: "name"))
     var preset: String?
 
@@ -116,11 +127,17 @@ struct GenerationOptions: ParsableArguments {
     /// Loads the model, checks `settings` against it and this machine, and reports the load time
     /// and the seed. The tiled VAE's temporary files switch to bfloat16 when float32 ones would
     /// not fit the disk (`encoding`: an input image is encoded at the settings' size too).
-    func loadPipeline(_ modelURL: URL, settings: inout PanoramaSettings, encoding: Bool = false,
+    /// `prompts`: every prompt of the render (negative and region prompts too), whose `<lora:…>`
+    /// tags add LoRAs to the model.
+    func loadPipeline(_ modelURL: URL, settings: inout PanoramaSettings, prompts: [String], encoding: Bool = false,
                       progress: ProgressReporter) throws -> PanoramaPipeline {
         let start = Date()
-        progress.note("loading \(modelURL.path)")
-        var model = try loadModel(modelURL)
+        let loras = try loraApplications(model: modelURL, prompts: prompts)
+        progress.note("loading \(modelURL.path)" + (loras.isEmpty ? "" : " with LoRA " + loras.map {
+            $0.textEncoderWeight == $0.unetWeight ? "\($0.name) (\($0.unetWeight))"
+                : "\($0.name) (text encoder \($0.textEncoderWeight), UNet \($0.unetWeight))"
+        }.joined(separator: ", ")))
+        var model = try loadModel(modelURL, loras: loras)
         if let vae { model = try model.replacingVAE(with: URL(fileURLWithPath: (vae as NSString).expandingTildeInPath)) }
         let pipeline = PanoramaPipeline(model: model)
         try pipeline.validate(settings)
@@ -135,14 +152,26 @@ struct GenerationOptions: ParsableArguments {
 
     /// The model at `url`: a diffusers folder, or a single-file checkpoint configured by
     /// --model-config or read as SD 1.x / 2.x with the bundled model's CLIP tokenizer files.
-    private func loadModel(_ url: URL) throws -> StableDiffusionModel {
+    /// The LoRAs of --lora and of the prompts' tags, read and checked.
+    private func loraApplications(model: URL, prompts: [String]) throws -> [LoRAApplication] {
+        let requests = try lora.map(LoRARequest.init(option:)) + LoRARequest.fromPrompts(prompts)
+        guard !requests.isEmpty else { return [] }
+        let folders = loraDir.map { [URL(fileURLWithPath: ($0 as NSString).expandingTildeInPath)] }
+            ?? LoRALibrary.defaultFolders(model: model, fallback: Resources.defaultModel?
+                .deletingLastPathComponent().appendingPathComponent("lora"))
+        var unique: [URL] = []
+        for folder in folders where !unique.contains(folder.standardizedFileURL) { unique.append(folder.standardizedFileURL) }
+        return try LoRARequest.resolve(requests, library: LoRALibrary(folders: unique))
+    }
+
+    private func loadModel(_ url: URL, loras: [LoRAApplication]) throws -> StableDiffusionModel {
         var isDirectory: ObjCBool = false
         let exists = FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory)
         guard exists, !isDirectory.boolValue else {
             guard modelConfig == nil, predictionType == nil else {
                 throw ValidationError("--model-config and --prediction-type apply to a single-file --model, not to the folder \(url.path)")
             }
-            return try StableDiffusionModel(folder: url)
+            return try StableDiffusionModel(folder: url, loras: loras)
         }
         guard url.pathExtension.lowercased() == "safetensors" else {
             let pickle = ["ckpt", "pt", "pth", "bin"].contains(url.pathExtension.lowercased())
@@ -156,7 +185,7 @@ struct GenerationOptions: ParsableArguments {
             throw ValidationError("unknown --prediction-type \"\(predictionType)\"; available: epsilon, v_prediction")
         }
         let configuration = try checkpointConfiguration(modelConfig: modelConfig, predictionType: predictionType)
-        return try withConfigurationHint { try StableDiffusionModel(checkpoint: url, configuration: configuration) }
+        return try withConfigurationHint { try StableDiffusionModel(checkpoint: url, configuration: configuration, loras: loras) }
     }
 
     /// The sampler named by --scheduler or the preset.

@@ -45,7 +45,8 @@ struct Render: ParsableCommand {
         let outputURL = try options.outputLocation(defaultBase: "panorama-\(settings.width)x\(settings.height)-\(settings.seed)")
         let latentsOutURL = try latentsOut.map { try options.checkedWritable(URL(fileURLWithPath: $0), replace: true) }
 
-        let pipeline = try options.loadPipeline(modelURL, settings: &settings, progress: progress)
+        let pipeline = try options.loadPipeline(modelURL, settings: &settings, prompts: [settings.prompt, settings.negativePrompt],
+                                                progress: progress)
         let model = pipeline.model
         let startLatents = try latentsIn.map { try readLatents($0) }
         if let startLatents { try pipeline.checkLatents(startLatents, for: settings) }

@@ -54,7 +54,8 @@ struct Upscale: ParsableCommand {
         let stem = inputURL.deletingPathExtension().lastPathComponent
         let outputURL = try options.outputLocation(defaultBase: "\(stem)-upscaled-\(targetWidth)x\(targetHeight)-\(settings.seed)")
 
-        let pipeline = try options.loadPipeline(modelURL, settings: &settings, encoding: true, progress: progress)
+        let pipeline = try options.loadPipeline(modelURL, settings: &settings, prompts: [settings.prompt, settings.negativePrompt],
+                                                encoding: true, progress: progress)
         let model = pipeline.model
 
         progress.note("\(source.width)x\(source.height) -> \(targetWidth)x\(targetHeight): resizing and encoding")

@@ -198,7 +198,9 @@ public struct PanoramaPipeline: Sendable {
 
     /// Conditional and unconditional text embeddings.
     public func guidance(_ settings: PanoramaSettings) throws -> Guidance {
-        let prompts = settings.guidanceScale > 1 ? [settings.negativePrompt, settings.prompt] : [settings.prompt]
+        // <lora:…> tags select weights at load; the text encoder sees the prompt without them, as in A1111
+        let prompts = (settings.guidanceScale > 1 ? [settings.negativePrompt, settings.prompt] : [settings.prompt])
+            .map(LoRARequest.strippingTags)
         let embeddings = try model.encode(prompts, clipSkip: settings.clipSkip)
         let conditional = embeddings.batch(prompts.count - 1)
         return Guidance(scale: settings.guidanceScale, conditional: conditional,

@@ -280,9 +280,13 @@ public enum LoRAError: Error, CustomStringConvertible, LocalizedError, Sendable,
     case partialMatch(String, matched: Int, total: Int, unmatched: [String])
     /// A module exists but its size is not the model weight's.
     case shapeMismatch(String, module: String, delta: [Int], weight: [Int], tensor: String)
+    /// A `--lora` option or `<lora:…>` tag that cannot be used (the message says why).
+    case invalidRequest(String)
 
     public var description: String {
         switch self {
+        case let .invalidRequest(message):
+            return message
         case let .missingFile(path):
             return "LoRA \(path): no such file"
         case let .invalid(path, problem):

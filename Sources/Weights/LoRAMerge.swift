@@ -6,11 +6,14 @@ public struct LoRAApplication: Sendable {
     public var lora: LoRA
     public var textEncoderWeight: Float
     public var unetWeight: Float
+    /// The name reports and PNG parameters use: a tag's NAME, else the file's stem.
+    public var name: String
 
-    public init(lora: LoRA, textEncoderWeight: Float, unetWeight: Float) {
+    public init(lora: LoRA, textEncoderWeight: Float, unetWeight: Float, name: String? = nil) {
         self.lora = lora
         self.textEncoderWeight = textEncoderWeight
         self.unetWeight = unetWeight
+        self.name = name ?? lora.name
     }
 
     public init(lora: LoRA, weight: Float = 1) {
