@@ -38,11 +38,16 @@ public enum LoRAMerge {
             var found: [(LoRA.Module, String)] = []
             for module in lora.modules {
                 let index = module.component == .unet ? unetIndex : textIndex
-                guard let weight = index.weight(for: module.path, underscored: lora.format == .kohya) else {
+                if let weight = index.weight(for: module.path, underscored: lora.format == .kohya) {
+                    found.append((module, weight))
+                } else if lora.format == .kohya, module.component == .textEncoder, let parts = openCLIPParts(module) {
+                    let weights = parts.compactMap { part in
+                        textIndex.weight(for: part.path, underscored: true).map { (part.module, $0) }
+                    }
+                    if weights.count == parts.count { found += weights } else { unmatched.append(module.key) }
+                } else {
                     unmatched.append(module.key)
-                    continue
                 }
-                found.append((module, weight))
             }
             guard unmatched.isEmpty else {
                 throw LoRAError.partialMatch(lora.url.path, matched: found.count, total: lora.modules.count,
@@ -63,6 +68,27 @@ public enum LoRAMerge {
             }
         }
         return (unet.adding(unetDeltas), textEncoder.adding(textDeltas))
+    }
+}
+
+/// A kohya text-encoder module named as SD 2.x single-file checkpoints name OpenCLIP's layers
+/// (`model_transformer_resblocks_3_mlp_c_fc`), as the transformers module(s) it changes: the fused
+/// `attn_in_proj` is query, key and value, each changed by a third of `up`'s rows. Nil for other names.
+private func openCLIPParts(_ module: LoRA.Module) -> [(module: LoRA.Module, path: String)]? {
+    let prefix = "model_transformer_resblocks_"
+    guard module.path.hasPrefix(prefix) else { return nil }
+    let rest = module.path.dropFirst(prefix.count)
+    guard let underscore = rest.firstIndex(of: "_"), let layer = Int(rest[..<underscore]) else { return nil }
+    let name = String(rest[rest.index(after: underscore)...]), base = "encoder_layers_\(layer)_"
+    let renamed = ["attn_out_proj": "self_attn_out_proj", "mlp_c_fc": "mlp_fc1", "mlp_c_proj": "mlp_fc2"]
+    if let target = renamed[name] { return [(module, base + target)] }
+    guard name == "attn_in_proj", let rows = module.up.shape.first, rows % 3 == 0 else { return nil }
+    let third = rows / 3, width = module.up.count / rows
+    return ["q", "k", "v"].enumerated().map { j, x in
+        var part = module
+        part.up = Tensor(shape: [third] + module.up.shape.dropFirst(),
+                         data: Array(module.up.data[(j * third * width)..<((j + 1) * third * width)]))
+        return (part, base + "self_attn_\(x)_proj")
     }
 }
 

@@ -56,4 +56,45 @@ final class LoRAModelTests: XCTestCase {
         XCTAssertLessThanOrEqual(u.maxAbsDifference(v), 1e-5 * v.maxAbs, "UNet")
         XCTAssertGreaterThan(v.maxAbsDifference(w), 1e-2 * w.maxAbs, "the LoRA changes the UNet")
     }
+
+    /// A text-encoder LoRA named as SD 2.x single files name OpenCLIP (fused `attn_in_proj`,
+    /// `mlp_c_fc`) changes the model as the same LoRA in transformers' names does.
+    func testOpenCLIPNamedLoRAEqualsTransformersNamed() throws {
+        let d = 48, r = 2, ff = try XCTUnwrap(DiffusersFolder(url: Fixtures.model("tiny-sd2")).weights(for: "text_encoder")
+            .shape(of: "text_model.encoder.layers.0.mlp.fc1.weight")?.first)
+        func values(_ shape: [Int], _ seed: Int) -> Tensor {
+            Tensor(shape: shape, data: (0..<shape.reduce(1, *)).map { Float(cos(Double($0 * 3 + seed) * 0.7)) * 0.3 })
+        }
+        let down = values([r, d], 1), up = values([3 * d, r], 2), fcDown = values([r, d], 3), fcUp = values([ff, r], 4)
+        func third(_ j: Int) -> Tensor { Tensor(shape: [d, r], data: Array(up.data[(j * d * r)..<((j + 1) * d * r)])) }
+        let openCLIP: [(name: String, tensor: Tensor)] = [
+            ("lora_te_model_transformer_resblocks_1_attn_in_proj.lora_down.weight", down),
+            ("lora_te_model_transformer_resblocks_1_attn_in_proj.lora_up.weight", up),
+            ("lora_te_model_transformer_resblocks_0_mlp_c_fc.lora_down.weight", fcDown),
+            ("lora_te_model_transformer_resblocks_0_mlp_c_fc.lora_up.weight", fcUp),
+        ]
+        var transformers: [(name: String, tensor: Tensor)] = [
+            ("lora_te_text_model_encoder_layers_0_mlp_fc1.lora_down.weight", fcDown),
+            ("lora_te_text_model_encoder_layers_0_mlp_fc1.lora_up.weight", fcUp),
+        ]
+        for (j, x) in ["q", "k", "v"].enumerated() {
+            transformers.append(("lora_te_text_model_encoder_layers_1_self_attn_\(x)_proj.lora_down.weight", down))
+            transformers.append(("lora_te_text_model_encoder_layers_1_self_attn_\(x)_proj.lora_up.weight", third(j)))
+        }
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("openclip-lora-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let a = folder.appendingPathComponent("openclip.safetensors"), b = folder.appendingPathComponent("hf.safetensors")
+        try SafeTensorsWriter.write(openCLIP, dtype: .f32, to: a)
+        try SafeTensorsWriter.write(transformers, dtype: .f32, to: b)
+        let prompts = ["a lake at dawn"]
+        let viaOpenCLIP = try StableDiffusionModel(checkpoint: SingleFileLoadingTests.checkpoint("tiny-sd2"),
+                                                   configuration: .folder(Fixtures.model("tiny-sd2")),
+                                                   loras: [LoRAApplication(lora: try LoRA(url: a), weight: 1.5)]).encode(prompts)
+        let viaTransformers = try StableDiffusionModel(folder: Fixtures.model("tiny-sd2"),
+                                                       loras: [LoRAApplication(lora: try LoRA(url: b), weight: 1.5)]).encode(prompts)
+        let plain = try StableDiffusionModel(folder: Fixtures.model("tiny-sd2")).encode(prompts)
+        XCTAssertLessThanOrEqual(viaOpenCLIP.maxAbsDifference(viaTransformers), 1e-5 * viaTransformers.maxAbs)
+        XCTAssertGreaterThan(viaTransformers.maxAbsDifference(plain), 1e-2 * plain.maxAbs)
+    }
 }

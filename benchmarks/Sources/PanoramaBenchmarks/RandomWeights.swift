@@ -77,6 +77,27 @@ enum RandomWeights {
         }
     }
 
+    /// `lcm-shaped-lora.safetensors` in the cache, written once: a kohya LoRA over every module of
+    /// `unet` that LCM-LoRA for SD 1.5 changes (attention, feed-forward, proj_in/out, resnet
+    /// convolutions, time_emb_proj, conv_shortcut, down/up-samplers), rank 64, alpha 64, fp16.
+    static func ensureLCMShapedLoRA(cache: URL, unet: WeightSet) throws -> URL {
+        let url = cache.appendingPathComponent("lcm-shaped-lora.safetensors")
+        if FileManager.default.fileExists(atPath: url.path) { return url }
+        let kinds = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2", "conv1", "conv2",
+                     "time_emb_proj", "conv_shortcut", "downsamplers.0.conv", "upsamplers.0.conv"]
+        let rank = 64
+        var tensors: [(name: String, tensor: Tensor)] = []
+        for name in unet.names where kinds.contains(where: { name.hasSuffix("." + $0 + ".weight") }) {
+            guard let shape = unet.shape(of: name) else { continue }
+            let key = "lora_unet_" + name.dropLast(".weight".count).replacingOccurrences(of: ".", with: "_")
+            tensors.append((key + ".lora_down.weight", randomTensor("lora", key + ".down", [rank] + shape.dropFirst())))
+            tensors.append((key + ".lora_up.weight", randomTensor("lora", key + ".up", shape.count == 4 ? [shape[0], rank, 1, 1] : [shape[0], rank])))
+            tensors.append((key + ".alpha", Tensor(shape: [], data: [Float(rank)])))
+        }
+        try SafeTensorsWriter.write(tensors, dtype: .f16, to: url)
+        return url
+    }
+
     static func randomTensor(_ component: String, _ name: String, _ shape: [Int]) -> Tensor {
         if shape.count == 1 && name.hasSuffix(".weight") { return Tensor(repeating: 1, shape: shape) }
         if name.hasSuffix(".bias") { return Tensor(zeros: shape) }

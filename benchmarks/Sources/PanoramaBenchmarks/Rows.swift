@@ -11,7 +11,7 @@ import Weights
 
 /// The rows `panorama-benchmarks` measures, in the order `all` runs them (`all` leaves out `upscale`).
 let rowNames = ["sgemm", "text-encoder", "unet", "unet-layers", "vae-decode-512", "vae-layers", "vae-decode-4096",
-                "vae-decode-512-tiled", "vae-decode-4096-tiled", "panorama-step", "compose-step", "load", "upscale"]
+                "vae-decode-512-tiled", "vae-decode-4096-tiled", "panorama-step", "compose-step", "load", "load-lora", "upscale"]
 
 /// Command-line settings shared by every row.
 struct Options {
@@ -397,6 +397,28 @@ func runRow(_ row: String, _ o: Options) throws -> RowResult {
                            seconds: [t2 - t0], warmups: 0, gflop: nil)
         result.extra["open seconds"] = t1 - t0
         result.extra["first UNet call seconds"] = t2 - t1
+        result.extra["RSS after open, GiB"] = Double(rssAfterLoad) / Double(1 << 30)
+
+    case "load-lora":
+        // An LCM-LoRA-shaped kohya file (rank 64, alpha 64, fp16, every module kind LCM-LoRA for SD 1.5
+        // has), merged at load: the cost a LoRA adds is this row's open time minus the `load` row's.
+        let loraURL = try RandomWeights.ensureLCMShapedLoRA(cache: o.cache, unet: folder.weights(for: "unet"))
+        if o.cold { evictFromPageCache(folderURL) }
+        probe = LoadProbe()
+        let t0 = now()
+        let lora = try LoRA(url: loraURL)
+        let t1 = now()
+        let model = try StableDiffusionModel(folder: folderURL, loras: [LoRAApplication(lora: lora)])
+        let t2 = now()
+        let rssAfterLoad = procStatusBytes("VmRSS")
+        let sample = generator.randn([2, 4, 64, 64]), context = generator.randn([2, 77, 768])
+        _ = model.unet(sample, timestep: 981, encoderHiddenStates: context)
+        let t3 = now()
+        result = RowResult(row: row, what: "LoRA file read + StableDiffusionModel(folder:loras:) merging it + first CFG UNet call "
+                           + "(\(lora.modules.count) modules, rank 64)", seconds: [t3 - t0], warmups: 0, gflop: nil)
+        result.extra["LoRA read seconds"] = t1 - t0
+        result.extra["open with merge seconds"] = t2 - t1
+        result.extra["first UNet call seconds"] = t3 - t2
         result.extra["RSS after open, GiB"] = Double(rssAfterLoad) / Double(1 << 30)
 
     default:
