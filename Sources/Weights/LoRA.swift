@@ -305,8 +305,11 @@ public enum LoRAError: Error, CustomStringConvertible, LocalizedError, Sendable,
                 + "\(up), whose ranks (down's first and up's second dimension) disagree; the file is corrupt"
         case let .partialMatch(path, matched, total, unmatched):
             let shown = unmatched.prefix(3).joined(separator: ", ") + (unmatched.count > 3 ? ", …" : "")
+            let ldm = unmatched.contains { ["input_blocks", "middle_block", "output_blocks"].contains(where: $0.contains) }
             return "LoRA \(path): only \(matched) of its \(total) modules match this model (not found: \(shown)); "
-                + "it is for another architecture or another model family (SD 1.x, SD 2.x, SDXL)"
+                + (ldm ? "its UNet modules are named after the original (LDM) layout (input_blocks, …), which is SDXL's "
+                    + "kohya naming and is not mapped here for SD 1.x/2.x; kohya's diffusers names (down_blocks, …) are"
+                    : "it is for another architecture or another model family (SD 1.x, SD 2.x, SDXL)")
         case let .shapeMismatch(path, module, delta, weight, tensor):
             return "LoRA \(path): module \(module) changes a weight of shape \(delta) but the model's \(tensor) "
                 + "has shape \(weight); the LoRA is for another architecture (e.g. SD 2.x or SDXL vs SD 1.x)"
