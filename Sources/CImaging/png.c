@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zlib.h>
 
 struct error_context {
     jmp_buf jump;
@@ -52,9 +53,14 @@ int pk_png_write(const char *path, const uint8_t *pixels, uint32_t width, uint32
     if (text_count > 0) {
         text = calloc((size_t)text_count, sizeof(png_text));
         for (int i = 0; i < text_count; i++) {
-            // iTXt would be needed for non-Latin-1 text in strict readers; A1111 and ComfyUI read
-            // "parameters" from tEXt and treat its bytes as UTF-8, so tEXt it is.
-            text[i].compression = PNG_TEXT_COMPRESSION_NONE;
+            // tEXt holds Latin-1 only: text with any byte outside ASCII goes into an uncompressed
+            // iTXt chunk (UTF-8), as Pillow and so A1111 write it; readers that decode tEXt as
+            // Latin-1 would otherwise garble it.
+            int ascii = 1;
+            for (const unsigned char *c = (const unsigned char *)text_values[i]; *c; c++) {
+                if (*c >= 0x80) { ascii = 0; break; }
+            }
+            text[i].compression = ascii ? PNG_TEXT_COMPRESSION_NONE : PNG_ITXT_COMPRESSION_NONE;
             text[i].key = (png_charp)text_keys[i];
             text[i].text = (png_charp)text_values[i];
         }
@@ -144,4 +150,31 @@ int pk_png_read_rgb8(const char *path, uint8_t **pixels, uint32_t *width, uint32
     *width = w;
     *height = h;
     return 0;
+}
+
+int pk_inflate_bounded(const uint8_t *input, size_t input_size, uint8_t *output, size_t capacity,
+                       size_t *output_size) {
+    *output_size = 0;
+    z_stream stream;
+    memset(&stream, 0, sizeof stream);
+    if (inflateInit(&stream) != Z_OK) return -1;
+    // zlib counts in uInt; PNG chunks are at most 2^31 - 1 bytes, and callers bound `capacity`
+    if (input_size > UINT32_MAX || capacity > UINT32_MAX) {
+        inflateEnd(&stream);
+        return -1;
+    }
+    stream.next_in = (Bytef *)input;
+    stream.avail_in = (uInt)input_size;
+    stream.next_out = output;
+    stream.avail_out = (uInt)capacity;
+    int status = inflate(&stream, Z_FINISH);
+    size_t produced = capacity - stream.avail_out;
+    inflateEnd(&stream);
+    if (status == Z_STREAM_END) {
+        *output_size = produced;
+        return 0;
+    }
+    // Z_BUF_ERROR with a full buffer: the text is longer than allowed (a decompression bomb or not)
+    if ((status == Z_BUF_ERROR || status == Z_OK) && stream.avail_out == 0) return 1;
+    return -1;
 }

@@ -16,7 +16,8 @@ public enum ImagingError: Error, CustomStringConvertible, Equatable {
 
 /// PNG files through libpng.
 public enum PNG {
-    /// Writes `image` with `text` as tEXt chunks (e.g. "parameters" for the generation settings).
+    /// Writes `image` with `text` chunks (e.g. "parameters" for the generation settings): tEXt for
+    /// ASCII text, iTXt (UTF-8) for any other, as Pillow (and so A1111) writes them.
     /// The file is written under a temporary name beside `url` and renamed into place, so a
     /// failure never leaves a partial file at `url`.
     public static func write(_ image: RGBImage, to url: URL, text: [(key: String, value: String)] = []) throws {
@@ -59,22 +60,117 @@ public enum PNG {
                         pixels: Array(UnsafeBufferPointer(start: pixels, count: count)))
     }
 
-    /// The tEXt/zTXt/iTXt chunks of a PNG file, read without libpng (for tests and `--help` examples).
+    /// Largest text accepted from one chunk, stored or decompressed (16 MiB: A1111's parameters
+    /// and ComfyUI's workflows are kilobytes).
+    public static let maxTextBytes = 16 << 20
+
+    /// The text chunks of a PNG file by keyword (a repeated keyword: the last one): tEXt (Latin-1,
+    /// or UTF-8 when its bytes are valid UTF-8, as this program wrote them before it wrote iTXt),
+    /// zTXt (compressed Latin-1) and iTXt (UTF-8, compressed or not).
+    ///
+    /// Read without libpng and without decoding the image: chunk headers are walked and only text
+    /// chunks are read. Every length is checked against the file, so a truncated or corrupt file
+    /// is an error, never a read past the end; text over `maxTextBytes` (stored or decompressed)
+    /// is an error too. Chunks that are malformed inside (no keyword terminator, unknown
+    /// compression, a corrupt zlib stream, iTXt that is not UTF-8) are skipped.
     public static func textChunks(of url: URL) throws -> [String: String] {
-        let data = try Data(contentsOf: url)
+        let path = url.path
+        func failure(_ reason: String) -> ImagingError { .read(path: path, reason: reason) }
+        let handle: FileHandle
+        do { handle = try FileHandle(forReadingFrom: url) } catch {
+            throw failure("cannot open for reading (\(error.localizedDescription))")
+        }
+        defer { try? handle.close() }
+        func read(_ count: Int) throws -> [UInt8] {
+            guard let data = try handle.read(upToCount: count), data.count == count else {
+                throw failure("the file ends inside a chunk (truncated)")
+            }
+            return [UInt8](data)
+        }
+        let signature: [UInt8] = [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]
+        guard let head = try handle.read(upToCount: 8), [UInt8](head) == signature else {
+            throw failure("not a PNG file")
+        }
+        let fileSize = try handle.seekToEnd()
+        try handle.seek(toOffset: 8)
+        var offset: UInt64 = 8
         var result: [String: String] = [:]
-        var offset = 8
-        while offset + 12 <= data.count {
-            let length = data[offset..<(offset + 4)].reduce(0) { $0 << 8 | Int($1) }
-            let type = String(decoding: data[(offset + 4)..<(offset + 8)], as: UTF8.self)
-            let body = data[(offset + 8)..<min(data.count, offset + 8 + length)]
-            if type == "tEXt", let zero = body.firstIndex(of: 0) {
-                result[String(decoding: body[body.startIndex..<zero], as: UTF8.self)] =
-                    String(decoding: body[(zero + 1)...], as: UTF8.self)
+        while offset < fileSize {
+            guard fileSize - offset >= 12 else { throw failure("the file ends inside a chunk (truncated)") }
+            let header = try read(8)
+            let length = header[0..<4].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+            let type = String(decoding: header[4..<8], as: UTF8.self)
+            guard length <= 0x7FFF_FFFF, length + 12 <= fileSize - offset else {
+                throw failure("the \(type) chunk at byte \(offset) claims \(length) bytes, past the end of the file (truncated or corrupt)")
+            }
+            if type == "IEND" { break }
+            if type == "tEXt" || type == "zTXt" || type == "iTXt" {
+                guard length <= UInt64(maxTextBytes) else {
+                    throw failure("the \(type) chunk at byte \(offset) holds \(length) bytes of text, more than the \(maxTextBytes) allowed")
+                }
+                if let (key, text) = try decodeText(type: type, body: try read(Int(length)), path: path) {
+                    result[key] = text
+                }
             }
             offset += 12 + length
+            try handle.seek(toOffset: offset)
         }
         return result
+    }
+
+    /// Keyword and text of one text chunk's body; nil for a malformed chunk.
+    private static func decodeText(type: String, body: [UInt8], path: String) throws -> (String, String)? {
+        guard let zero = body.firstIndex(of: 0), zero >= 1, zero <= 79 else { return nil }
+        let key = latin1(body[0..<zero])
+        var rest = body[(zero + 1)...]
+        switch type {
+        case "tEXt":
+            return (key, String(validating: rest, as: UTF8.self) ?? latin1(rest))
+        case "zTXt":
+            guard rest.first == 0 else { return nil }  // method 0 (deflate) is the only one
+            guard let bytes = try inflated(rest.dropFirst(), type: type, path: path) else { return nil }
+            return (key, latin1(bytes[...]))
+        default:  // iTXt: compression flag, method, language tag NUL, translated keyword NUL, text
+            guard rest.count >= 2 else { return nil }
+            let compressed = rest[rest.startIndex], method = rest[rest.startIndex + 1]
+            rest = rest.dropFirst(2)
+            guard let languageEnd = rest.firstIndex(of: 0) else { return nil }
+            rest = rest[(languageEnd + 1)...]
+            guard let translatedEnd = rest.firstIndex(of: 0) else { return nil }
+            rest = rest[(translatedEnd + 1)...]
+            var bytes = [UInt8](rest)
+            switch (compressed, method) {
+            case (0, _): break
+            case (1, 0):
+                guard let out = try inflated(rest, type: type, path: path) else { return nil }
+                bytes = out
+            default: return nil
+            }
+            guard let text = String(validating: bytes, as: UTF8.self) else { return nil }
+            return (key, text)
+        }
+    }
+
+    /// The zlib stream `data` inflated; nil when corrupt, an error beyond `maxTextBytes`.
+    private static func inflated(_ data: ArraySlice<UInt8>, type: String, path: String) throws -> [UInt8]? {
+        var output = [UInt8](repeating: 0, count: maxTextBytes)
+        var produced = 0
+        let status = data.withUnsafeBufferPointer { input in
+            output.withUnsafeMutableBufferPointer { out in
+                pk_inflate_bounded(input.baseAddress, input.count, out.baseAddress, out.count, &produced)
+            }
+        }
+        switch status {
+        case 0: return Array(output[0..<min(produced, output.count)])
+        case 1: throw ImagingError.read(path: path, reason: "a \(type) chunk decompresses to more than the \(maxTextBytes) bytes of text allowed")
+        default: return nil
+        }
+    }
+
+    private static func latin1(_ bytes: ArraySlice<UInt8>) -> String {
+        var text = ""
+        text.unicodeScalars.append(contentsOf: bytes.map { Unicode.Scalar($0) })
+        return text
     }
 }
 
