@@ -71,7 +71,9 @@ struct Compose: ParsableCommand {
     func run() throws {
         var progress = ProgressReporter(quiet: options.quiet)
         let (modelURL, preset) = try options.setUp()
-        var settings = try options.settings(width: width ?? preset?.width ?? 2048, height: height ?? preset?.height ?? 512,
+        let png = try options.recalled()
+        var settings = try options.settings(width: width ?? png?.settings.width ?? preset?.width ?? 2048,
+                                            height: height ?? png?.settings.height ?? preset?.height ?? 512,
                                             circular: circular || (preset?.circular ?? false), preset: preset)
         var specs = try region.map(parseRegion)
         var base = URL(fileURLWithPath: FileManager.default.currentDirectoryPath)
@@ -80,9 +82,15 @@ struct Compose: ParsableCommand {
             specs += try readRegions(url)
             base = url.deletingLastPathComponent()
         }
+        // the PNG's regions (masks relative to its folder) unless regions are given here
+        if specs.isEmpty, let png, let recorded = png.chunks["regions"] {
+            specs = try readRegions(Data(recorded.utf8), source: "the regions chunk of \(png.url.path)")
+            base = png.url.deletingLastPathComponent()
+        }
         guard !specs.isEmpty else { throw ValidationError("give at least one --region or a --regions file") }
         let composition = Composition(regions: try specs.enumerated().map { try makeRegion($1, number: $0 + 1, base: base, settings: settings) },
-                                      bootstrapSteps: bootstrapSteps ?? Int((Double(settings.steps) * 0.2).rounded()))
+                                      bootstrapSteps: bootstrapSteps ?? png?.settings.bootstrapSteps
+                                          ?? Int((Double(settings.steps) * 0.2).rounded()))
         let outputURL = try options.outputLocation(defaultBase: "composition-\(settings.width)x\(settings.height)-\(settings.seed)")
 
         let pipeline = try options.loadPipeline(
@@ -95,7 +103,8 @@ struct Compose: ParsableCommand {
         var loop = try pipeline.regionLoop(settings, composition: composition)
         progress.note("\(settings.width)x\(settings.height): \(composition.regions.count) regions, \(loop.views.count) windows, "
                       + "\(loop.denoisesPerStep) denoises per step x \(loop.stepCount) steps (\(composition.bootstrapSteps) bootstrapped)")
-        let extra = ["Regions: \(composition.regions.count)", "Bootstrap steps: \(composition.bootstrapSteps)"]
+        let extra = [Infotext.Field("Regions", String(composition.regions.count)),
+                     Infotext.Field("Bootstrap steps", String(composition.bootstrapSteps))]
         try options.finish(&loop, pipeline: pipeline, settings: settings, progress: &progress, output: outputURL,
                            parameters: options.parameters(settings, model: model.name, extra: extra),
                            extraText: [(key: "regions", value: try regionsText(specs))])
@@ -120,13 +129,18 @@ struct Compose: ParsableCommand {
         do { data = try Data(contentsOf: url) } catch {
             throw ValidationError("\(url.path): cannot read the regions file: \(error.localizedDescription)")
         }
+        return try readRegions(data, source: url.path)
+    }
+
+    /// Regions from JSON; `source` names where it came from in errors.
+    func readRegions(_ data: Data, source: String) throws -> [Spec] {
         struct Wrapper: Decodable { let regions: [Spec] }
         do {
             let isList = data.first { !" \t\r\n".utf8.contains($0) } == UInt8(ascii: "[")
             return isList ? try JSONDecoder().decode([Spec].self, from: data)
                 : try JSONDecoder().decode(Wrapper.self, from: data).regions
         } catch {
-            throw ValidationError("\(url.path): not a valid regions file: \(describe(error))")
+            throw ValidationError("\(source): not a valid regions file: \(describe(error))")
         }
     }
 

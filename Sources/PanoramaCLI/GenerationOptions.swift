@@ -10,8 +10,13 @@ import Weights
 /// The options every generating command shares (render, upscale): prompt, sampler, model,
 /// preset, output and progress.
 struct GenerationOptions: ParsableArguments {
-    @Option(name: .long, help: "What to render.")
-    var prompt: String
+    @Option(name: .long, help: "What to render (required unless --from-png gives it).")
+    var prompt: String?
+
+    @Option(name: .long, help: ArgumentHelp(
+        "Start from the generation parameters in a PNG (this program's, AUTOMATIC1111's or compatible): prompt, negative prompt, steps, sampler, CFG scale, seed, size, eta, clip skip and this program's own settings; flags given here win.",
+        valueName: "file.png"))
+    var fromPng: String?
 
     @Option(name: .long, help: "What to steer away from (default: empty).")
     var negativePrompt: String?
@@ -108,7 +113,7 @@ struct GenerationOptions: ParsableArguments {
             Compute.threads = threads
         }
         Compute.retainFreedMemory()
-        switch precision ?? "fp32" {
+        switch try precision ?? recalled()?.settings.precision ?? "fp32" {
         case "fp32": Compute.precision = .fp32
         case "bf16":
             guard Compute.hasFastBF16 else {
@@ -188,8 +193,9 @@ struct GenerationOptions: ParsableArguments {
         return try withConfigurationHint { try StableDiffusionModel(checkpoint: url, configuration: configuration, loras: loras) }
     }
 
-    /// The sampler named by --scheduler or the preset.
+    /// The sampler named by --scheduler, the --from-png file or the preset.
     func sampler(_ preset: Preset?) throws -> Sampler {
+        if scheduler == nil, let sampler = try recalled()?.sampler() { return sampler }
         let name = scheduler ?? preset?.scheduler ?? "ddim"
         guard let sampler = Sampler(rawValue: name.lowercased()) else {
             let names = Sampler.allCases.map(\.rawValue).joined(separator: ", ")
@@ -198,34 +204,42 @@ struct GenerationOptions: ParsableArguments {
         return sampler
     }
 
-    /// Settings for a `width` x `height` canvas from these options over `preset`.
+    /// Settings for a `width` x `height` canvas from these options over the --from-png file's
+    /// parameters over `preset`.
     func settings(width: Int, height: Int, circular: Bool, preset: Preset?) throws -> PanoramaSettings {
+        let png = try recalled()?.settings
+        guard let prompt = prompt ?? png?.prompt else {
+            throw ValidationError("missing --prompt (or --from-png FILE.png to take it from a picture's parameters)")
+        }
         var s = PanoramaSettings(prompt: prompt, width: width, height: height)
-        s.negativePrompt = negativePrompt ?? preset?.negativePrompt ?? ""
-        s.steps = steps ?? preset?.steps ?? 50
-        s.guidanceScale = guidance ?? preset?.guidance ?? 7.5
-        s.seed = seed ?? UInt64.random(in: 0..<(1 << 32))
+        s.negativePrompt = negativePrompt ?? png?.negativePrompt ?? preset?.negativePrompt ?? ""
+        s.steps = steps ?? png?.steps ?? preset?.steps ?? 50
+        s.guidanceScale = guidance ?? png?.guidanceScale ?? preset?.guidance ?? 7.5
+        s.seed = seed ?? png?.seed ?? UInt64.random(in: 0..<(1 << 32))
         s.sampler = try sampler(preset)
-        s.eta = eta ?? preset?.eta ?? 0
+        // A1111 records an eta for its ancestral samplers too; only DDIM's applies here
+        s.eta = eta ?? (s.sampler == .ddim ? png?.eta : nil) ?? preset?.eta ?? 0
+        s.clipSkip = png?.clipSkip ?? 0
         if s.eta != 0 && s.sampler != .ddim {
             throw ValidationError("--eta applies to the ddim sampler only, not \(s.sampler.rawValue)")
         }
-        s.stride = stride ?? preset?.stride ?? 8
+        s.stride = stride ?? png?.stride ?? preset?.stride ?? 8
         s.viewBatchSize = viewBatchSize ?? preset?.viewBatchSize ?? 1
-        s.circular = circular
-        let weights = windowWeights ?? preset?.windowWeights ?? "uniform"
+        s.circular = circular || png?.circular == true
+        let weights = windowWeights ?? png?.windowWeighting?.name ?? preset?.windowWeights ?? "uniform"
         guard let weighting = WindowWeighting(name: weights) else {
             throw ValidationError("unknown --window-weights \"\(weights)\"; available: uniform, gaussian, gaussian:SIGMA")
         }
         s.windowWeighting = weighting
-        if spot || preset?.spot == true {
+        // a PNG's SpotDiffusion gives way to an explicit --stride or --window-weights
+        if spot || preset?.spot == true || (png?.spotDiffusion == true && stride == nil && windowWeights == nil) {
             // a preset's stride or weights give way; explicit ones are a contradiction
             if stride != nil { throw ValidationError("--stride does not apply with --spot (its windows do not overlap)") }
             if windowWeights != nil { throw ValidationError("--window-weights does not apply with --spot (its windows do not overlap)") }
             s.spotDiffusion = true
             s.windowWeighting = .uniform
         }
-        switch decode ?? "tiled" {
+        switch decode ?? png?.decode ?? "tiled" {
         case "tiled": s.decodeMethod = .tiled(VAETiling())
         case "whole": s.decodeMethod = .whole
         case let other: throw ValidationError("unknown --decode \"\(other)\"; available: tiled, whole")
@@ -233,27 +247,16 @@ struct GenerationOptions: ParsableArguments {
         return s
     }
 
-    /// The generation parameters in the "parameters" text format of AUTOMATIC1111, which ComfyUI
-    /// and image browsers also read; `extra` fields follow the standard ones.
-    func parameters(_ s: PanoramaSettings, model: String, extra: [String] = []) -> String {
-        var lines = [s.prompt]
-        if !s.negativePrompt.isEmpty { lines.append("Negative prompt: \(s.negativePrompt)") }
-        var fields = ["Steps: \(s.steps)", "Sampler: \(s.sampler.displayName)", "CFG scale: \(formatNumber(s.guidanceScale))",
-                      "Seed: \(s.seed)", "Size: \(s.width)x\(s.height)", "Model: \(model)"]
-        if let vae { fields.append("VAE: \(URL(fileURLWithPath: vae).lastPathComponent)") }
-        if s.eta > 0 { fields.append("Eta: \(formatNumber(s.eta))") }
-        fields += extra
-        fields.append(s.spotDiffusion ? "SpotDiffusion: true" : "MultiDiffusion stride: \(s.stride)")
-        if s.circular { fields.append("Circular: true") }
-        if s.decodeMethod == .whole { fields.append("VAE decode: whole") }
-        if s.windowWeighting != .uniform { fields.append("Window weights: \(s.windowWeighting.name)") }
-        if Compute.precision != .fp32 { fields.append("Precision: \(Compute.precision.rawValue)") }
-        lines.append(fields.joined(separator: ", "))
-        return lines.joined(separator: "\n")
-    }
-
-    private func formatNumber(_ x: Float) -> String {
-        x == x.rounded() ? String(format: "%.1f", x) : String(x)
+    /// The generation parameters in the "parameters" text format of AUTOMATIC1111 (`Infotext`),
+    /// which ComfyUI and image browsers also read; `extra` fields follow A1111's standard ones.
+    /// `Model hash` is the checkpoint file's (a diffusers folder's: its UNet weights file's).
+    func parameters(_ s: PanoramaSettings, model: String, extra: [Infotext.Field] = [],
+                    loraHashes: [(name: String, hash: String)] = [],
+                    embeddingHashes: [(name: String, hash: String)] = [], emphasis: String? = nil) -> String {
+        let hash = (try? modelLocation()).flatMap { try? FileHash.modelHash(ofModelAt: $0) } ?? nil
+        return Infotext(settings: s, model: model, modelHash: hash, vae: vae.map { URL(fileURLWithPath: $0).lastPathComponent },
+                        extra: extra, loraHashes: loraHashes, embeddingHashes: embeddingHashes, emphasis: emphasis,
+                        precision: Compute.precision.rawValue).text
     }
 
     private func modelLocation() throws -> URL {

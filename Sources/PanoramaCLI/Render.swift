@@ -40,7 +40,9 @@ struct Render: ParsableCommand {
     func run() throws {
         var progress = ProgressReporter(quiet: options.quiet)
         let (modelURL, preset) = try options.setUp()
-        var settings = try options.settings(width: width ?? preset?.width ?? 2048, height: height ?? preset?.height ?? 512,
+        let png = try options.recalled()?.settings
+        var settings = try options.settings(width: width ?? png?.width ?? preset?.width ?? 2048,
+                                            height: height ?? png?.height ?? preset?.height ?? 512,
                                             circular: circular || (preset?.circular ?? false), preset: preset)
         let outputURL = try options.outputLocation(defaultBase: "panorama-\(settings.width)x\(settings.height)-\(settings.seed)")
         let latentsOutURL = try latentsOut.map { try options.checkedWritable(URL(fileURLWithPath: $0), replace: true) }

@@ -19,8 +19,8 @@ struct Upscale: ParsableCommand {
               panorama upscale --input photo.png --W 2048 --prompt "a lake" --strength 0.3 --steps 30
             """)
 
-    @Option(name: .long, help: ArgumentHelp("The image to enlarge: PNG, 8 or 16 bits, grey, RGB, RGBA (alpha is dropped) or palette.", valueName: "file.png"))
-    var input: String
+    @Option(name: .long, help: ArgumentHelp("The image to enlarge: PNG, 8 or 16 bits, grey, RGB, RGBA (alpha is dropped) or palette (default: the --from-png file).", valueName: "file.png"))
+    var input: String?
 
     @Option(name: .long, help: "Enlargement factor; the size is rounded to multiples of 8 (default 2).")
     var scale: Double?
@@ -41,12 +41,13 @@ struct Upscale: ParsableCommand {
 
     func run() throws {
         var progress = ProgressReporter(quiet: options.quiet)
-        let strength = self.strength ?? 0.35
+        let strength = try self.strength ?? options.recalled()?.settings.denoisingStrength ?? 0.35
         guard strength.isFinite && strength >= 0 && strength <= 1 else {
             throw ValidationError("--strength must be between 0 and 1, not \(strength)")
         }
         if let scale { guard scale.isFinite && scale > 0 else { throw ValidationError("--scale must be more than 0, not \(scale)") } }
         let (modelURL, preset) = try options.setUp()
+        guard let input = input ?? options.fromPng else { throw ValidationError("missing --input FILE.png (or --from-png FILE.png)") }
         let inputURL = URL(fileURLWithPath: input)
         let source = try PNG.read(inputURL)
         let (targetWidth, targetHeight) = targetSize(source)
@@ -62,7 +63,8 @@ struct Upscale: ParsableCommand {
         let image = source.resized(width: targetWidth, height: targetHeight).tensor()
         var loop = try pipeline.imageToImageLoop(settings, image: image, strength: strength)
         progress.note("\(settings.spotDiffusion ? "about " : "")\(loop.views.count) windows x \(loop.stepCount) of \(settings.steps) steps (strength \(strength))")
-        let extra = ["Denoising strength: \(strength)", "Upscaled from: \(source.width)x\(source.height)"]
+        let extra = [Infotext.Field("Denoising strength", String(strength)),
+                     Infotext.Field("Upscaled from", "\(source.width)x\(source.height)")]
         try options.finish(&loop, pipeline: pipeline, settings: settings, progress: &progress, output: outputURL,
                            parameters: options.parameters(settings, model: model.name, extra: extra))
         print(outputURL.path)

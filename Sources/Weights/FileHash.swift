@@ -175,3 +175,19 @@ public final class HashCache: @unchecked Sendable {
         return entries
     }
 }
+
+extension FileHash {
+    /// `Model hash` of the model at `url`: for a single-file checkpoint, the file's; for a
+    /// diffusers folder, its UNet weights file's (`unet/diffusion_pytorch_model.safetensors`, or
+    /// the variant the loader reads), which is what sets one fine-tune apart from another. Nil
+    /// for a folder whose UNet is sharded or missing.
+    public static func modelHash(ofModelAt url: URL, cache: HashCache? = .shared) throws -> String? {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) else { return nil }
+        guard isDirectory.boolValue else { return try modelHash(of: url, cache: cache) }
+        let unet = url.appendingPathComponent("unet")
+        guard let file = DiffusersFolder.singleFileNames.map({ unet.appendingPathComponent($0) })
+            .first(where: { FileManager.default.fileExists(atPath: $0.path) }) else { return nil }
+        return try modelHash(of: file, cache: cache)
+    }
+}

@@ -1,0 +1,44 @@
+import ArgumentParser
+import Foundation
+import Imaging
+import Renderer
+import Schedulers
+
+/// The generation parameters of the --from-png file.
+struct RecalledPNG {
+    let url: URL
+    let infotext: Infotext
+    let settings: RecalledSettings
+    /// All of the PNG's text chunks (compose reads its `regions`).
+    let chunks: [String: String]
+
+    /// Reads `path`'s `parameters` chunk; an error says what is missing or unreadable.
+    init(path: String) throws {
+        url = URL(fileURLWithPath: (path as NSString).expandingTildeInPath)
+        chunks = try PNG.textChunks(of: url)
+        guard let text = chunks["parameters"] else {
+            let found = chunks.keys.sorted()
+            let comfy = chunks["prompt"] != nil ? " (it has a ComfyUI graph; `panorama info` shows what it holds)" : ""
+            throw ValidationError("--from-png \(url.path) has no \"parameters\" text chunk"
+                + (found.isEmpty ? ", and no text at all" : "; its text chunks: \(found.joined(separator: ", "))") + comfy)
+        }
+        infotext = Infotext(parsing: text)
+        do { settings = try infotext.recalledSettings() } catch {
+            throw ValidationError("--from-png \(url.path): \(error)")
+        }
+    }
+
+    /// The recorded sampler; one this program lacks is an error naming it and the ones it has.
+    func sampler() throws -> Sampler? {
+        do { return try settings.sampler() } catch {
+            throw ValidationError("--from-png \(url.path): \(error); pass --scheduler NAME to choose one (\(Sampler.allCases.map(\.rawValue).joined(separator: ", ")))")
+        }
+    }
+}
+
+extension GenerationOptions {
+    /// The --from-png file's parameters, nil without --from-png.
+    func recalled() throws -> RecalledPNG? {
+        try fromPng.map(RecalledPNG.init(path:))
+    }
+}
