@@ -154,32 +154,41 @@ public struct Infotext: Sendable, Equatable {
 
     /// Python's `re.findall` of A1111's field pattern `\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)`,
     /// matched by hand: the pattern needs no real backtracking (the key's run must end at the
-    /// colon; the quoted form is tried first and the unquoted one always matches).
+    /// colon; the quoted form is tried first and the unquoted one always matches). Where a match
+    /// fails, every start up to the point where it failed fails the same way, so the search
+    /// resumes there: linear time on hostile text, where a regex engine would be quadratic.
     static func findFields(_ s: [Unicode.Scalar]) -> [(key: [Unicode.Scalar], value: [Unicode.Scalar])] {
         var found: [(key: [Unicode.Scalar], value: [Unicode.Scalar])] = []
         var start = 0
         while start < s.count {
-            guard let (key, value, end) = matchField(s, at: start) else {
-                start += 1
-                continue
+            switch matchField(s, at: start) {
+            case let .match(key, value, end):
+                found.append((key, value))
+                start = end
+            case let .resume(at):
+                start = max(at, start + 1)
             }
-            found.append((key, value))
-            start = end
         }
         return found
     }
 
-    private static func matchField(_ s: [Unicode.Scalar], at start: Int)
-        -> (key: [Unicode.Scalar], value: [Unicode.Scalar], end: Int)? {
+    private enum FieldMatch {
+        case match(key: [Unicode.Scalar], value: [Unicode.Scalar], end: Int)
+        /// No match at this start, nor at any start before `at`.
+        case resume(at: Int)
+    }
+
+    private static func matchField(_ s: [Unicode.Scalar], at start: Int) -> FieldMatch {
         let n = s.count
         var i = start
         while i < n && isSpace(s[i]) { i += 1 }
-        guard i < n, isWord(s[i]) else { return nil }
+        guard i < n, isWord(s[i]) else { return .resume(at: i + 1) }
         let keyStart = i
         i += 1
         let runStart = i
         while i < n && (isWord(s[i]) || s[i] == " " || s[i] == "-" || s[i] == "/") { i += 1 }
-        guard i > runStart, i < n, s[i] == ":" else { return nil }
+        // starts inside the run reach the same end, which is not a colon
+        guard i > runStart, i < n, s[i] == ":" else { return .resume(at: i) }
         let key = Array(s[keyStart..<i])
         i += 1
         while i < n && isSpace(s[i]) { i += 1 }
@@ -199,13 +208,13 @@ public struct Infotext: Sendable, Equatable {
             }
             if j < n, s[j] == "\"", j > i + 1 {
                 let end = j + 1
-                if end == n { return (key, Array(s[valueStart..<end]), end) }
-                if s[end] == "," { return (key, Array(s[valueStart..<end]), end + 1) }
+                if end == n { return .match(key: key, value: Array(s[valueStart..<end]), end: end) }
+                if s[end] == "," { return .match(key: key, value: Array(s[valueStart..<end]), end: end + 1) }
             }
         }
         var j = i
         while j < n && s[j] != "," { j += 1 }
-        return (key, Array(s[valueStart..<j]), j < n ? j + 1 : j)
+        return .match(key: key, value: Array(s[valueStart..<j]), end: j < n ? j + 1 : j)
     }
 
     /// Python's `str.isspace` (also what `\s` matches in a str pattern).
