@@ -153,17 +153,22 @@ public enum PNG {
 
     /// The zlib stream `data` inflated; nil when corrupt, an error beyond `maxTextBytes`.
     private static func inflated(_ data: ArraySlice<UInt8>, type: String, path: String) throws -> [UInt8]? {
-        var output = [UInt8](repeating: 0, count: maxTextBytes)
-        var produced = 0
-        let status = data.withUnsafeBufferPointer { input in
-            output.withUnsafeMutableBufferPointer { out in
-                pk_inflate_bounded(input.baseAddress, input.count, out.baseAddress, out.count, &produced)
+        // text compresses a few times at most: start small, grow up to the cap
+        var capacity = min(maxTextBytes, max(1 << 16, data.count * 16))
+        while true {
+            var output = [UInt8](repeating: 0, count: capacity)
+            var produced = 0
+            let status = data.withUnsafeBufferPointer { input in
+                output.withUnsafeMutableBufferPointer { out in
+                    pk_inflate_bounded(input.baseAddress, input.count, out.baseAddress, out.count, &produced)
+                }
             }
-        }
-        switch status {
-        case 0: return Array(output[0..<min(produced, output.count)])
-        case 1: throw ImagingError.read(path: path, reason: "a \(type) chunk decompresses to more than the \(maxTextBytes) bytes of text allowed")
-        default: return nil
+            switch status {
+            case 0: return Array(output[0..<min(produced, output.count)])
+            case 1 where capacity < maxTextBytes: capacity = min(maxTextBytes, capacity * 8)
+            case 1: throw ImagingError.read(path: path, reason: "a \(type) chunk decompresses to more than the \(maxTextBytes) bytes of text allowed")
+            default: return nil
+            }
         }
     }
 

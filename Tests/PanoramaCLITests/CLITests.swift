@@ -101,7 +101,7 @@ final class CLITests: XCTestCase {
         let image = try PNG.read(url)
         XCTAssertEqual([image.width, image.height], [576, 512])
         let text = try PNG.textChunks(of: url)["parameters"]
-        XCTAssertEqual(text, "snowy mountains\nNegative prompt: fog\nSteps: 2, Sampler: DDIM, CFG scale: 7.5, Seed: 42, Size: 576x512, Model: tiny-pano, MultiDiffusion stride: 16")
+        XCTAssertEqual(text, "snowy mountains\nNegative prompt: fog\nSteps: 2, Sampler: DDIM, CFG scale: 7.5, Seed: 42, Size: 576x512, Model hash: ecb206520c, Model: tiny-pano, MultiDiffusion stride: 16")
         let latents = try SafeTensorsFile(url: folder.appendingPathComponent("l.safetensors")).tensor("latents")
         XCTAssertEqual(latents.shape, [1, 4, 64, 72])
 
@@ -114,7 +114,7 @@ final class CLITests: XCTestCase {
                          "--steps", "3", "--seed", "7", "--scheduler", "dpm++2m-karras", "-o", "dpm.png"])
         XCTAssertEqual(r.status, 0, r.stderr)
         let text = try PNG.textChunks(of: folder.appendingPathComponent("dpm.png"))["parameters"]
-        XCTAssertEqual(text, "a lake\nSteps: 3, Sampler: DPM++ 2M Karras, CFG scale: 7.5, Seed: 7, Size: 512x512, Model: tiny-pano, MultiDiffusion stride: 8")
+        XCTAssertEqual(text, "a lake\nSteps: 3, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7.5, Seed: 7, Size: 512x512, Model hash: ecb206520c, Model: tiny-pano, MultiDiffusion stride: 8")
     }
 
     func testSpotDiffusionRendersAndRejectsStride() throws {
@@ -122,7 +122,7 @@ final class CLITests: XCTestCase {
                          "--steps", "2", "--seed", "5", "--spot", "-o", "spot.png"])
         XCTAssertEqual(r.status, 0, r.stderr)
         let text = try PNG.textChunks(of: folder.appendingPathComponent("spot.png"))["parameters"]
-        XCTAssertEqual(text, "a lake\nSteps: 2, Sampler: DDIM, CFG scale: 7.5, Seed: 5, Size: 1024x512, Model: tiny-pano, SpotDiffusion: true")
+        XCTAssertEqual(text, "a lake\nSteps: 2, Sampler: DDIM, CFG scale: 7.5, Seed: 5, Size: 1024x512, Model hash: ecb206520c, Model: tiny-pano, SpotDiffusion: true")
         try assertFails(["--model", Self.tinyModel, "--prompt", "x", "--spot", "--stride", "16"],
                         saying: ["--stride does not apply with --spot"])
     }
@@ -182,7 +182,7 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(try PNG.read(folder.appendingPathComponent("vae.png")).pixels,
                        try PNG.read(folder.appendingPathComponent("own.png")).pixels, "the same VAE weights")
         XCTAssertTrue(try PNG.textChunks(of: folder.appendingPathComponent("vae.png"))["parameters"]!
-            .contains("Model: tiny-pano, VAE: tiny-pano-vae.safetensors"))
+            .contains("Model hash: ecb206520c, Model: tiny-pano, VAE: tiny-pano-vae.safetensors"))
         try assertFails(common + ["--vae", folder.appendingPathComponent("missing.safetensors").path], saying: ["missing.safetensors"])
     }
 

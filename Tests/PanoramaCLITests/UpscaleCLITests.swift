@@ -22,7 +22,7 @@ extension CLITests {
         let image = try PNG.read(url)
         XCTAssertEqual([image.width, image.height], [640, 512])
         XCTAssertEqual(try PNG.textChunks(of: url)["parameters"],
-                       "hills\nSteps: 4, Sampler: DDIM, CFG scale: 7.5, Seed: 3, Size: 640x512, Model: tiny-pano, Denoising strength: 0.5, Upscaled from: 320x256, MultiDiffusion stride: 32")
+                       "hills\nSteps: 4, Sampler: DDIM, CFG scale: 7.5, Seed: 3, Size: 640x512, Model hash: ecb206520c, Model: tiny-pano, Denoising strength: 0.5, Upscaled from: 320x256, MultiDiffusion stride: 32")
     }
 
     func testUpscaleBadInput() throws {
