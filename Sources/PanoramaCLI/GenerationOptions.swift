@@ -117,7 +117,8 @@ struct GenerationOptions: ParsableArguments {
         case "fp32": Compute.precision = .fp32
         case "bf16":
             guard Compute.hasFastBF16 else {
-                throw ValidationError("--precision bf16 needs a CPU with AVX512-BF16 instructions, which this one lacks; use fp32")
+                throw ValidationError((precision == nil ? "the --from-png picture was rendered with bf16 precision, which" : "--precision bf16")
+                    + " needs a CPU with AVX512-BF16 instructions, which this one lacks; use --precision fp32")
             }
             Compute.precision = .bf16
         case let other: throw ValidationError("unknown --precision \"\(other)\"; available: fp32, bf16")
@@ -152,6 +153,10 @@ struct GenerationOptions: ParsableArguments {
             progress.note("the VAE's temporary files take \(formatBytes(disk)) as bfloat16 (float32 would not fit the free disk)")
         }
         progress.note(String(format: "model loaded in %.1f s; seed %llu", Date().timeIntervalSince(start), settings.seed))
+        if let png = try recalled()?.settings, let recorded = png.modelHash ?? png.model,
+           recorded != (png.modelHash == nil ? model.name : (try? FileHash.modelHash(ofModelAt: modelURL)) ?? nil) {
+            progress.note("the --from-png picture was made with the model \(png.model ?? "?") (hash \(png.modelHash ?? "?")), not this one: expect another picture")
+        }
         return pipeline
     }
 
