@@ -70,9 +70,10 @@ public enum PNG {
     ///
     /// Read without libpng and without decoding the image: chunk headers are walked and only text
     /// chunks are read. Every length is checked against the file, so a truncated or corrupt file
-    /// is an error, never a read past the end; text over `maxTextBytes` (stored or decompressed)
-    /// is an error too. Chunks that are malformed inside (no keyword terminator, unknown
-    /// compression, a corrupt zlib stream, iTXt that is not UTF-8) are skipped.
+    /// is an error, never a read past the end; text over `maxTextBytes` in a chunk (stored or
+    /// decompressed), or over 4 times that in all, is an error too. Chunks that are malformed
+    /// inside (no keyword terminator, unknown compression, a corrupt zlib stream, iTXt that is not
+    /// UTF-8) are skipped.
     public static func textChunks(of url: URL) throws -> [String: String] {
         let path = url.path
         func failure(_ reason: String) -> ImagingError { .read(path: path, reason: reason) }
@@ -95,6 +96,7 @@ public enum PNG {
         try handle.seek(toOffset: 8)
         var offset: UInt64 = 8
         var result: [String: String] = [:]
+        var total = 0
         while offset < fileSize {
             guard fileSize - offset >= 12 else { throw failure("the file ends inside a chunk (truncated)") }
             let header = try read(8)
@@ -109,6 +111,10 @@ public enum PNG {
                     throw failure("the \(type) chunk at byte \(offset) holds \(length) bytes of text, more than the \(maxTextBytes) allowed")
                 }
                 if let (key, text) = try decodeText(type: type, body: try read(Int(length)), path: path) {
+                    total += text.utf8.count
+                    guard total <= 4 * maxTextBytes else {
+                        throw failure("the text chunks hold more than the \(4 * maxTextBytes) bytes of text allowed in all")
+                    }
                     result[key] = text
                 }
             }

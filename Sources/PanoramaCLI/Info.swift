@@ -137,13 +137,20 @@ struct ComfyGraph {
     }
 
     /// The text a conditioning input leads to: a CLIPTextEncode-like node's `text` (or `text_g`,
-    /// …), following links through other nodes' inputs a few steps (bounded, so cycles end).
-    func text(from input: Any?, depth: Int = 0) -> String? {
+    /// …), following links through other nodes' inputs a few steps. Each node is visited once per
+    /// search, so a hostile graph (cycles, fan-out) costs at most its size.
+    func text(from input: Any?) -> String? {
+        var visited: Set<String> = []
+        return text(from: input, depth: 0, visited: &visited)
+    }
+
+    private func text(from input: Any?, depth: Int, visited: inout Set<String>) -> String? {
         guard depth < 8 else { return nil }
         if let string = input as? String { return string }
-        guard let link = input as? [Any], let id = link.first.map({ "\($0)" }), let node = nodes[id] else { return nil }
+        guard let link = input as? [Any], let id = link.first.map({ "\($0)" }), let node = nodes[id],
+              visited.insert(id).inserted else { return nil }
         for key in ["text", "text_g", "text_l", "prompt", "string", "value", "conditioning", "conditioning_1", "conditioning_to"] {
-            if let value = node.inputs[key], let found = text(from: value, depth: depth + 1) { return found }
+            if let value = node.inputs[key], let found = text(from: value, depth: depth + 1, visited: &visited) { return found }
         }
         return nil
     }
