@@ -138,6 +138,19 @@ extension CLITests {
         let r = try run(["--model", Self.tinyModel, "--from-png", "sde.png", "--scheduler", "ddim", "-o", "ok.png"])
         XCTAssertEqual(r.status, 0, r.stderr)
         XCTAssertTrue(try text("ok.png")?.hasPrefix("a lake\nSteps: 1, Sampler: DDIM, CFG scale: 7.0, Seed: 1, Size: 512x512") == true)
+        // a ComfyUI graph whose links fan out and loop: each node is followed once
+        let keys = ["text", "text_g", "text_l", "prompt", "string", "value", "conditioning", "conditioning_1", "conditioning_to"]
+        var graph: [String: Any] = ["s": ["class_type": "KSampler", "inputs": ["positive": ["0", 0], "negative": ["1", 0], "seed": 1]]]
+        for i in 0..<60 {
+            graph[String(i)] = ["class_type": "X", "inputs": Dictionary(uniqueKeysWithValues: keys.enumerated().map { ($1, [String((i + 1 + $0) % 60), 0]) })]
+        }
+        let graphText = String(decoding: try JSONSerialization.data(withJSONObject: graph), as: UTF8.self)
+        try PNG.write(image, to: folder.appendingPathComponent("loop.png"), text: [(key: "prompt", value: graphText)])
+        let start = Date()
+        let loop = try run(["info", "loop.png"])
+        XCTAssertEqual(loop.status, 0, loop.stderr)
+        XCTAssertTrue(loop.stdout.contains("positive: (not found)"), loop.stdout)
+        XCTAssertLessThan(Date().timeIntervalSince(start), 10)
         for hostile in ["bomb.png", "truncated-text.png", "huge-length.png", "bad-utf8.png"] {
             let h = try run(["info", Self.infotextFixtures.appendingPathComponent(hostile).path])
             XCTAssertEqual(h.status, 64, "\(hostile): \(h.stderr)")
