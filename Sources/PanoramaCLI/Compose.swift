@@ -106,7 +106,7 @@ struct Compose: ParsableCommand {
         let extra = [Infotext.Field("Regions", String(composition.regions.count)),
                      Infotext.Field("Bootstrap steps", String(composition.bootstrapSteps))]
         try options.finish(&loop, pipeline: pipeline, settings: settings, progress: &progress, output: outputURL,
-                           parameters: options.parameters(settings, model: model.name, extra: extra),
+                           parameters: options.parameters(settings, model: model, extra: extra),
                            extraText: [(key: "regions", value: try regionsText(specs))])
         print(outputURL.path)
     }

@@ -254,13 +254,20 @@ struct GenerationOptions: ParsableArguments {
 
     /// The generation parameters in the "parameters" text format of AUTOMATIC1111 (`Infotext`),
     /// which ComfyUI and image browsers also read; `extra` fields follow A1111's standard ones.
-    /// `Model hash` is the checkpoint file's (a diffusers folder's: its UNet weights file's).
-    func parameters(_ s: PanoramaSettings, model: String, extra: [Infotext.Field] = [],
-                    loraHashes: [(name: String, hash: String)] = [],
+    /// `Model hash` is the checkpoint file's (a diffusers folder's: its UNet weights file's);
+    /// `Lora hashes` name the model's LoRAs with A1111's short hash of each file.
+    func parameters(_ s: PanoramaSettings, model: StableDiffusionModel, extra: [Infotext.Field] = [],
                     embeddingHashes: [(name: String, hash: String)] = [], emphasis: String? = nil) -> String {
         let hash = (try? modelLocation()).flatMap { try? FileHash.modelHash(ofModelAt: $0) } ?? nil
-        return Infotext(settings: s, model: model, modelHash: hash, vae: vae.map { URL(fileURLWithPath: $0).lastPathComponent },
-                        extra: extra, loraHashes: loraHashes, embeddingHashes: embeddingHashes, emphasis: emphasis,
+        var loraHashes: [(name: String, hash: String)] = []
+        for application in model.loras where !loraHashes.contains(where: { $0.name == application.name }) {
+            // a file that vanished since it loaded leaves its hash out rather than failing the render
+            guard let short = try? FileHash.loraShortHash(of: application.lora.url) else { continue }
+            loraHashes.append((application.name, short))
+        }
+        return Infotext(settings: s, model: model.name, modelHash: hash,
+                        vae: vae.map { URL(fileURLWithPath: $0).lastPathComponent }, extra: extra,
+                        loraHashes: loraHashes, embeddingHashes: embeddingHashes, emphasis: emphasis,
                         precision: Compute.precision.rawValue).text
     }
 

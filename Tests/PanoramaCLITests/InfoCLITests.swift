@@ -22,12 +22,13 @@ extension CLITests {
     }
 
     func testInfoAndFromPNGRoundTripARender() throws {
-        let r = try run(["--model", Self.tinyModel, "--W", "576", "--H", "512", "--prompt", "snowy peaks: high, <lora:none:0.5>",
-                         "--negative-prompt", "fog\nhaze", "--steps", "2", "--seed", "42", "--stride", "16",
+        let loras = Self.fixtures.appendingPathComponent("lora").path
+        let r = try run(["--model", Self.tinyModel, "--W", "576", "--H", "512", "--prompt", "snowy peaks: high, <lora:kohya-locon:0.5>",
+                         "--negative-prompt", "fog\nhaze", "--steps", "2", "--seed", "42", "--stride", "16", "--lora-dir", loras,
                          "--scheduler", "euler", "--window-weights", "gaussian:0.2", "--circular", "-o", "a.png"])
         XCTAssertEqual(r.status, 0, r.stderr)
         let object = try info("a.png")
-        XCTAssertEqual(object["prompt"] as? String, "snowy peaks: high, <lora:none:0.5>")
+        XCTAssertEqual(object["prompt"] as? String, "snowy peaks: high, <lora:kohya-locon:0.5>")
         XCTAssertEqual(object["negative_prompt"] as? String, "fog\nhaze")
         XCTAssertEqual(object["width"] as? Int, 576)
         XCTAssertEqual(object["height"] as? Int, 512)
@@ -39,23 +40,26 @@ extension CLITests {
         XCTAssertEqual(parameters["Window weights"], "gaussian:0.2")
         XCTAssertEqual(parameters["Circular"], "true")
         XCTAssertEqual(parameters["Model hash"], "ecb206520c")
-        XCTAssertEqual(parameters.count, 10, "\(parameters)")
+        // A1111's short LoRA hash: sha256 after the safetensors header (hashlib, hashes.json), 12 hex
+        XCTAssertEqual(parameters["Lora hashes"], "kohya-locon: 4a1ae2c908e7")
+        XCTAssertEqual(parameters.count, 11, "\(parameters)")
 
         let plain = try run(["info", "a.png"])
         XCTAssertEqual(plain.status, 0, plain.stderr)
-        XCTAssertTrue(plain.stdout.contains("Prompt: snowy peaks: high, <lora:none:0.5>\nNegative prompt: fog\nhaze\nSteps: 2\n"), plain.stdout)
+        XCTAssertTrue(plain.stdout.contains("Prompt: snowy peaks: high, <lora:kohya-locon:0.5>\nNegative prompt: fog\nhaze\nSteps: 2\n"), plain.stdout)
 
         // the same picture again from its parameters alone
-        let again = try run(["--model", Self.tinyModel, "--from-png", "a.png", "-o", "b.png"])
+        let again = try run(["--model", Self.tinyModel, "--from-png", "a.png", "--lora-dir", loras, "-o", "b.png"])
         XCTAssertEqual(again.status, 0, again.stderr)
         XCTAssertEqual(try text("b.png"), try text("a.png"))
         XCTAssertEqual(try pixels("b.png"), try pixels("a.png"))
         // explicit flags win
-        let other = try run(["--model", Self.tinyModel, "--from-png", "a.png", "--seed", "43", "--scheduler", "ddim", "-o", "c.png"])
+        let other = try run(["--model", Self.tinyModel, "--from-png", "a.png", "--lora-dir", loras, "--seed", "43",
+                             "--scheduler", "ddim", "-o", "c.png"])
         XCTAssertEqual(other.status, 0, other.stderr)
         let c = try text("c.png") ?? ""
         XCTAssertTrue(c.contains("Sampler: DDIM, CFG scale: 7.5, Seed: 43, Size: 576x512"), c)
-        XCTAssertTrue(c.hasPrefix("snowy peaks: high, <lora:none:0.5>\nNegative prompt: fog\nhaze\n"), c)
+        XCTAssertTrue(c.hasPrefix("snowy peaks: high, <lora:kohya-locon:0.5>\nNegative prompt: fog\nhaze\n"), c)
         XCTAssertNotEqual(try pixels("c.png"), try pixels("a.png"))
     }
 

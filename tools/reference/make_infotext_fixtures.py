@@ -169,7 +169,8 @@ def main():
             f.write(safetensors(meta))
     files = ["Tests/Fixtures/infotext/lora-a.safetensors", "Tests/Fixtures/infotext/lora-b.safetensors",
              "Tests/Fixtures/models/tiny-pano/unet/diffusion_pytorch_model.safetensors",
-             "Tests/Fixtures/models/tiny-pano/model_index.json"]
+             "Tests/Fixtures/models/tiny-pano/model_index.json",
+             "Tests/Fixtures/lora/kohya-locon.safetensors", "Tests/Fixtures/lora/peft-attn.safetensors"]
     hashes = []
     for rel in files:
         with open(os.path.join(ROOT, rel), "rb") as f:
