@@ -19,20 +19,26 @@ import Schedulers
 public struct Infotext: Sendable, Equatable {
     /// One `key: value` field of the parameters line (the value unquoted).
     public struct Field: Sendable, Equatable {
+        /// The field's name, e.g. "CFG scale".
         public var key: String
+        /// The value as A1111 means it (unquoted; `quote` is applied when the text is written).
         public var value: String
 
+        /// The field `key: value`.
         public init(_ key: String, _ value: String) {
             self.key = key
             self.value = value
         }
     }
 
+    /// The prompt as typed (A1111 syntax, `<lora:…>` tags and all); may span lines.
     public var prompt: String
+    /// The negative prompt; empty when there is none (no `Negative prompt:` line is written).
     public var negativePrompt: String
     /// The parameters line's fields, in order.
     public var fields: [Field]
 
+    /// An infotext of these parts.
     public init(prompt: String, negativePrompt: String = "", fields: [Field] = []) {
         self.prompt = prompt
         self.negativePrompt = negativePrompt

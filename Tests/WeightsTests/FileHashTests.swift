@@ -70,6 +70,9 @@ final class FileHashTests: XCTestCase {
         XCTAssertEqual(stat(file.path, &st), 0)
         let exact = Double(st.st_mtim.tv_sec) + Double(st.st_mtim.tv_nsec) / 1e9
         XCTAssertEqual(modified, exact, accuracy: 1e-3)
+        XCTAssertEqual(HashCache(url: cache.url).lookup(path: key, kind: .whole, size: 5, modified: exact), first,
+                       "the first hash was stored and reads back from the file")
+        XCTAssertNil(HashCache(url: cache.url).lookup(path: key, kind: .whole, size: 5, modified: exact + 1))
         cache.store(path: key, kind: .whole, size: 5, modified: exact, sha256: planted)
         XCTAssertEqual(try FileHash.sha256(of: file, cache: cache), planted)
         // a changed file is hashed again
