@@ -265,6 +265,14 @@ struct GenerationOptions: ParsableArguments {
             guard let short = try? FileHash.loraShortHash(of: application.lora.url) else { continue }
             loraHashes.append((application.name, short))
         }
+        // A LoRA given by --lora is written into the prompt as a tag, as A1111 records the LoRAs its
+        // settings add, so the parameters reproduce the picture (with --lora-dir finding the file).
+        var s = s
+        for application in model.loras.prefix(lora.count) {
+            let weights = application.textEncoderWeight == application.unetWeight ? "\(application.unetWeight)"
+                : "\(application.textEncoderWeight):\(application.unetWeight)"
+            s.prompt += "<lora:\(application.name):\(weights)>"
+        }
         return Infotext(settings: s, model: model.name, modelHash: hash,
                         vae: vae.map { URL(fileURLWithPath: $0).lastPathComponent }, extra: extra,
                         loraHashes: loraHashes, embeddingHashes: embeddingHashes, emphasis: emphasis,

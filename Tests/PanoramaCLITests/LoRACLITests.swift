@@ -1,4 +1,5 @@
 import Foundation
+import Imaging
 import Tensors
 import Weights
 import XCTest
@@ -24,6 +25,15 @@ extension CLITests {
         XCTAssertEqual(byOption.status, 0, byOption.stderr)
         XCTAssertTrue(byOption.stderr.contains("with LoRA kohya-locon (0.7)"), byOption.stderr)
         try assertLatents("option.safetensors", match: "kohya_0.7")
+        // the PNG records the LoRA as A1111 would (a tag in the prompt, its short hash), and
+        // --from-png renders it again with the file found by name
+        let parameters = try XCTUnwrap(try PNG.textChunks(of: folder.appendingPathComponent("option.png"))["parameters"])
+        XCTAssertTrue(parameters.hasPrefix("snowy mountains at sunset<lora:kohya-locon:0.7>\n"), parameters)
+        XCTAssertTrue(parameters.contains(#"Lora hashes: "kohya-locon: "#), parameters)
+        let again = try run(["--model", Self.tinyModel, "--from-png", "option.png", "--lora-dir", loraFolder.path,
+                             "--latents-out", "again.safetensors", "-o", "again.png"])
+        XCTAssertEqual(again.status, 0, again.stderr)
+        try assertLatents("again.safetensors", match: "kohya_0.7")
 
         // two tags, one with separate text encoder and UNet weights, found in --lora-dir
         let byTags = try run(base + ["--prompt", "snowy mountains <lora:kohya-locon:0.7> at sunset<lora:peft-attn:1.3:1.3>",
