@@ -89,6 +89,16 @@ struct GenerationOptions: ParsableArguments {
     @Flag(name: .long, help: "No progress output.")
     var quiet = false
 
+    @Option(name: .long, help: ArgumentHelp(
+        "How prompts are read: a1111 (AUTOMATIC1111's syntax: (word) x1.1, [word] /1.1, (word:1.3), \\( \\) literal, BREAK; prompts of any length in chunks of 75 tokens) or none (the literal text, cut after 77 tokens, as diffusers) (default a1111).",
+        valueName: "a1111|none"))
+    var emphasis: String?
+
+    @Option(name: .customLong("embeddings-dir"), help: ArgumentHelp(
+        "Folder of textual-inversion embeddings (.safetensors; A1111 or diffusers files), each called in a prompt by its file name without extension (default: an embeddings folder beside the model, then models/embeddings).",
+        valueName: "dir"))
+    var embeddingsDir: String?
+
     /// Applies --threads and finds the model folder and the preset in force (the model's own
     /// preset under an explicit --preset).
     func setUp() throws -> (model: URL, preset: Preset?) {
@@ -123,6 +133,7 @@ struct GenerationOptions: ParsableArguments {
         var model = try loadModel(modelURL)
         if let vae { model = try model.replacingVAE(with: URL(fileURLWithPath: (vae as NSString).expandingTildeInPath)) }
         let pipeline = PanoramaPipeline(model: model)
+        settings.embeddingDirectories = try embeddingDirectories(model: modelURL)
         try pipeline.validate(settings)
         let before = settings.decodeMethod
         let disk = try pipeline.fitTemporaryFiles(&settings, encoding: encoding)
@@ -196,6 +207,7 @@ struct GenerationOptions: ParsableArguments {
             s.spotDiffusion = true
             s.windowWeighting = .uniform
         }
+        s.emphasis = try emphasisMode()
         switch decode ?? "tiled" {
         case "tiled": s.decodeMethod = .tiled(VAETiling())
         case "whole": s.decodeMethod = .whole
