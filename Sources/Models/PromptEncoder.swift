@@ -79,10 +79,10 @@ public struct PromptEncoder: Sendable {
         }
         let hidden = try textEncoder(ids, clipSkip: clipSkip, vectors: vectors)
         var next = 0
-        return parsed.map { parsedPrompt, loaded in
-            let chunks = parsedPrompt.chunks.map { chunk -> Tensor in
+        return try parsed.map { parsedPrompt, loaded in
+            let chunks = try parsedPrompt.chunks.map { chunk -> Tensor in
                 defer { next += 1 }
-                return Self.emphasized(hidden.batch(next), weights: chunk.weights)
+                return try Self.emphasized(hidden.batch(next), weights: chunk.weights)
             }
             let files = parsedPrompt.embeddingsUsed.map { (name: $0, url: loaded[$0]!.url) }
             return EncodedPrompt(embeddings: Tensor.concatenate(chunks, dimension: 1), parsed: parsedPrompt,
@@ -105,11 +105,14 @@ public struct PromptEncoder: Sendable {
     }
 
     /// A1111's "Original" emphasis on one chunk [1, tokens, hidden]: z · w, rescaled to the old mean.
-    static func emphasized(_ z: Tensor, weights: [Double]) -> Tensor {
+    static func emphasized(_ z: Tensor, weights: [Double]) throws -> Tensor {
         // Weights of 1 leave the chunk exactly as it is (the rescale factor is exactly 1 there too).
         guard weights.contains(where: { $0 != 1 }) else { return z }
         let d = z.shape[2]
         let w = weights.map(Float.init)
+        if let bad = weights.first(where: { !Float($0).isFinite }) {
+            throw ModelError.invalidInput("prompt weight \(bad) is too large for float32 (the text embeddings would become infinite); use a weight such as (text:1.5)")
+        }
         let before = Self.mean(z.data)
         var scaled = z.data
         for (i, wi) in w.enumerated() {

@@ -126,7 +126,7 @@ extension Tokenize {
     static func describe(_ p: Parsed, tokenizer: CLIPTokenizer, vocabulary: [Int: String]) -> String {
         let chunks = p.parsed.chunks
         var lines = ["parsed (emphasis \(p.emphasis.rawValue)): \(chunks.count) chunk\(chunks.count == 1 ? "" : "s"), "
-                     + "\(p.parsed.tokenCount) tokens"]
+                     + "\(p.parsed.tokenCount) token\(p.parsed.tokenCount == 1 ? "" : "s")"]
         if !p.embeddings.isEmpty {
             lines.append("  embeddings: " + p.parsed.embeddingsUsed.map { name in
                 let e = p.embeddings[name]!
@@ -156,7 +156,8 @@ extension Tokenize {
                 let text = g.text.trimmingCharacters(in: .whitespaces)
                 return g.weight == 1 ? text : "(\(text):\(Self.format(g.weight)))"
             }.joined(separator: " ")
-            lines.append("  chunk \(k + 1) (\(max(end - 1, 0)) tokens): \(body)")
+            let count = max(end - 1, 0)
+            lines.append("  chunk \(k + 1) (\(count) token\(count == 1 ? "" : "s")): \(body)")
         }
         return lines.joined(separator: "\n")
     }
