@@ -31,15 +31,28 @@ public enum PromptAttention {
         public var isBreak: Bool { text == "BREAK" && weight == -1 }
     }
 
-    /// A prompt the parser refuses: a weight `(text:W)` whose W is not a number (A1111 raises too).
-    public struct Error: Swift.Error, CustomStringConvertible, Equatable {
-        public let weight: String
-        public let offset: Int
+    /// A prompt the parser refuses.
+    public enum Error: Swift.Error, CustomStringConvertible, Equatable {
+        /// A weight `(text:W)` whose W is not a number (A1111's float() raises too), at a character offset.
+        case invalidWeight(String, offset: Int)
+        /// A prompt longer than `maximumLength` (its length).
+        case tooLong(Int)
+
         public var description: String {
-            "prompt emphasis: \"\(weight)\" at character \(offset) is not a number; write a weight as (text:1.2)"
-                + " or escape the brackets as \\( \\)"
+            switch self {
+            case let .invalidWeight(weight, offset):
+                return "prompt emphasis: \"\(weight)\" at character \(offset) is not a number; write a weight as"
+                    + " (text:1.2) or escape the brackets as \\( \\)"
+            case let .tooLong(length):
+                return "the prompt has \(length) characters, more than the \(PromptAttention.maximumLength) this program reads"
+            }
         }
     }
+
+    /// The longest prompt parsed, in Unicode scalars. Brackets cost time proportional to the runs they
+    /// close over (as in A1111), so an unbounded prompt — say from a PNG's parameters — could take
+    /// minutes; this bound keeps the worst case well under a second.
+    public static let maximumLength = 32_768
 
     static let roundMultiplier = 1.1
     static let squareMultiplier = 1 / 1.1
@@ -47,6 +60,7 @@ public enum PromptAttention {
     /// The weighted runs of `text` (see the type's documentation).
     public static func parse(_ text: String) throws -> [Run] {
         let s = Array(text.unicodeScalars)
+        guard s.count <= maximumLength else { throw Error.tooLong(s.count) }
         var runs: [Run] = []
         var round: [Int] = [], square: [Int] = []
         func multiply(from start: Int, by factor: Double) {
@@ -81,7 +95,7 @@ public enum PromptAttention {
                 // colon is plain text.
                 if let (number, end) = weightSuffix(s, from: i), !round.isEmpty {
                     guard let weight = Double(number) else {
-                        throw Error(weight: number, offset: i)
+                        throw Error.invalidWeight(number, offset: i)
                     }
                     multiply(from: round.removeLast(), by: weight)
                     i = end

@@ -63,6 +63,19 @@ final class PromptChunkerTests: XCTestCase {
         }
     }
 
+    /// Prompts beyond the length bound are refused quickly; a worst case of nested brackets within it
+    /// parses (A1111's quadratic bracket rule, bounded by the length).
+    func testPromptLengthIsBounded() throws {
+        let long = String(repeating: "a", count: PromptAttention.maximumLength + 1)
+        XCTAssertThrowsError(try PromptAttention.parse(long)) { XCTAssertTrue("\($0)".contains("more than")) }
+        let nested = String(repeating: "(a", count: PromptAttention.maximumLength / 4)
+            + String(repeating: ")", count: PromptAttention.maximumLength / 4)
+        let start = Date()
+        let runs = try PromptAttention.parse(nested)
+        XCTAssertGreaterThan(runs.count, 1)
+        XCTAssertLessThan(Date().timeIntervalSince(start), 10)
+    }
+
     func testRunsAndChunksEqualReference() throws {
         let fixture = try Self.fixture()
         var chunkers: [String: PromptChunker] = [:]
