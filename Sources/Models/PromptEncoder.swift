@@ -25,12 +25,17 @@ public struct EncodedPrompt: Sendable {
 /// number of chunks with the empty prompt's chunk, as A1111's "pad prompt/negative prompt to be same
 /// length" does.
 public struct PromptEncoder: Sendable {
+    /// The model's tokenizer and text encoder.
     public let tokenizer: CLIPTokenizer
     public let textEncoder: CLIPTextModel
+    /// How prompt text is read.
     public let emphasis: PromptEmphasis
+    /// The embeddings prompts may call by name.
     public let library: TextualInversionLibrary
+    /// Layers before the last whose output is used (diffusers' `clip_skip`), for every chunk.
     public let clipSkip: Int
 
+    /// An encoder for `model`'s tokenizer and text encoder.
     public init(model: StableDiffusionModel, emphasis: PromptEmphasis = .a1111,
                 embeddings library: TextualInversionLibrary = .empty, clipSkip: Int = 0) {
         self.tokenizer = model.tokenizer

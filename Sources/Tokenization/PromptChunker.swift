@@ -74,10 +74,15 @@ public struct ParsedPrompt: Sendable, Equatable {
 /// ("word wrap"). `BREAK` closes the chunk (even an empty one). An embedding's vectors never straddle
 /// two chunks. Chunks are padded with EOS, wrapped in BOS/EOS and, for tokenizers that pad with another
 /// id (SD 2.x), given pad ids after the first EOS. An empty prompt is one chunk.
+///
+/// One deliberate difference from A1111: when the comma wrap moves tokens to the next chunk, an
+/// embedding among them keeps its vectors (A1111 leaves their placement behind, so the moved slots
+/// would be encoded as token 0, "!").
 public struct PromptChunker: Sendable {
     /// A1111's `comma_padding_backtrack` default.
     public static let commaBacktrack = 20
 
+    /// The tokenizer prompt text and embedding names go through.
     public let tokenizer: CLIPTokenizer
     /// Prompt tokens per chunk (75 for a 77-token encoder).
     public var chunkLength: Int { tokenizer.maxLength - 2 }

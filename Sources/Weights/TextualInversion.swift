@@ -14,10 +14,13 @@ import Tensors
 public struct TextualInversionEmbedding: Sendable {
     /// The file's stem: the word that calls the embedding in a prompt.
     public let name: String
+    /// The file it was read from.
     public let url: URL
     /// Row-major [count, width] float32 values.
     public let vectors: [Float]
+    /// Number of vectors (token slots it takes in a prompt).
     public let count: Int
+    /// Width of each vector: the text encoder's hidden size it was trained for.
     public let width: Int
     /// The tensor the vectors came from.
     public let tensorName: String
@@ -79,8 +82,10 @@ public struct TextualInversionLibrary: Sendable {
     /// The names, sorted.
     public var names: [String] { files.keys.sorted() }
 
+    /// No embeddings.
     public static let empty = TextualInversionLibrary(files: [:])
 
+    /// A library of the given files by name.
     public init(files: [String: URL]) {
         self.files = files
     }
