@@ -1,6 +1,7 @@
 import Foundation
 import Models
 import Renderer
+import Tokenization
 import Tensors
 import Weights
 import XCTest
@@ -9,7 +10,9 @@ import XCTest
 /// prompt_embeds / negative_prompt_embeds (tools/reference/make_prompt_encoding_fixtures.py →
 /// golden/prompts/pano.*) on tiny-pano, 512x640, 8 DDIM steps, guidance 7.5, seed 1234: a 3-chunk
 /// weighted prompt with BREAK against a 1-chunk weighted negative prompt (padded), with and without
-/// clip skip, and a prompt with textual-inversion embeddings. Final latents within 1e-3 · max|b|.
+/// clip skip, and a prompt with textual-inversion embeddings; and diffusers' own textual inversion
+/// (`load_textual_inversion`, prompt strings, one multi-vector embedding in the negative prompt) against
+/// `--emphasis none`. Final latents within 1e-3 · max|b|.
 final class PromptParityTests: XCTestCase {
     struct Case: Decodable {
         let key: String
@@ -17,6 +20,7 @@ final class PromptParityTests: XCTestCase {
         let negative_prompt: String
         let clip_skip: Int
         let chunks: Int
+        let emphasis: String
     }
     struct Cases: Decodable {
         let cases: [Case]
@@ -30,7 +34,7 @@ final class PromptParityTests: XCTestCase {
         let cases = try JSONDecoder().decode(Cases.self, from: Data(contentsOf: Self.prompts.appendingPathComponent("pano.json")))
         let golden = try SafeTensorsFile(url: Self.prompts.appendingPathComponent("pano.safetensors"))
         let pipeline = try PanoramaParityTests.sharedPipeline()
-        XCTAssertEqual(cases.cases.count, 3)
+        XCTAssertEqual(cases.cases.count, 4)
         for c in cases.cases {
             var s = PanoramaSettings(prompt: c.prompt, width: cases.width, height: cases.height)
             s.negativePrompt = c.negative_prompt
@@ -38,6 +42,7 @@ final class PromptParityTests: XCTestCase {
             s.seed = cases.seed
             s.guidanceScale = cases.guidance
             s.clipSkip = c.clip_skip
+            s.emphasis = PromptEmphasis(rawValue: c.emphasis)!
             s.embeddingDirectories = [Self.prompts.appendingPathComponent("embeddings")]
             let guidance = try pipeline.guidance(s)
             XCTAssertEqual(guidance.conditional.shape[1], 77 * c.chunks, c.key)

@@ -13,7 +13,8 @@ Writes under Tests/Fixtures/golden/prompts/:
                      with empty chunks where a case says so) on tiny-pano and tiny-sd2; and diffusers'
                      encode_prompt after load_textual_inversion (emphasis none) on tiny-pano
     pano.safetensors + pano.json       final latents of diffusers' StableDiffusionPanoramaPipeline on
-                     tiny-pano given the reference's prompt_embeds / negative_prompt_embeds
+                     tiny-pano given the reference's prompt_embeds / negative_prompt_embeds, and (ti_diffusers,
+                     emphasis none) given prompt strings after load_textual_inversion
 
 CPU, fp32, 2 threads, fixed seeds; reruns give identical files.
 """
@@ -143,7 +144,11 @@ def main():
     for name in ("tinyemb", "neg", "ptstyle"):
         ti.load_textual_inversion(os.path.join(OUT, "embeddings", name + ".safetensors"), token=name)
     for key, prompt in DIFFUSERS_TI_CASES:
-        pe, _ = ti.encode_prompt(prompt, "cpu", 1, False)
+        if key == "ti_negative":
+            # Through the negative-prompt path of encode_prompt.
+            _, pe = ti.encode_prompt("x", "cpu", 1, True, negative_prompt=prompt)
+        else:
+            pe, _ = ti.encode_prompt(prompt, "cpu", 1, False)
         tensors[key] = pe.contiguous()
         cases.append(dict(key=key, model="tiny-pano", prompt=prompt, clip_skip=0, emphasis="none",
                           pad_to_chunks=None, chunks=1))
@@ -169,7 +174,17 @@ def main():
                    num_inference_steps=PANO["steps"], guidance_scale=PANO["guidance"],
                    generator=torch.Generator("cpu").manual_seed(PANO["seed"]), output_type="latent").images
         pano[key] = out.float().contiguous()
-        pano_cases.append(dict(key=key, prompt=prompt, negative_prompt=negative, clip_skip=skip, chunks=n))
+        pano_cases.append(dict(key=key, prompt=prompt, negative_prompt=negative, clip_skip=skip, chunks=n,
+                               emphasis="a1111"))
+    # diffusers' own textual inversion end to end (--emphasis none): prompt strings to the TI pipeline.
+    ti.set_progress_bar_config(disable=True)
+    prompt, negative = DIFFUSERS_TI_CASES[0][1], DIFFUSERS_TI_CASES[1][1]
+    out = ti(prompt=prompt, negative_prompt=negative, height=PANO["height"], width=PANO["width"],
+             num_inference_steps=PANO["steps"], guidance_scale=PANO["guidance"],
+             generator=torch.Generator("cpu").manual_seed(PANO["seed"]), output_type="latent").images
+    pano["ti_diffusers"] = out.float().contiguous()
+    pano_cases.append(dict(key="ti_diffusers", prompt=prompt, negative_prompt=negative, clip_skip=0, chunks=1,
+                           emphasis="none"))
     save_file(pano, os.path.join(OUT, "pano.safetensors"))
     with open(os.path.join(OUT, "pano.json"), "w") as f:
         json.dump(dict(cases=pano_cases, **PANO, model="tiny-pano", scheduler="DDIM (the model's)",
