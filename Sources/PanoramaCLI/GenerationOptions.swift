@@ -135,6 +135,8 @@ struct GenerationOptions: ParsableArguments {
         let pipeline = PanoramaPipeline(model: model)
         settings.embeddingDirectories = try embeddingDirectories(model: modelURL)
         try pipeline.validate(settings)
+        let embeddings = try pipeline.embeddingFiles(settings, prompts: [settings.prompt, settings.negativePrompt])
+        if !embeddings.isEmpty { progress.note("embeddings: " + embeddings.map(\.name).joined(separator: ", ")) }
         let before = settings.decodeMethod
         let disk = try pipeline.fitTemporaryFiles(&settings, encoding: encoding)
         if settings.decodeMethod != before {

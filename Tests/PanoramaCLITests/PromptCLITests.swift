@@ -31,6 +31,21 @@ extension CLITests {
         XCTAssertTrue(none.stdout.contains("emphasis none): 1 chunk"), none.stdout)
     }
 
+    /// Without --embeddings-dir, an `embeddings` folder beside the model is searched.
+    func testEmbeddingsBesideTheModelAreFound() throws {
+        let fm = FileManager.default
+        try fm.createSymbolicLink(at: folder.appendingPathComponent("model"), withDestinationURL: URL(fileURLWithPath: Self.tinyModel))
+        try fm.createDirectory(at: folder.appendingPathComponent("embeddings"), withIntermediateDirectories: true)
+        try fm.copyItem(at: URL(fileURLWithPath: Self.embeddings).appendingPathComponent("neg.safetensors"),
+                        to: folder.appendingPathComponent("embeddings/neg.safetensors"))
+        let model = folder.appendingPathComponent("model").path
+        let r = try run(["tokenize", "--model", model, "--parse", "a neg b"])
+        XCTAssertTrue(r.stdout.contains("embeddings: neg (1 vector"), r.stdout + r.stderr)
+        let render = try run(["--model", model, "--W", "512", "--H", "512", "--steps", "1", "--prompt", "a neg b", "-o", "n.png"])
+        XCTAssertEqual(render.status, 0, render.stderr)
+        XCTAssertTrue(render.stderr.contains("embeddings: neg"), render.stderr)
+    }
+
     func testPromptOptionsRefuseBadInput() throws {
         let base = ["--model", Self.tinyModel, "--W", "512", "--H", "512", "--steps", "1", "-o", "out.png"]
         try assertFails(base + ["--prompt", "a wide b", "--embeddings-dir", Self.badEmbeddings],
