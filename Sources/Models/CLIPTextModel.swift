@@ -32,11 +32,28 @@ public struct CLIPTextModel: Sendable {
         finalNorm = try LayerNorm(p.scope("final_layer_norm"), channels: d, eps: Float(config.layerNormEps))
     }
 
+    /// A vector that takes the place of one token's embedding (before the position embedding is
+    /// added): how textual-inversion embeddings enter the encoder, as A1111 and diffusers place them.
+    public struct TokenVector: Sendable {
+        /// Which sequence of the batch, and which position in it.
+        public var sequence: Int
+        public var position: Int
+        /// `hidden_size` values.
+        public var values: ArraySlice<Float>
+
+        public init(sequence: Int, position: Int, values: ArraySlice<Float>) {
+            self.sequence = sequence
+            self.position = position
+            self.values = values
+        }
+    }
+
     /// Encodes token sequences (each of the same length, ≤ max_position_embeddings) to
     /// [B, tokens, hidden]: the final layer's output after the final LayerNorm, or with
     /// `clipSkip` = k the output k layers earlier (then final-normed, as diffusers does).
-    public func callAsFunction(_ ids: [[Int]], clipSkip: Int = 0) throws -> Tensor {
-        try hiddenStates(ids, layerCount: layers.count - clipSkip)
+    /// `vectors` replace the token embeddings at their positions (the ids there are ignored).
+    public func callAsFunction(_ ids: [[Int]], clipSkip: Int = 0, vectors: [TokenVector] = []) throws -> Tensor {
+        try hiddenStates(ids, layerCount: layers.count - clipSkip, vectors: vectors)
     }
 
     /// The pooled output: the final hidden state at each sequence's end-of-text token.
@@ -54,7 +71,7 @@ public struct CLIPTextModel: Sendable {
         return Tensor(shape: [ids.count, d], data: out)
     }
 
-    private func hiddenStates(_ ids: [[Int]], layerCount: Int) throws -> Tensor {
+    private func hiddenStates(_ ids: [[Int]], layerCount: Int, vectors: [TokenVector] = []) throws -> Tensor {
         guard let n = ids.first?.count, ids.allSatisfy({ $0.count == n }) else {
             throw ModelError.invalidInput("text encoder: token sequences must be non-empty and of equal length")
         }
@@ -77,6 +94,16 @@ public struct CLIPTextModel: Sendable {
                             let dst = hp.baseAddress! + (b * n + i) * d
                             for j in 0..<d { dst[j] = tp[id * d + j] + pp[i * d + j] }
                         }
+                    }
+                    for v in vectors {
+                        guard v.sequence >= 0 && v.sequence < ids.count && v.position >= 0 && v.position < n else {
+                            throw ModelError.invalidInput("text encoder: a token vector at sequence \(v.sequence), position \(v.position) lies outside the \(ids.count)x\(n) batch")
+                        }
+                        guard v.values.count == d else {
+                            throw ModelError.invalidInput("text encoder: a token vector has \(v.values.count) values, the encoder's width is \(d)")
+                        }
+                        let dst = hp.baseAddress! + (v.sequence * n + v.position) * d
+                        for (j, x) in v.values.enumerated() { dst[j] = x + pp[v.position * d + j] }
                     }
                 }
             }

@@ -106,7 +106,8 @@ struct Compose: ParsableCommand {
         let extra = [Infotext.Field("Regions", String(composition.regions.count)),
                      Infotext.Field("Bootstrap steps", String(composition.bootstrapSteps))]
         try options.finish(&loop, pipeline: pipeline, settings: settings, progress: &progress, output: outputURL,
-                           parameters: options.parameters(settings, model: model, extra: extra),
+                           parameters: try options.parameters(settings, model: model, extra: extra,
+                                                              otherPrompts: composition.regions.flatMap { [$0.prompt.prompt, $0.prompt.negativePrompt] }),
                            extraText: [(key: "regions", value: try regionsText(specs))])
         print(outputURL.path)
     }

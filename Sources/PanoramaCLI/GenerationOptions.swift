@@ -105,6 +105,16 @@ struct GenerationOptions: ParsableArguments {
     @Flag(name: .long, help: "No progress output.")
     var quiet = false
 
+    @Option(name: .long, help: ArgumentHelp(
+        "How prompts are read: a1111 (AUTOMATIC1111's syntax: (word) x1.1, [word] /1.1, (word:1.3), \\( \\) literal, BREAK; prompts of any length in chunks of 75 tokens) or none (the literal text, cut after 77 tokens, as diffusers) (default a1111).",
+        valueName: "a1111|none"))
+    var emphasis: String?
+
+    @Option(name: .customLong("embeddings-dir"), help: ArgumentHelp(
+        "Folder of textual-inversion embeddings (.safetensors; A1111 or diffusers files), each called in a prompt by its file name without extension (default: an embeddings folder beside the model, then models/embeddings).",
+        valueName: "dir"))
+    var embeddingsDir: String?
+
     /// Applies --threads and finds the model folder and the preset in force (the model's own
     /// preset under an explicit --preset).
     func setUp() throws -> (model: URL, preset: Preset?) {
@@ -146,7 +156,10 @@ struct GenerationOptions: ParsableArguments {
         var model = try loadModel(modelURL, loras: loras)
         if let vae { model = try model.replacingVAE(with: URL(fileURLWithPath: (vae as NSString).expandingTildeInPath)) }
         let pipeline = PanoramaPipeline(model: model)
+        settings.embeddingDirectories = try embeddingDirectories(model: modelURL)
         try pipeline.validate(settings)
+        let embeddings = try pipeline.embeddingFiles(settings, prompts: [settings.prompt, settings.negativePrompt])
+        if !embeddings.isEmpty { progress.note("embeddings: " + embeddings.map(\.name).joined(separator: ", ")) }
         let before = settings.decodeMethod
         let disk = try pipeline.fitTemporaryFiles(&settings, encoding: encoding)
         if settings.decodeMethod != before {
@@ -244,6 +257,7 @@ struct GenerationOptions: ParsableArguments {
             s.spotDiffusion = true
             s.windowWeighting = .uniform
         }
+        s.emphasis = try emphasisMode(png: png)
         switch decode ?? png?.decode ?? "tiled" {
         case "tiled": s.decodeMethod = .tiled(VAETiling())
         case "whole": s.decodeMethod = .whole
@@ -256,8 +270,14 @@ struct GenerationOptions: ParsableArguments {
     /// which ComfyUI and image browsers also read; `extra` fields follow A1111's standard ones.
     /// `Model hash` is the checkpoint file's (a diffusers folder's: its UNet weights file's);
     /// `Lora hashes` name the model's LoRAs with A1111's short hash of each file.
+    /// `TI hashes` name the embeddings that the prompts (and `otherPrompts`, e.g. regions') call.
     func parameters(_ s: PanoramaSettings, model: StableDiffusionModel, extra: [Infotext.Field] = [],
-                    embeddingHashes: [(name: String, hash: String)] = [], emphasis: String? = nil) -> String {
+                    otherPrompts: [String] = []) throws -> String {
+        var embeddingHashes: [(name: String, hash: String)] = []
+        for (name, url) in try PanoramaPipeline(model: model).embeddingFiles(s, prompts: [s.prompt, s.negativePrompt] + otherPrompts) {
+            embeddingHashes.append((name, try FileHash.embeddingShortHash(of: url)))
+        }
+        let emphasis: String? = s.emphasis == .none ? "none" : nil
         let hash = (try? modelLocation()).flatMap { try? FileHash.modelHash(ofModelAt: $0) } ?? nil
         var loraHashes: [(name: String, hash: String)] = []
         for application in model.loras where !loraHashes.contains(where: { $0.name == application.name }) {

@@ -66,7 +66,7 @@ struct Upscale: ParsableCommand {
         let extra = [Infotext.Field("Denoising strength", String(strength)),
                      Infotext.Field("Upscaled from", "\(source.width)x\(source.height)")]
         try options.finish(&loop, pipeline: pipeline, settings: settings, progress: &progress, output: outputURL,
-                           parameters: options.parameters(settings, model: model, extra: extra))
+                           parameters: try options.parameters(settings, model: model, extra: extra))
         print(outputURL.path)
     }
 

@@ -112,6 +112,7 @@ extension Infotext {
             }
             (r.width, r.height) = (width, height)
         }
+        r.emphasis = self["Emphasis"]
         r.samplerName = self["Sampler"]
         r.scheduleType = self["Schedule type"]
         r.eta = try (number("Eta") ?? number("Eta DDIM")).map(Float.init)
@@ -166,6 +167,8 @@ public struct RecalledSettings: Sendable, Equatable {
     public var model: String?
     public var modelHash: String?
     public var vae: String?
+    /// `Emphasis`: "none" when the prompt was read literally (`--emphasis none`).
+    public var emphasis: String?
 
     public init(prompt: String, negativePrompt: String) {
         self.prompt = prompt

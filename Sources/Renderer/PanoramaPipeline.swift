@@ -2,6 +2,7 @@ import Foundation
 import Models
 import Schedulers
 import Tensors
+import Tokenization
 import Weights
 
 /// Everything that determines a panorama, with diffusers' defaults.
@@ -26,6 +27,10 @@ public struct PanoramaSettings: Sendable, Equatable {
     public var circular = false
     /// Use the text encoder's output this many layers before the last.
     public var clipSkip = 0
+    /// How prompts are read: AUTOMATIC1111's syntax and long prompts, or diffusers' literal 77 tokens.
+    public var emphasis: PromptEmphasis = .a1111
+    /// Folders of textual-inversion embeddings, called in prompts by file stem (earlier folders win).
+    public var embeddingDirectories: [URL] = []
     /// How the VAE decodes the canvas (tiled by default: same image, bounded memory).
     public var decodeMethod: DecodeMethod = .tiled(VAETiling())
     /// How overlapping windows are averaged (`.uniform` is diffusers' behaviour).
@@ -198,13 +203,43 @@ public struct PanoramaPipeline: Sendable {
 
     /// Conditional and unconditional text embeddings.
     public func guidance(_ settings: PanoramaSettings) throws -> Guidance {
-        // <lora:…> tags select weights at load; the text encoder sees the prompt without them, as in A1111
-        let prompts = (settings.guidanceScale > 1 ? [settings.negativePrompt, settings.prompt] : [settings.prompt])
-            .map(LoRARequest.strippingTags)
-        let embeddings = try model.encode(prompts, clipSkip: settings.clipSkip)
-        let conditional = embeddings.batch(prompts.count - 1)
-        return Guidance(scale: settings.guidanceScale, conditional: conditional,
-                        unconditional: prompts.count == 2 ? embeddings.batch(0) : conditional)
+        try guidances([settings])[0]
+    }
+
+    /// The guidance of each settings' prompt and negative prompt (emphasis, embeddings and clip skip
+    /// from the first), all of one token length, as prompts batched into one UNet call must be: each
+    /// prompt is padded with empty-prompt chunks to the longest.
+    public func guidances(_ list: [PanoramaSettings]) throws -> [Guidance] {
+        guard let first = list.first else { return [] }
+        let prompts = list.flatMap { $0.guidanceScale > 1 ? [$0.negativePrompt, $0.prompt] : [$0.prompt] }
+        let encoded = try promptEncoder(first).encodeEqualLength(prompts)
+        var next = 0
+        return list.map { s in
+            let active = s.guidanceScale > 1
+            defer { next += active ? 2 : 1 }
+            let conditional = encoded[next + (active ? 1 : 0)].embeddings
+            return Guidance(scale: s.guidanceScale, conditional: conditional,
+                            unconditional: active ? encoded[next].embeddings : conditional)
+        }
+    }
+
+    /// The prompt encoder for `settings`' emphasis, embedding folders and clip skip.
+    public func promptEncoder(_ settings: PanoramaSettings) -> PromptEncoder {
+        PromptEncoder(model: model, emphasis: settings.emphasis,
+                      embeddings: TextualInversionLibrary(directories: settings.embeddingDirectories),
+                      clipSkip: settings.clipSkip)
+    }
+
+    /// The textual-inversion embedding files `prompts` call (for the PNG's `TI hashes`), each once,
+    /// in order of first use; the files are loaded and checked, nothing is encoded.
+    public func embeddingFiles(_ settings: PanoramaSettings, prompts: [String]) throws -> [(name: String, url: URL)] {
+        let encoder = promptEncoder(settings)
+        var seen = Set<String>(), files: [(name: String, url: URL)] = []
+        for prompt in prompts {
+            let (parsed, loaded) = try encoder.parse(prompt)
+            for name in parsed.embeddingsUsed where seen.insert(name).inserted { files.append((name, loaded[name]!.url)) }
+        }
+        return files
     }
 
     /// Starting latents from the seed (torch.randn with `Generator().manual_seed(seed)`), and the

@@ -307,14 +307,14 @@ extension PanoramaPipeline {
         }
         latents = latents * scheduler.initNoiseSigma
 
-        var guidances = [try guidance(settings)]
-        for region in composition.regions {
+        // Windows of different prompts share UNet calls, so all prompts are encoded to one length.
+        let guidances = try self.guidances([settings] + composition.regions.map { region in
             var s = settings
             s.prompt = region.prompt.prompt
             s.negativePrompt = region.prompt.negativePrompt
             s.guidanceScale = region.prompt.guidanceScale ?? settings.guidanceScale
-            guidances.append(try guidance(s))
-        }
+            return s
+        })
         var bootstrap: RegionDenoisingLoop<AnyScheduler>.Bootstrap?
         if composition.bootstrapSteps > 0 {
             let colours = generator.rand([composition.bootstrapSteps, composition.regions.count, 3])

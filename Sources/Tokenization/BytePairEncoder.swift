@@ -53,6 +53,13 @@ final class BytePairEncoder: @unchecked Sendable {
     /// The id of `token` (exact code points), if it is in the vocabulary.
     func id(of token: String) -> Int? { vocabulary[Array(token.utf8)] }
 
+    /// Id → token string as vocab.json spells it (built on each call; for display).
+    func tokensByID() -> [Int: String] {
+        var out: [Int: String] = [:]
+        for (bytes, id) in vocabulary { out[id] = String(decoding: bytes, as: UTF8.self) }
+        return out
+    }
+
     // MARK: loading
 
     static func readData(_ url: URL) throws -> Data {

@@ -95,6 +95,9 @@ public struct CLIPTokenizer: Sendable {
         })
     }
 
+    /// Id → token as vocab.json spells it (`</w>` ends a word); built on each call, for display.
+    public func tokensByID() -> [Int: String] { model.tokensByID() }
+
     /// BOS, the prompt's tokens, EOS: untruncated and unpadded (`tokenizer(text).input_ids`).
     public func encode(_ text: String) -> [Int] {
         var ids = [bosTokenID]
