@@ -64,3 +64,30 @@ extension CLITests {
         try assertFails(base + ["--prompt", "sky", "--lora", other.path], saying: ["other.safetensors", "another architecture"])
     }
 }
+
+extension CLITests {
+    /// An embedding the prompt calls is named with its hash (`TI hashes`), and `Emphasis: none` is
+    /// written and read back by --from-png.
+    func testEmbeddingHashesAndEmphasisAreRecorded() throws {
+        let embeddings = Self.fixtures.appendingPathComponent("golden/prompts/embeddings")
+        let r = try run(["--model", Self.tinyModel, "--W", "512", "--H", "512", "--steps", "1", "--seed", "3",
+                         "--prompt", "a tinyemb lake", "--negative-prompt", "neg", "--embeddings-dir", embeddings.path,
+                         "-o", "ti.png"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let parameters = try XCTUnwrap(try PNG.textChunks(of: folder.appendingPathComponent("ti.png"))["parameters"])
+        XCTAssertTrue(parameters.contains(#"TI hashes: "tinyemb: "#) && parameters.contains(", neg: "), parameters)
+        XCTAssertFalse(parameters.contains("Emphasis"), parameters)
+
+        let literal = try run(["--model", Self.tinyModel, "--W", "512", "--H", "512", "--steps", "1", "--seed", "3",
+                               "--prompt", "a (literal:1.5) lake", "--emphasis", "none", "-o", "none.png"])
+        XCTAssertEqual(literal.status, 0, literal.stderr)
+        let none = try XCTUnwrap(try PNG.textChunks(of: folder.appendingPathComponent("none.png"))["parameters"])
+        XCTAssertTrue(none.contains("Emphasis: none"), none)
+        let again = try run(["--model", Self.tinyModel, "--from-png", "none.png", "-o", "again.png"])
+        XCTAssertEqual(again.status, 0, again.stderr)
+        XCTAssertEqual(try PNG.read(folder.appendingPathComponent("again.png")).pixels,
+                       try PNG.read(folder.appendingPathComponent("none.png")).pixels)
+        XCTAssertTrue(try XCTUnwrap(try PNG.textChunks(of: folder.appendingPathComponent("again.png"))["parameters"])
+            .contains("Emphasis: none"))
+    }
+}
