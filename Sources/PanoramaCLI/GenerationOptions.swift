@@ -173,8 +173,6 @@ struct GenerationOptions: ParsableArguments {
         return pipeline
     }
 
-    /// The model at `url`: a diffusers folder, or a single-file checkpoint configured by
-    /// --model-config or read as SD 1.x / 2.x with the bundled model's CLIP tokenizer files.
     /// The LoRAs of --lora and of the prompts' tags, read and checked.
     private func loraApplications(model: URL, prompts: [String]) throws -> [LoRAApplication] {
         let requests = try lora.map(LoRARequest.init(option:)) + LoRARequest.fromPrompts(prompts)
@@ -187,6 +185,8 @@ struct GenerationOptions: ParsableArguments {
         return try LoRARequest.resolve(requests, library: LoRALibrary(folders: unique))
     }
 
+    /// The model at `url` with `loras` merged: a diffusers folder, or a single-file checkpoint
+    /// configured by --model-config or read as SD 1.x / 2.x with the bundled model's CLIP tokenizer files.
     private func loadModel(_ url: URL, loras: [LoRAApplication]) throws -> StableDiffusionModel {
         var isDirectory: ObjCBool = false
         let exists = FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory)
