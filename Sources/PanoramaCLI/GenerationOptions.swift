@@ -40,7 +40,7 @@ struct GenerationOptions: ParsableArguments {
     var viewBatchSize: Int?
 
     @Option(name: .long, help: ArgumentHelp(
-        "A Stable Diffusion 1.x/2.x diffusers folder, or a single-file .safetensors checkpoint (default: the bundled \(Resources.defaultModelName) model).",
+        "A Stable Diffusion 1.x/2.x diffusers folder, or a single-file checkpoint: .safetensors, or a PyTorch .ckpt read without running its code (default: the bundled \(Resources.defaultModelName) model).",
         discussion: "A single file (AUTOMATIC1111/ComfyUI layout) is read as SD 1.x or 2.x from its shapes; see --model-config and --prediction-type.",
         valueName: "dir|file"))
     var model: String?
@@ -56,7 +56,7 @@ struct GenerationOptions: ParsableArguments {
     var predictionType: String?
 
     @Option(name: .long, help: ArgumentHelp(
-        "Another VAE of the model's architecture: a diffusers VAE folder, or a .safetensors file (original or diffusers names).",
+        "Another VAE of the model's architecture: a diffusers VAE folder, or a .safetensors or PyTorch .pt/.ckpt file (original or diffusers names).",
         valueName: "dir|file"))
     var vae: String?
 
@@ -143,11 +143,6 @@ struct GenerationOptions: ParsableArguments {
                 throw ValidationError("--model-config and --prediction-type apply to a single-file --model, not to the folder \(url.path)")
             }
             return try StableDiffusionModel(folder: url)
-        }
-        guard url.pathExtension.lowercased() == "safetensors" else {
-            let pickle = ["ckpt", "pt", "pth", "bin"].contains(url.pathExtension.lowercased())
-            throw ValidationError("--model \(url.path) is a file but not a .safetensors checkpoint"
-                + (pickle ? "; PyTorch pickle files can run code when loaded and are not read: convert it to .safetensors" : ""))
         }
         if modelConfig != nil && predictionType != nil {
             throw ValidationError("--prediction-type comes from --model-config's scheduler; give one or the other")
