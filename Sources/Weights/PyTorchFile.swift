@@ -78,10 +78,17 @@ enum PyTorchFile {
         var visits = 0
         var onPath = Set<ObjectIdentifier>()
 
+        /// Longest dotted name: keys repeated through the memo could otherwise build gigabyte names.
+        static let maxNameBytes = 4096
+
         private func join(_ prefix: String, _ key: String) -> String { prefix.isEmpty ? key : prefix + "." + key }
 
         mutating func add(_ value: PickleValue, name: String, depth: Int) throws {
             visits += 1
+            guard name.utf8.count <= Self.maxNameBytes else {
+                throw WeightsError.corruptFile(path: path, problem: "has a key path longer than \(Self.maxNameBytes) "
+                    + "bytes (\"\(name.prefix(60))…\"); a tensor file does not")
+            }
             guard depth <= Self.maxDepth, visits <= Self.maxVisits else {
                 throw WeightsError.corruptFile(path: path, problem: depth > Self.maxDepth
                     ? "nests its containers deeper than \(Self.maxDepth) levels (at \"\(name)\"); a tensor file does not"
@@ -200,6 +207,11 @@ final class TorchPickle: PickleEnvironment {
         "numpy.dtype": .opaque, "numpy.ndarray": .opaque,
         "_codecs.encode": .opaque,
     ]
+
+    /// Dimensions of a tensor (PyTorch itself stops at 64 for most operations); bounds the gather's recursion.
+    static let maxDimensions = 64
+    /// Elements of a non-contiguous tensor beyond its storage's size (an expanded view).
+    static let maxExpandedElements = 1 << 24
 
     private let archive: ZipArchive
     private let root: String
@@ -323,6 +335,9 @@ final class TorchPickle: PickleEnvironment {
             return out
         }
         let key = storage.key
+        guard sizeItems.count <= Self.maxDimensions else {
+            throw fail("has a tensor on storage \(key) with \(sizeItems.count) dimensions; at most \(Self.maxDimensions) are read")
+        }
         guard let shape = ints(sizeItems), let strides = ints(strideItems), shape.count == strides.count, offset >= 0 else {
             throw fail("has a tensor on storage \(key) whose offset, size or stride is not non-negative integers "
                 + "of one length (size \(sizeItems.count) items, stride \(strideItems.count))")
@@ -370,6 +385,13 @@ final class TorchPickle: PickleEnvironment {
                 if s != expectedStride { contiguous = false }
                 expectedStride *= n
             }
+        }
+        // A view that repeats elements (stride 0, as `expand` makes) can claim far more elements than
+        // its storage holds; it is gathered into memory when read, so its size is bounded.
+        guard contiguous || count <= max(available, Self.maxExpandedElements) else {
+            throw fail("has a tensor of shape \(shape), stride \(strides) with \(count) elements over storage \(key) of "
+                + "\(available) elements; views that repeat elements are read up to \(Self.maxExpandedElements) elements "
+                + "(save it with .contiguous())")
         }
         let start = storage.bytes.lowerBound + (count == 0 ? 0 : offset * size)
         let span = count == 0 ? 0 : contiguous ? count : last - offset + 1
