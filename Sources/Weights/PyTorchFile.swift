@@ -49,13 +49,15 @@ enum PyTorchFile {
         let pickle = pickles[0]
         let root = String(pickle.name.dropLast("data.pkl".count))
         if let order = archive.entry(root + "byteorder") {
-            let text = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[order.data]), as: UTF8.self)
-            guard text == "little" else {
-                throw WeightsError.corruptFile(path: path, problem: "stores its tensors in \"\(text.prefix(20))\" "
+            // At most 20 bytes are decoded: the entry's size is the file's to choose.
+            let shown = order.data.lowerBound..<(order.data.lowerBound + min(20, order.data.count))
+            let text = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[shown]), as: UTF8.self)
+            guard text == "little", order.data.count == 6 else {
+                throw WeightsError.corruptFile(path: path, problem: "stores its tensors in \"\(text)\" "
                     + "byte order; only little-endian files are read (save it on a little-endian machine)")
             }
         }
-        let arena = PickleArena()
+        let arena = PickleArena(path: path)
         let environment = TorchPickle(archive: archive, root: root, path: path, arena: arena)
         let value = try Unpickler.load(UnsafeRawBufferPointer(rebasing: bytes[pickle.data]), path: path,
                                        entry: pickle.name, environment: environment, arena: arena)
@@ -270,14 +272,14 @@ final class TorchPickle: PickleEnvironment {
         case .orderedDict:
             // OrderedDict() then SETITEMS; OrderedDict(pairs) is not how pickle writes one.
             guard args.isEmpty else { throw fail("has a pickle that builds an OrderedDict from arguments") }
-            return .dict(arena.dict())
+            return .dict(try arena.dict())
         case .size:
             guard args.count == 1, case let .tuple(items, _) = args[0], items.allSatisfy({ if case .int = $0 { true } else { false } }) else {
                 throw fail("has a pickle that builds a torch.Size from something other than a tuple of ints")
             }
             return args[0]
         case .opaque:
-            return .object(arena.object(name))
+            return .object(try arena.object(name))
         case .storageType, .dtype, .tensorClass:
             throw fail("has a pickle that constructs \(name) directly; tensor files never do")
         }
@@ -287,7 +289,7 @@ final class TorchPickle: PickleEnvironment {
         guard case let .global(name) = cls, case .opaque? = lookup(name) else {
             throw fail("has a pickle that creates an instance of \(cls.kind), which this reader does not build")
         }
-        return .object(arena.object(name))
+        return .object(try arena.object(name))
     }
 
     func persistentLoad(_ id: PickleValue) throws -> PickleValue {

@@ -86,26 +86,45 @@ final class PickleObject {
     init(type: String) { self.type = type }
 }
 
-/// Owns every box an unpickle creates. Hostile pickles can make boxes refer to themselves; when the
-/// arena goes, it empties them all, so the cycles are broken and freeing never recurses deeply.
+/// Owns every box an unpickle creates. Hostile pickles can make boxes refer to themselves, or chain
+/// them a million deep; when the arena goes, it empties them all, so the cycles are broken and
+/// freeing never recurses deeply. It also bounds how many boxes one pickle may create (each costs
+/// memory even when the pickle drops it at once).
 final class PickleArena {
+    /// Far above real files (a checkpoint makes about one OrderedDict per tensor).
+    static let maxBoxes = 1 << 22
+
+    private let path: String
     private var lists: [PickleList] = []
     private var dicts: [PickleDict] = []
     private var objects: [PickleObject] = []
 
-    func list() -> PickleList {
+    /// An arena for the pickle of the file at `path` (for the error when it creates too many boxes).
+    init(path: String) { self.path = path }
+
+    private func reserve() throws {
+        guard lists.count + dicts.count + objects.count < Self.maxBoxes else {
+            throw WeightsError.corruptFile(path: path, problem: "has a pickle that creates more than "
+                + "\(Self.maxBoxes) lists, dicts and objects; a tensor file does not")
+        }
+    }
+
+    func list() throws -> PickleList {
+        try reserve()
         let l = PickleList()
         lists.append(l)
         return l
     }
 
-    func dict() -> PickleDict {
+    func dict() throws -> PickleDict {
+        try reserve()
         let d = PickleDict()
         dicts.append(d)
         return d
     }
 
-    func object(_ type: String) -> PickleObject {
+    func object(_ type: String) throws -> PickleObject {
+        try reserve()
         let o = PickleObject(type: type)
         objects.append(o)
         return o
@@ -136,7 +155,7 @@ protocol PickleEnvironment: AnyObject {
 /// nesting; every length is checked against the bytes that remain, so a hostile pickle gives a
 /// thrown error, never a crash, a hang or a huge allocation.
 struct Unpickler {
-    static let maxStack = 1 << 22
+    static let maxStack = 1 << 20
     static let maxMemo = 1 << 22
     static let maxMarks = 1000
     static let maxTupleDepth = 200
@@ -343,9 +362,9 @@ struct Unpickler {
                 stack.removeLast(n)
                 try push(try tuple(items))
             case 0x74: try push(try tuple(try popMark()))  // TUPLE
-            case 0x5D: try push(.list(arena.list()))  // EMPTY_LIST
+            case 0x5D: try push(.list(try arena.list()))  // EMPTY_LIST
             case 0x6C:  // LIST
-                let l = arena.list()
+                let l = try arena.list()
                 l.items = try popMark()
                 try push(.list(l))
             case 0x61:  // APPEND
@@ -359,11 +378,11 @@ struct Unpickler {
                     throw problem("APPENDs to \(try top().kind), not a list")
                 }
                 l.items.append(contentsOf: items)
-            case 0x7D: try push(.dict(arena.dict()))  // EMPTY_DICT
+            case 0x7D: try push(.dict(try arena.dict()))  // EMPTY_DICT
             case 0x64:  // DICT
                 let items = try popMark()
                 guard items.count % 2 == 0 else { throw problem("builds a dict from an odd number of items") }
-                let d = arena.dict()
+                let d = try arena.dict()
                 for i in stride(from: 0, to: items.count, by: 2) { d.set(items[i], items[i + 1]) }
                 try push(.dict(d))
             case 0x73:  // SETITEM
@@ -375,7 +394,7 @@ struct Unpickler {
                 guard items.count % 2 == 0 else { throw problem("sets items from an odd number of values") }
                 guard case let .dict(d) = try top() else { throw problem("sets items of \(try top().kind), not a dict") }
                 for i in stride(from: 0, to: items.count, by: 2) { d.set(items[i], items[i + 1]) }
-            case 0x8F: try push(.object(arena.object("builtins.set")))  // EMPTY_SET
+            case 0x8F: try push(.object(try arena.object("builtins.set")))  // EMPTY_SET
             case 0x90:  // ADDITEMS: a set's items are dropped (sets never hold tensors worth naming)
                 _ = try popMark()
                 guard case let .object(o) = try top(), o.type == "builtins.set" else {
@@ -383,7 +402,7 @@ struct Unpickler {
                 }
             case 0x91:  // FROZENSET
                 _ = try popMark()
-                try push(.object(arena.object("builtins.frozenset")))
+                try push(.object(try arena.object("builtins.frozenset")))
             case 0x68: try push(try recall(Int(try unsigned(1))))  // BINGET
             case 0x6A: try push(try recall(Int(try unsigned(4))))  // LONG_BINGET
             case 0x71: try memoize(Int(try unsigned(1)), try top())  // BINPUT

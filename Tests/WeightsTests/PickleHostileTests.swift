@@ -223,6 +223,14 @@ final class PickleHostileTests: XCTestCase {
         var lattice: [UInt8] = [0x5D, 0x71, 0x00]
         for i in 1...60 { lattice += [0x5D, 0x68, UInt8(i - 1), 0x61, 0x68, UInt8(i - 1), 0x61, 0x71, UInt8(i)] }
         try assertRefused(Self.raw(lattice), ["over 1000000 times"])
+        // A chain of 200,000 lists, each inside the next (built through the memo, popped from the
+        // stack): refused by depth, and freed without recursing 200,000 deep.
+        var chain: [UInt8] = [0x5D, 0x71, 0x00, 0x30]
+        for _ in 0..<200_000 { chain += [0x5D, 0x68, 0x00, 0x61, 0x71, 0x00, 0x30] }
+        try assertRefused(Self.raw(chain + [0x68, 0x00]), ["nests its containers deeper than 100 levels"])
+        // Millions of lists created and dropped at once.
+        try assertRefused(Self.raw(Array(repeating: [0x5D, 0x30], count: 5_000_000).flatMap { $0 }),
+                          ["creates more than 4194304 lists, dicts and objects"])
         // A 3,000-byte key reused at every level of a 10-deep dict makes a 30 kB name.
         var long = Pickle()
         long.string(String(repeating: "k", count: 3000)); long.op(0x71, 0x00, 0x30)
