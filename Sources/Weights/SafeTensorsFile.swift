@@ -77,7 +77,10 @@ public final class SafeTensorsFile: @unchecked Sendable {
                 return SafeTensorsFile(url: url, format: .pytorch, base: base, size: size, entries: contents.entries,
                                        strides: contents.strides, metadata: contents.metadata)
             }
-            if size >= 2, bytes[0] == 0x80, (2...5).contains(bytes[1]) {
+            // A safetensors header length can begin with the same bytes as a pickle (0x80 0x02 is
+            // a 640-byte header); a safetensors file has its JSON's "{" right after the length.
+            let safetensors = size > 8 && bytes[8] == UInt8(ascii: "{")
+            if !safetensors, bytes[0] == 0x80, (2...5).contains(bytes[1]) {
                 let legacy = bytes.starts(with: PyTorchFile.legacyMagic)
                 throw WeightsError.corruptFile(path: url.path, problem: legacy
                     ? "is a PyTorch file in the legacy format of PyTorch before 1.6, which is not read; load it "

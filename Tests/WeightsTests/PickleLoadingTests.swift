@@ -93,6 +93,14 @@ final class PickleLoadingTests: XCTestCase {
         let other = dir.appendingPathComponent("weights.ckpt")
         try FileManager.default.copyItem(at: Self.fixture("tensors.safetensors"), to: other)
         XCTAssertEqual(try SafeTensorsFile.open(other).format, .safetensors)
+        // A safetensors header of 640 bytes begins 0x80 0x02, like a pickle: still safetensors.
+        let padded = "{\"t\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}"
+        let header = padded + String(repeating: " ", count: 640 - padded.utf8.count)
+        let lookalike = try writeBytes(rawSafetensors(header: header, data: [0, 0, 0x80, 0x3F]),
+                                       to: dir.appendingPathComponent("lookalike.safetensors"))
+        let opened = try SafeTensorsFile.open(lookalike)
+        XCTAssertEqual(opened.format, .safetensors)
+        XCTAssertEqual(try opened.tensor("t").data, [1])
         // The plain initializer stays safetensors-only.
         assertThrowsMessage(try SafeTensorsFile(url: disguised), contains: ["header length"])
     }
