@@ -198,7 +198,7 @@ final class TorchPickle: PickleEnvironment {
         "torch._utils._rebuild_parameter_with_state": .rebuildParameter(withState: true),
         "torch._tensor._rebuild_from_type_v2": .rebuildFromType,
         "torch.Tensor": .tensorClass, "torch._tensor.Tensor": .tensorClass, "torch.nn.parameter.Parameter": .tensorClass,
-        "collections.OrderedDict": .orderedDict,
+        "collections.OrderedDict": .orderedDict, "typing.OrderedDict": .orderedDict,
         "torch.Size": .size,
         "torch.nn.modules.container.ParameterDict": .opaque,
         "pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint": .opaque,

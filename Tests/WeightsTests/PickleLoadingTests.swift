@@ -120,6 +120,21 @@ final class PickleLoadingTests: XCTestCase {
         XCTAssertEqual(try DiffusersFolder.weights(in: unet, label: "unet").files.first?.format, .safetensors)
     }
 
+    func testShardedBinWeights() throws {
+        // transformers' pytorch_model.bin.index.json over two .bin shards.
+        let dir = try makeTemporaryDirectory(self)
+        try FileManager.default.copyItem(at: Self.fixture("tensors.pt"), to: dir.appendingPathComponent("pytorch_model-00001-of-00002.bin"))
+        try FileManager.default.copyItem(at: Self.fixture("embedding.pt"), to: dir.appendingPathComponent("pytorch_model-00002-of-00002.bin"))
+        let names = try SafeTensorsFile.open(Self.fixture("tensors.pt")).names
+        let map = (names.map { "\"\($0)\": \"pytorch_model-00001-of-00002.bin\"" }
+                   + ["\"string_to_param.*\": \"pytorch_model-00002-of-00002.bin\""]).joined(separator: ", ")
+        try Data("{\"weight_map\": {\(map)}}".utf8).write(to: dir.appendingPathComponent("pytorch_model.bin.index.json"))
+        let weights = try DiffusersFolder.weights(in: dir, label: "text_encoder")
+        XCTAssertEqual(weights.files.count, 2)
+        XCTAssertEqual(weights.names.count, 21)
+        XCTAssertEqual(try weights.tensor("string_to_param.*").shape, [2, 32])
+    }
+
     // MARK: - Refusals
 
     func testMaliciousPicklesAreRefusedByNameAndNothingRuns() throws {
