@@ -67,7 +67,9 @@ public final class SafeTensorsFile: @unchecked Sendable {
     /// whose pickle is read by a restricted unpickler that only builds tensors, dicts and plain
     /// values and refuses every other global by name — nothing in the file is ever run.
     /// Contiguous tensors are read in place from the mapping like safetensors data; others are
-    /// gathered when read. The pre-1.6 (non-zip) PyTorch format is refused with a message.
+    /// gathered when read. Nested dicts, lists and tuples give dotted names (`state_dict.a.b`,
+    /// `layers.0`; a bare saved tensor gets the empty name), scalars become `metadata`. The
+    /// pre-1.6 (non-zip) PyTorch format is refused with a message.
     public static func open(_ url: URL) throws -> SafeTensorsFile {
         let (base, size) = try map(url)
         let bytes = UnsafeRawBufferPointer(start: base, count: size)
