@@ -46,6 +46,15 @@ final class PickleModelLoadingTests: XCTestCase {
         XCTAssertEqual(fromCkpt.vae.decode(latents).data, fromSafetensors.vae.decode(latents).data, "VAE decode")
     }
 
+    func testStandardConfigurationsReadTheCkptsShapes() throws {
+        // The shapes behind state_dict. reach the family detection: tiny widths are neither family.
+        XCTAssertThrowsError(try StableDiffusionModel.tokenizer(
+            checkpoint: Self.pickle("tiny-sd1.ckpt"),
+            configuration: .standard(tokenizer: Fixtures.model("tiny-sd1").appendingPathComponent("tokenizer"), predictionType: nil))) {
+            XCTAssertTrue("\($0)".contains("neither SD 1.x (768) nor SD 2.x (1024)"), "\($0)")
+        }
+    }
+
     func testDiffusersFolderWithBinWeights() throws {
         // tiny-sd2's configs and tokenizer, its weights as diffusers_pytorch_model.bin / pytorch_model.bin.
         let source = Fixtures.model("tiny-sd2")
