@@ -49,6 +49,18 @@ final class PickleLoadingTests: XCTestCase {
         try assertSameTensors("tensors-zip64.pt")
     }
 
+    func testModuleStateDictWithMetadataAttribute() throws {
+        // state_dict() is an OrderedDict with a `_metadata` attribute, set by BUILD: not a tensor name.
+        let torch = try SafeTensorsFile.open(Self.fixture("module-state-dict.pt"))
+        let twin = try SafeTensorsFile.open(Self.fixture("module-state-dict.safetensors"))
+        XCTAssertEqual(torch.names, ["0.bias", "0.weight", "1.bias", "1.weight"])
+        XCTAssertEqual(torch.names, twin.names)
+        for name in twin.names {
+            XCTAssertEqual(try torch.withRawBytes(of: name) { Array($0) }, try twin.withRawBytes(of: name) { Array($0) }, name)
+        }
+        XCTAssertTrue(torch.metadata.isEmpty, "\(torch.metadata)")
+    }
+
     func testLayoutDetails() throws {
         let file = try SafeTensorsFile.open(Self.fixture("tensors.pt"))
         // Values spot-checked against what torch.arange / expand give.

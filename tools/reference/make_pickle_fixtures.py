@@ -16,6 +16,7 @@ Outputs:
   reader supports, a storage offset, two tensors sharing one storage, a transposed (non-contiguous)
   tensor, an expanded (stride 0) one, a 0-d and an empty tensor, a Parameter, nested dicts and an
   OrderedDict, and scalar leaves (metadata).
+- `module-state-dict.pt` and its twin `module-state-dict.safetensors`: an nn.Module's state_dict().
 - `embedding.pt` (A1111 textual inversion: string_to_param dict) and `embedding-paramdict.pt` (the
   original textual-inversion code's ParameterDict); `legacy.pt` (pre-1.6 format); `compressed.pt`
   (tensors.pt re-zipped with deflate).
@@ -174,8 +175,18 @@ def lightning_checkpoint_class():
     return ModelCheckpoint
 
 
+def module_state_dict():
+    """A real module's state_dict(): an OrderedDict carrying a `_metadata` attribute, which pickle
+    restores with BUILD on the dict (as in every diffusers/transformers .bin)."""
+    torch.manual_seed(3)
+    module = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.GroupNorm(1, 3))
+    torch.save(module.state_dict(), os.path.join(OUT, "module-state-dict.pt"))
+    save_file({k: v.contiguous() for k, v in module.state_dict().items()}, os.path.join(OUT, "module-state-dict.safetensors"))
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
+    module_state_dict()
     obj, flat = tensors_object()
     path = os.path.join(OUT, "tensors.pt")
     torch.save(obj, path)
