@@ -45,7 +45,7 @@ struct GenerationOptions: ParsableArguments {
     var viewBatchSize: Int?
 
     @Option(name: .long, help: ArgumentHelp(
-        "A Stable Diffusion 1.x/2.x diffusers folder, or a single-file .safetensors checkpoint (default: the bundled \(Resources.defaultModelName) model).",
+        "A Stable Diffusion 1.x/2.x diffusers folder, or a single-file checkpoint: .safetensors, or a PyTorch .ckpt read without running its code (default: the bundled \(Resources.defaultModelName) model).",
         discussion: "A single file (AUTOMATIC1111/ComfyUI layout) is read as SD 1.x or 2.x from its shapes; see --model-config and --prediction-type.",
         valueName: "dir|file"))
     var model: String?
@@ -61,12 +61,12 @@ struct GenerationOptions: ParsableArguments {
     var predictionType: String?
 
     @Option(name: .long, help: ArgumentHelp(
-        "Another VAE of the model's architecture: a diffusers VAE folder, or a .safetensors file (original or diffusers names).",
+        "Another VAE of the model's architecture: a diffusers VAE folder, or a .safetensors or PyTorch .pt/.ckpt file (original or diffusers names).",
         valueName: "dir|file"))
     var vae: String?
 
     @Option(name: .long, help: ArgumentHelp(
-        "A LoRA to merge into the model (kohya/A1111 or diffusers/PEFT .safetensors), at WEIGHT (default 1); repeatable.",
+        "A LoRA to merge into the model (kohya/A1111 or diffusers/PEFT layout; .safetensors or PyTorch .pt/.ckpt/.bin), at WEIGHT (default 1); repeatable.",
         discussion: "Prompts may also ask for LoRAs with A1111's tags <lora:NAME:WEIGHT> or <lora:NAME:TE_WEIGHT:UNET_WEIGHT>, found by NAME in --lora-dir; tags are removed from the text before it is encoded. LoRAs change the whole model: a tag in one region's prompt applies to every region.",
         valueName: "path[:weight]"))
     var lora: [String] = []
@@ -111,7 +111,7 @@ struct GenerationOptions: ParsableArguments {
     var emphasis: String?
 
     @Option(name: .customLong("embeddings-dir"), help: ArgumentHelp(
-        "Folder of textual-inversion embeddings (.safetensors; A1111 or diffusers files), each called in a prompt by its file name without extension (default: an embeddings folder beside the model, then models/embeddings).",
+        "Folder of textual-inversion embeddings (A1111 or diffusers files; .safetensors or PyTorch .pt/.bin), each called in a prompt by its file name without extension (default: an embeddings folder beside the model, then models/embeddings).",
         valueName: "dir"))
     var embeddingsDir: String?
 
@@ -195,11 +195,6 @@ struct GenerationOptions: ParsableArguments {
                 throw ValidationError("--model-config and --prediction-type apply to a single-file --model, not to the folder \(url.path)")
             }
             return try StableDiffusionModel(folder: url, loras: loras)
-        }
-        guard url.pathExtension.lowercased() == "safetensors" else {
-            let pickle = ["ckpt", "pt", "pth", "bin"].contains(url.pathExtension.lowercased())
-            throw ValidationError("--model \(url.path) is a file but not a .safetensors checkpoint"
-                + (pickle ? "; PyTorch pickle files can run code when loaded and are not read: convert it to .safetensors" : ""))
         }
         if modelConfig != nil && predictionType != nil {
             throw ValidationError("--prediction-type comes from --model-config's scheduler; give one or the other")

@@ -18,7 +18,7 @@ struct Tokenize: ParsableCommand {
             """)
 
     @Option(name: .long, help: ArgumentHelp(
-        "A diffusers model folder (or its tokenizer/ folder), or a single-file .safetensors checkpoint (default: the bundled \(Resources.defaultModelName) model).",
+        "A diffusers model folder (or its tokenizer/ folder), or a single-file checkpoint, .safetensors or PyTorch .ckpt (default: the bundled \(Resources.defaultModelName) model).",
         valueName: "dir|file"))
     var model: String?
 
@@ -81,9 +81,6 @@ extension Tokenize {
             return try CLIPTokenizer(directory: try tokenizerDirectory(path))
         }
         let url = URL(fileURLWithPath: path)
-        guard url.pathExtension.lowercased() == "safetensors" else {
-            throw ValidationError("--model \(path) is a file but not a .safetensors checkpoint")
-        }
         let configuration = try checkpointConfiguration(modelConfig: modelConfig, predictionType: nil)
         return try withConfigurationHint { try StableDiffusionModel.tokenizer(checkpoint: url, configuration: configuration) }
     }

@@ -36,12 +36,13 @@ public enum StorageType: String, Sendable, CaseIterable, Equatable {
     }
 }
 
-/// Where and how one tensor is stored in a safetensors file.
+/// Where and how one tensor is stored in a safetensors (or PyTorch) file.
 public struct TensorInfo: Sendable, Equatable {
     public var name: String
     public var dtype: DType
     public var shape: [Int]
-    /// Byte range inside the file (the header's `data_offsets` shifted past the header).
+    /// Byte range inside the file (the header's `data_offsets` shifted past the header; in a PyTorch
+    /// file, inside the tensor's storage entry: for a non-contiguous tensor, the span its elements lie in).
     public var byteRange: Range<Int>
 
     public init(name: String, dtype: DType, shape: [Int], byteRange: Range<Int>) {

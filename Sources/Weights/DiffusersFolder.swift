@@ -16,8 +16,16 @@ public struct DiffusersFolder: Sendable {
         "diffusion_pytorch_model.safetensors.index.fp16.json", "model.safetensors.index.fp16.json",
         "diffusion_pytorch_model.fp16.safetensors.index.json", "model.fp16.safetensors.index.json",
     ]
-    /// Extensions of PyTorch pickle checkpoints, recognised only to explain that they are unsupported.
-    static let pickleExtensions: Set<String> = ["bin", "ckpt", "pt", "pth"]
+    /// PyTorch weight files (`torch.save` archives, read by the restricted unpickler), tried only
+    /// when no safetensors weights are present, as diffusers prefers safetensors too.
+    public static let pickleFileNames = [
+        "diffusion_pytorch_model.bin", "pytorch_model.bin", "model.bin",
+        "diffusion_pytorch_model.fp16.bin", "pytorch_model.fp16.bin",
+    ]
+    public static let pickleShardIndexNames = [
+        "diffusion_pytorch_model.bin.index.json", "pytorch_model.bin.index.json",
+        "diffusion_pytorch_model.bin.index.fp16.json", "pytorch_model.bin.index.fp16.json",
+    ]
 
     /// Opens the folder at `url`, which must contain a readable `model_index.json`.
     public init(url: URL) throws {
@@ -66,7 +74,8 @@ public struct DiffusersFolder: Sendable {
     }
 
     /// The component's weights: a single safetensors file (full precision preferred over fp16)
-    /// or a sharded checkpoint described by a `*.safetensors.index.json`.
+    /// or a sharded checkpoint described by a `*.safetensors.index.json`; failing those, the same
+    /// as PyTorch `.bin` files.
     public func weights(for component: String) throws -> WeightSet {
         try Self.weights(in: componentDirectory(component), label: component)
     }
@@ -75,22 +84,24 @@ public struct DiffusersFolder: Sendable {
     /// `weights(for:)` finds them.
     public static func weights(in directory: URL, label: String) throws -> WeightSet {
         let manager = FileManager.default
-        for name in singleFileNames {
-            let file = directory.appendingPathComponent(name)
-            if manager.fileExists(atPath: file.path) { return try WeightSet(url: file, label: label) }
+        for (singles, indexes) in [(singleFileNames, shardIndexNames), (pickleFileNames, pickleShardIndexNames)] {
+            for name in singles {
+                let file = directory.appendingPathComponent(name)
+                if manager.fileExists(atPath: file.path) {
+                    return try WeightSet(files: [SafeTensorsFile.open(file)], label: label)
+                }
+            }
+            for name in indexes {
+                let index = directory.appendingPathComponent(name)
+                if manager.fileExists(atPath: index.path) { return try shardedWeights(index: index, label: label) }
+            }
         }
-        for name in shardIndexNames {
-            let index = directory.appendingPathComponent(name)
-            if manager.fileExists(atPath: index.path) { return try shardedWeights(index: index, label: label) }
-        }
-        let contents = (try? manager.contentsOfDirectory(atPath: directory.path))?.sorted() ?? []
-        let pickles = contents.filter { pickleExtensions.contains(($0 as NSString).pathExtension.lowercased()) }
-        if !pickles.isEmpty { throw WeightsError.pickleWeightsOnly(directory: directory.path, files: pickles) }
-        throw WeightsError.noWeights(directory: directory.path, lookedFor: singleFileNames + shardIndexNames)
+        throw WeightsError.noWeights(directory: directory.path, lookedFor: singleFileNames + shardIndexNames
+            + pickleFileNames + pickleShardIndexNames)
     }
 
-    /// Opens the shards listed in a sharded checkpoint's index (`{"weight_map": {tensor: file}}`)
-    /// and checks that each tensor is where the index says.
+    /// Opens the shards listed in a sharded checkpoint's index (`{"weight_map": {tensor: file}}`),
+    /// safetensors or PyTorch files, and checks that each tensor is where the index says.
     public static func shardedWeights(index: URL, label: String) throws -> WeightSet {
         let path = index.path
         let bytes: [UInt8]
@@ -125,7 +136,7 @@ public struct DiffusersFolder: Sendable {
                 throw WeightsError.invalidShardIndex(path: path, problem: "lists the shard \(name) but "
                     + "\(shard.path) is missing; download it again")
             }
-            files.append(try SafeTensorsFile(url: shard))
+            files.append(try SafeTensorsFile.open(shard))
         }
         let byName = Dictionary(uniqueKeysWithValues: zip(shardNames, files))
         for (tensor, name) in shardOf where !(byName[name]?.contains(tensor) ?? false) {

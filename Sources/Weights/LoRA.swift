@@ -63,7 +63,7 @@ public struct LoRA: Sendable {
         guard FileManager.default.fileExists(atPath: url.path) else {
             throw LoRAError.missingFile(url.path)
         }
-        try self.init(file: SafeTensorsFile(url: url))
+        try self.init(file: SafeTensorsFile.open(url))
     }
 
     /// Reads and checks the LoRA in `file`.

@@ -6,11 +6,15 @@ import Darwin
 #endif
 import Tensors
 
-/// A safetensors file, memory-mapped read-only and validated when opened.
+/// `open(2)` read-only; a free function because `SafeTensorsFile.open(_:)` shadows the C name inside the class.
+private func openReadOnly(_ path: String) -> Int32 { open(path, O_RDONLY | O_CLOEXEC) }
+
+/// A file of named tensors, memory-mapped read-only and validated when opened: a safetensors file,
+/// or (through `open(_:)`) a PyTorch `torch.save` file read by the restricted unpickler.
 ///
-/// Layout: an 8-byte little-endian header length N, N bytes of JSON header, then the data region.
-/// Every entry of the header is checked on `init`, so `tensor(_:)` cannot read outside the file.
-/// Values are assumed little-endian, as the format specifies and as every supported host is.
+/// Safetensors layout: an 8-byte little-endian header length N, N bytes of JSON header, then the
+/// data region. Every entry of the header is checked on `init`, so `tensor(_:)` cannot read outside
+/// the file. Values are assumed little-endian, as the format specifies and as every supported host is.
 ///
 /// Immutable after `init` (the mapping is read-only), hence safe to share between threads. The file
 /// must not be truncated while open: like any mapping, reading pages that vanished would crash.
@@ -18,24 +22,101 @@ public final class SafeTensorsFile: @unchecked Sendable {
     /// Largest header accepted; the reference implementation uses the same bound against hostile files.
     public static let maxHeaderBytes = 100_000_000
 
+    /// How the tensors are stored on disk.
+    public enum Format: String, Sendable {
+        /// A `.safetensors` file.
+        case safetensors
+        /// A PyTorch `torch.save` zip archive (`.ckpt`, `.pt`, `.pth`, `.bin`), read without running code.
+        case pytorch
+    }
+
     public let url: URL
-    /// Tensor names, sorted.
+    public let format: Format
+    /// Tensor names, sorted. A PyTorch file's nested dicts give dotted names (`state_dict.a.b`).
     public let names: [String]
-    /// The header's optional `__metadata__` string map.
+    /// The header's optional `__metadata__` string map; for a PyTorch file, its scalar values
+    /// (strings, numbers, bools) under their dotted names, e.g. `global_step`.
     public let metadata: [String: String]
 
     private let entries: [String: TensorInfo]
+    /// Element strides of the tensors that are not contiguous in the file (PyTorch files only);
+    /// their elements are gathered when read.
+    private let strides: [String: [Int]]
     private let base: UnsafeRawPointer
     private let mappedSize: Int
 
     /// Size of the whole file in bytes.
     public var fileSize: Int { mappedSize }
 
-    /// Maps and validates the file at `url`; throws `WeightsError` naming the file and the bad entry.
-    public init(url: URL) throws {
+    /// Maps and validates the safetensors file at `url`; throws `WeightsError` naming the file and
+    /// the bad entry. Use `open(_:)` to accept PyTorch files too.
+    public convenience init(url: URL) throws {
+        let (base, size) = try Self.map(url)
+        do {
+            let parsed = try Self.parseHeader(base: base, size: size, path: url.path)
+            self.init(url: url, format: .safetensors, base: base, size: size, entries: parsed.entries,
+                      strides: [:], metadata: parsed.metadata)
+        } catch {
+            munmap(UnsafeMutableRawPointer(mutating: base), size)
+            throw error
+        }
+    }
+
+    /// Opens a file of tensors in either format, told apart by content (not by extension): a
+    /// safetensors file, or a PyTorch `torch.save` zip archive (`.ckpt`, `.pt`, `.pth`, `.bin`),
+    /// whose pickle is read by a restricted unpickler that only builds tensors, dicts and plain
+    /// values and refuses every other global by name — nothing in the file is ever run.
+    /// Contiguous tensors are read in place from the mapping like safetensors data; others are
+    /// gathered when read. Nested dicts, lists and tuples give dotted names (`state_dict.a.b`,
+    /// `layers.0`; a bare saved tensor gets the empty name), scalars become `metadata`. The
+    /// pre-1.6 (non-zip) PyTorch format is refused with a message.
+    public static func open(_ url: URL) throws -> SafeTensorsFile {
+        let (base, size) = try map(url)
+        let bytes = UnsafeRawBufferPointer(start: base, count: size)
+        do {
+            if ZipArchive.looksLikeZip(bytes) {
+                let contents = try PyTorchFile.parse(bytes, path: url.path)
+                return SafeTensorsFile(url: url, format: .pytorch, base: base, size: size, entries: contents.entries,
+                                       strides: contents.strides, metadata: contents.metadata)
+            }
+            // A safetensors header length can begin with the same bytes as a pickle (0x80 0x02 is
+            // a 640-byte header); a safetensors file has its JSON's "{" right after the length.
+            let safetensors = size > 8 && bytes[8] == UInt8(ascii: "{")
+            if !safetensors, bytes[0] == 0x80, (2...5).contains(bytes[1]) {
+                let legacy = bytes.starts(with: PyTorchFile.legacyMagic)
+                throw WeightsError.corruptFile(path: url.path, problem: legacy
+                    ? "is a PyTorch file in the legacy format of PyTorch before 1.6, which is not read; load it "
+                        + "with PyTorch and save it again (torch.save writes the zip format since 1.6), or convert "
+                        + "it to safetensors"
+                    : "is a bare pickle, not a PyTorch zip archive or a safetensors file; only torch.save's zip "
+                        + "format is read")
+            }
+            let parsed = try parseHeader(base: base, size: size, path: url.path)
+            return SafeTensorsFile(url: url, format: .safetensors, base: base, size: size, entries: parsed.entries,
+                                   strides: [:], metadata: parsed.metadata)
+        } catch {
+            munmap(UnsafeMutableRawPointer(mutating: base), size)
+            throw error
+        }
+    }
+
+    /// Takes ownership of the mapping `base` (unmapped on deinit).
+    private init(url: URL, format: Format, base: UnsafeRawPointer, size: Int, entries: [String: TensorInfo],
+                 strides: [String: [Int]], metadata: [String: String]) {
         self.url = url
+        self.format = format
+        self.base = base
+        self.mappedSize = size
+        self.entries = entries
+        self.strides = strides
+        self.metadata = metadata
+        self.names = entries.keys.sorted()
+    }
+
+    /// Maps the regular file at `url` read-only.
+    private static func map(_ url: URL) throws -> (UnsafeRawPointer, Int) {
         let path = url.path
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        let fd = openReadOnly(path)
         guard fd >= 0 else { throw WeightsError.unreadable(path: path, reason: String(cString: strerror(errno))) }
         defer { close(fd) }
         var st = stat()
@@ -48,24 +129,13 @@ public final class SafeTensorsFile: @unchecked Sendable {
         let size = Int(st.st_size)
         guard size >= 8 else {
             throw WeightsError.corruptFile(path: path, problem: "the file is \(size) bytes long, too short "
-                + "for a safetensors file (at least 8 bytes); it is truncated or not a safetensors file")
+                + "for a weight file (a safetensors file has at least 8 bytes); it is truncated or not a weight file")
         }
         // The mapping outlives the descriptor: closing fd does not unmap.
         guard let mapped = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), mapped != MAP_FAILED else {
             throw WeightsError.unreadable(path: path, reason: "mmap failed: " + String(cString: strerror(errno)))
         }
-        let base = UnsafeRawPointer(mapped)
-        do {
-            let parsed = try Self.parseHeader(base: base, size: size, path: path)
-            self.entries = parsed.entries
-            self.metadata = parsed.metadata
-            self.names = parsed.entries.keys.sorted()
-        } catch {
-            munmap(mapped, size)
-            throw error
-        }
-        self.base = base
-        self.mappedSize = size
+        return (UnsafeRawPointer(mapped), size)
     }
 
     deinit {
@@ -82,9 +152,10 @@ public final class SafeTensorsFile: @unchecked Sendable {
     public func tensor(_ name: String) throws -> Tensor {
         let info = try require(name)
         let n = info.count
-        let src = base + info.byteRange.lowerBound
-        return Tensor(uninitializedShape: info.shape) { out in
-            Self.convert(src, dtype: info.dtype, count: n, into: out)
+        return withContiguousBytes(info) { src in
+            Tensor(uninitializedShape: info.shape) { out in
+                Self.convert(src, dtype: info.dtype, count: n, into: out)
+            }
         }
     }
 
@@ -92,27 +163,52 @@ public final class SafeTensorsFile: @unchecked Sendable {
     public func integers(_ name: String) throws -> [Int] {
         let info = try require(name)
         let n = info.count
-        let p = base + info.byteRange.lowerBound
-        func load<T: FixedWidthInteger>(_: T.Type) -> [Int] {
-            (0..<n).map { Int(T(littleEndian: p.loadUnaligned(fromByteOffset: $0 * MemoryLayout<T>.size, as: T.self))) }
-        }
-        switch info.dtype {
-        case .i64: return load(Int64.self)
-        case .i32: return load(Int32.self)
-        case .i16: return load(Int16.self)
-        case .i8: return load(Int8.self)
-        case .u8, .bool: return load(UInt8.self)
-        case .f64, .f32, .f16, .bf16:
+        guard !info.dtype.isFloatingPoint else {
             throw WeightsError.wrongDType(path: url.path, tensor: name, dtype: info.dtype.rawValue,
                                           expected: "an integer type (I64 or I32)")
+        }
+        return withContiguousBytes(info) { p in
+            func load<T: FixedWidthInteger>(_: T.Type) -> [Int] {
+                (0..<n).map { Int(T(littleEndian: p.loadUnaligned(fromByteOffset: $0 * MemoryLayout<T>.size, as: T.self))) }
+            }
+            switch info.dtype {
+            case .i64: return load(Int64.self)
+            case .i32: return load(Int32.self)
+            case .i16: return load(Int16.self)
+            case .i8: return load(Int8.self)
+            case .u8, .bool, .f64, .f32, .f16, .bf16: return load(UInt8.self)
+            }
         }
     }
 
     /// Calls `body` with the raw stored bytes of `name` (valid only during the call), for callers that
     /// convert or copy without an intermediate float32 array.
+    /// A non-contiguous tensor of a PyTorch file is passed as a contiguous copy.
     public func withRawBytes<R>(of name: String, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
         let info = try require(name)
-        return try body(UnsafeRawBufferPointer(start: base + info.byteRange.lowerBound, count: info.byteRange.count))
+        return try withContiguousBytes(info) { try body(UnsafeRawBufferPointer(start: $0, count: info.count * info.dtype.size)) }
+    }
+
+    /// Calls `body` with the tensor's elements in row-major order: in place in the mapping, or
+    /// gathered into a temporary buffer for a non-contiguous tensor (its strides were checked
+    /// against its storage when the file was opened).
+    private func withContiguousBytes<R>(_ info: TensorInfo, _ body: (UnsafeRawPointer) throws -> R) rethrows -> R {
+        let src = base + info.byteRange.lowerBound
+        guard let strides = strides[info.name] else { return try body(src) }
+        let size = info.dtype.size
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: max(1, info.count * size), alignment: 16)
+        defer { buffer.deallocate() }
+        var written = 0
+        func gather(_ dim: Int, _ offset: Int) {
+            if dim == info.shape.count {
+                (buffer + written).copyMemory(from: src + offset * size, byteCount: size)
+                written += size
+                return
+            }
+            for i in 0..<info.shape[dim] { gather(dim + 1, offset + i * strides[dim]) }
+        }
+        if info.count > 0 { gather(0, 0) }
+        return try body(UnsafeRawPointer(buffer))
     }
 
     private func require(_ name: String) throws -> TensorInfo {

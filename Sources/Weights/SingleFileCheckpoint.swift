@@ -1,6 +1,7 @@
 import Foundation
 
-/// A Stable Diffusion 1.x / 2.x checkpoint in one `.safetensors` file, in the original (LDM) layout
+/// A Stable Diffusion 1.x / 2.x checkpoint in one `.safetensors` file (or a PyTorch `.ckpt`, whose
+/// weights sit under `state_dict.`, read by the restricted unpickler), in the original (LDM) layout
 /// that AUTOMATIC1111 and ComfyUI use: `model.diffusion_model.…` (UNet), `first_stage_model.…`
 /// (VAE) and `cond_stage_model.transformer.…` (SD 1.x's CLIP) or `cond_stage_model.model.…`
 /// (SD 2.x's OpenCLIP, query/key/value fused in one `in_proj`).
@@ -29,17 +30,29 @@ public struct SingleFileCheckpoint: Sendable {
     static let clipPrefix = "cond_stage_model.transformer."
     static let openCLIPPrefix = "cond_stage_model.model."
 
-    /// Opens the checkpoint at `url` and maps its names; an error names what is missing.
+    /// Where PyTorch Lightning `.ckpt` files keep the weights (`{'state_dict': {...}, 'global_step': …}`,
+    /// flattened to `state_dict.model.diffusion_model.…`); other files have them at the top.
+    static let stateDictPrefix = "state_dict."
+
+    /// Opens the checkpoint at `url` (safetensors or PyTorch, told apart by content) and maps its
+    /// names; an error names what is missing.
     public init(url: URL) throws {
-        let file = try SafeTensorsFile(url: url)
-        let shapes = Dictionary(uniqueKeysWithValues: file.names.map { ($0, file.info($0)?.shape ?? []) })
+        let file = try SafeTensorsFile.open(url)
+        let root = file.names.contains { $0.hasPrefix(Self.unetPrefix) } ? ""
+            : file.names.contains { $0.hasPrefix(Self.stateDictPrefix) } ? Self.stateDictPrefix : ""
+        let shapes = Dictionary(uniqueKeysWithValues: file.names.compactMap { name in
+            name.hasPrefix(root) ? (String(name.dropFirst(root.count)), file.info(name)?.shape ?? []) : nil
+        })
         let names = try Self.componentNames(shapes, path: url.path)
+        func rooted(_ map: [String: WeightSet.StoredTensor]) -> [String: WeightSet.StoredTensor] {
+            root.isEmpty ? map : map.mapValues { .init(root + $0.name, rows: $0.rows) }
+        }
         self.url = url
         textEncoderLayout = names.textLayout
         let base = url.lastPathComponent
-        unet = WeightSet(file: file, renaming: names.unet, label: "unet (\(base))")
-        vae = WeightSet(file: file, renaming: names.vae, label: "vae (\(base))")
-        textEncoder = WeightSet(file: file, renaming: names.text, label: "text_encoder (\(base))")
+        unet = WeightSet(file: file, renaming: rooted(names.unet), label: "unet (\(base))")
+        vae = WeightSet(file: file, renaming: rooted(names.vae), label: "vae (\(base))")
+        textEncoder = WeightSet(file: file, renaming: rooted(names.text), label: "text_encoder (\(base))")
     }
 
     /// diffusers name → stored tensor for each component, from the stored names and shapes.
@@ -193,18 +206,19 @@ public struct SingleFileCheckpoint: Sendable {
 
     /// A VAE in a file of its own (such as the fine-tuned SD VAEs that AUTOMATIC1111 users pick):
     /// original names, with or without the checkpoint's `first_stage_model.` prefix (so a whole
-    /// checkpoint lends its VAE), or diffusers' names. The file says nothing of the architecture;
-    /// the caller supplies the configuration.
+    /// checkpoint lends its VAE), or diffusers' names; safetensors or PyTorch (`.pt`/`.ckpt` VAEs
+    /// keep the weights under `state_dict.`). The file says nothing of the architecture; the caller
+    /// supplies the configuration.
     public static func standaloneVAE(url: URL) throws -> WeightSet {
-        let file = try SafeTensorsFile(url: url)
+        let file = try SafeTensorsFile.open(url)
         let label = "vae (\(url.lastPathComponent))"
-        for prefix in ["", vaePrefix] where file.contains(prefix + "encoder.down.0.block.0.conv1.weight")
+        for prefix in ["", vaePrefix, stateDictPrefix, stateDictPrefix + vaePrefix] where file.contains(prefix + "encoder.down.0.block.0.conv1.weight")
             || file.contains(prefix + "decoder.up.0.block.0.conv1.weight") {
             return WeightSet(file: file, renaming: vaeMapping(file.names.filter { $0.hasPrefix(prefix) }, prefix: prefix),
                              label: label)
         }
         if file.contains("decoder.up_blocks.0.resnets.0.conv1.weight") { return try WeightSet(files: [file], label: label) }
-        if file.names.contains(where: { $0.hasPrefix(unetPrefix) }) {
+        if file.names.contains(where: { $0.hasPrefix(unetPrefix) || $0.hasPrefix(stateDictPrefix + unetPrefix) }) {
             throw WeightsError.corruptFile(path: url.path, problem: "is a checkpoint without a VAE")
         }
         throw WeightsError.corruptFile(path: url.path, problem: "is not a VAE: it has neither the original names "

@@ -27,7 +27,7 @@ public struct TextualInversionEmbedding: Sendable {
 
     /// Loads and validates `url` (see the type's documentation).
     public init(url: URL) throws {
-        let file = try SafeTensorsFile(url: url)
+        let file = try SafeTensorsFile.open(url)
         let path = url.path
         let floats = file.names.filter { file.info($0)?.dtype.isFloatingPoint == true }
         let chosen: String

@@ -5,8 +5,11 @@ import Foundation
 public enum WeightsError: Error, CustomStringConvertible, LocalizedError, Sendable, Equatable {
     /// A file could not be opened, mapped or read at all.
     case unreadable(path: String, reason: String)
-    /// A safetensors file whose overall structure (size, header length, header JSON) is broken.
+    /// A weight file whose overall structure is broken (a safetensors header; a PyTorch file's zip
+    /// archive, pickle or storages), or that holds something this reader does not take.
     case corruptFile(path: String, problem: String)
+    /// A PyTorch pickle names a global (class or function) outside the allow-list of tensor files.
+    case forbiddenGlobal(path: String, global: String)
     /// One entry of a safetensors header is invalid (dtype, shape or byte range).
     case corruptTensor(path: String, tensor: String, problem: String)
     /// A tensor was asked for in a dtype it cannot be read as (e.g. integers from F32 data).
@@ -21,8 +24,6 @@ public enum WeightsError: Error, CustomStringConvertible, LocalizedError, Sendab
     case notADiffusersFolder(path: String, problem: String)
     /// A component (unet, vae, …) that the model folder does not provide.
     case missingComponent(folder: String, component: String, listed: Bool, available: [String])
-    /// Only PyTorch pickle files were found for a component.
-    case pickleWeightsOnly(directory: String, files: [String])
     /// No weight file of any known kind was found for a component.
     case noWeights(directory: String, lookedFor: [String])
     /// A sharded checkpoint's index file is inconsistent with the shards on disk.
@@ -38,6 +39,11 @@ public enum WeightsError: Error, CustomStringConvertible, LocalizedError, Sendab
             return "\(path): \(problem)"
         case let .corruptTensor(path, tensor, problem):
             return "\(path): tensor \"\(tensor)\" \(problem)"
+        case let .forbiddenGlobal(path, global):
+            return "\(path): refuses the global \(global): the file's pickle asks to import it, and loading "
+                + "it that way could run code. Only what tensor files need is read (tensor rebuilds, storages, "
+                + "OrderedDict, …); nothing was imported or run. If you trust the file, convert it to "
+                + "safetensors with PyTorch (torch.load, then safetensors.torch.save_file)"
         case let .wrongDType(path, tensor, dtype, expected):
             return "\(path): tensor \"\(tensor)\" is stored as \(dtype) but \(expected) was expected"
         case let .missingTensor(set, tensor, files, hint):
@@ -64,10 +70,6 @@ public enum WeightsError: Error, CustomStringConvertible, LocalizedError, Sendab
             let list = available.isEmpty ? "none" : available.joined(separator: ", ")
             return "model folder \(folder): has no component '\(component)' (model_index.json lists: "
                 + "\(list)) and \(dir)/ does not exist"
-        case let .pickleWeightsOnly(directory, files):
-            return "\(directory): only PyTorch pickle weights were found (\(files.joined(separator: ", "))); "
-                + "they are not supported because unpickling can run arbitrary code. Convert them to "
-                + "safetensors (e.g. load with diffusers and save_pretrained(..., safe_serialization=True))"
         case let .noWeights(directory, lookedFor):
             return "\(directory): no weights found; looked for \(lookedFor.joined(separator: ", "))"
         case let .invalidShardIndex(path, problem):

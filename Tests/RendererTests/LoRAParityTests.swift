@@ -100,4 +100,22 @@ final class LoRAParityTests: XCTestCase {
         XCTAssertEqual(peft.format, .peft)
         XCTAssertTrue(peft.modules.allSatisfy { $0.alpha == 8 && $0.scale == 2 })
     }
+
+    /// LoRAs and embeddings written by torch.save load through the safe pickle reader like their
+    /// safetensors twins.
+    func testPickledLoRAAndEmbeddingsLoad() throws {
+        let pickled = try Self.lora("kohya-te.pt"), whole = try Self.lora("kohya-locon.safetensors")
+        XCTAssertEqual(pickled.format, .kohya)
+        XCTAssertEqual(pickled.modules.count, whole.modules.filter { $0.component == .textEncoder }.count)
+        for module in pickled.modules {
+            let twin = try XCTUnwrap(whole.modules.first { $0.key == module.key })
+            XCTAssertEqual(module.down, twin.down)
+            XCTAssertEqual(module.up, twin.up)
+            XCTAssertEqual(module.alpha, twin.alpha)
+        }
+        let a = try TextualInversionEmbedding(url: Self.fixtures.appendingPathComponent("pickle/embedding.pt"))
+        let b = try TextualInversionEmbedding(url: Self.fixtures.appendingPathComponent("pickle/embedding-paramdict.pt"))
+        XCTAssertEqual([a.count, a.width], [2, 32])
+        XCTAssertEqual(a.vectors, b.vectors)
+    }
 }

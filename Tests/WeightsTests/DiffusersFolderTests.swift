@@ -45,13 +45,13 @@ final class DiffusersFolderTests: XCTestCase {
                             contains: ["has no component 'safety_checker'", "scheduler, text_encoder, unet, vae"])
     }
 
-    func testOnlyPickleWeights() throws {
+    func testBrokenPickleWeightsAreReportedByPath() throws {
+        // .bin weights are read (PickleLoadingTests); a broken one is an error naming the file.
         let root = try makeFolder(components: ["unet"])
         try Data([0x80, 0x02]).write(to: root.appendingPathComponent("unet/diffusion_pytorch_model.bin"))
         let folder = try DiffusersFolder(url: root)
         assertThrowsMessage(try folder.weights(for: "unet"),
-                            contains: [root.appendingPathComponent("unet").path, "diffusion_pytorch_model.bin",
-                                       "PyTorch pickle", "not supported", "Convert them to safetensors"])
+                            contains: [root.appendingPathComponent("unet/diffusion_pytorch_model.bin").path, "too short"])
     }
 
     func testNoWeightsAtAll() throws {

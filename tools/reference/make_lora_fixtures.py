@@ -12,6 +12,7 @@ Outputs (relative to --out, default <repo>/Tests/Fixtures):
                                    every attention, feed-forward, proj_in/out (1x1 conv), resnet conv1/conv2 (3x3),
                                    time_emb_proj, conv_shortcut, down/up-sampler conv (3x3) and text encoder q/k/v/out,
                                    fc1/fc2 module of tiny-pano
+    lora/kohya-te.pt               the text encoder modules of kohya-locon, written by torch.save
     lora/peft-attn.safetensors     diffusers' save_lora_weights of a PEFT adapter (unet.… / text_encoder.…,
                                    lora_A/lora_B), rank 4, lora_alpha 8 in the file's `lora_adapter_metadata`,
                                    on the attention and text encoder attention projections
@@ -110,9 +111,14 @@ def peft_lora(pipe, gen, path):
     unet_sd = get_peft_model_state_dict(pipe.unet, adapter_name="make")
     te_sd = get_peft_model_state_dict(pipe.text_encoder, adapter_name="make")
     folder = path + ".d"
+    def metadata(cfg):  # target_modules is a set: sorted, so the file is the same on every run
+        d = cfg.to_dict()
+        d["target_modules"] = sorted(d["target_modules"])
+        return d
+
     StableDiffusionPanoramaPipeline.save_lora_weights(
         folder, unet_lora_layers=unet_sd, text_encoder_lora_layers=te_sd,
-        unet_lora_adapter_metadata=unet_cfg.to_dict(), text_encoder_lora_adapter_metadata=te_cfg.to_dict())
+        unet_lora_adapter_metadata=metadata(unet_cfg), text_encoder_lora_adapter_metadata=metadata(te_cfg))
     os.replace(os.path.join(folder, "pytorch_lora_weights.safetensors"), path)
     os.rmdir(folder)
     pipe.unet.delete_adapters("make")
@@ -142,7 +148,10 @@ def main():
         os.path.join(REPO, "Tests", "Fixtures", "models", "tiny-pano"), safety_checker=None,
         feature_extractor=None, requires_safety_checker=False)
     gen = torch.Generator().manual_seed(2101)
-    save_file(kohya_lora(pipe, gen), os.path.join(lora_dir, "kohya-locon.safetensors"))
+    kohya = kohya_lora(pipe, gen)
+    save_file(kohya, os.path.join(lora_dir, "kohya-locon.safetensors"))
+    # the same LoRA's text encoder half as torch.save writes it, as older LoRAs come (.pt)
+    torch.save({k: v for k, v in kohya.items() if k.startswith("lora_te_")}, os.path.join(lora_dir, "kohya-te.pt"))
     peft_lora(pipe, gen, os.path.join(lora_dir, "peft-attn.safetensors"))
 
     base = run(pipe)
