@@ -103,9 +103,12 @@ extension Tokenize {
         var parsed: ParsedPrompt
         var emphasis: PromptEmphasis
         var embeddings: [String: TextualInversionEmbedding]
+        /// The extra-network tags (`<lora:…>`) removed from the text before it was read.
+        var tags: [ExtraNetworkTag] = []
     }
 
-    func parsedPrompt(_ prompt: String, tokenizer: CLIPTokenizer) throws -> Parsed {
+    func parsedPrompt(_ text: String, tokenizer: CLIPTokenizer) throws -> Parsed {
+        let (prompt, tags) = ExtraNetworkTags.extract(text)
         let name = emphasis ?? "a1111"
         guard let mode = PromptEmphasis(rawValue: name.lowercased()) else {
             throw ValidationError("unknown --emphasis \"\(name)\"; available: a1111, none")
@@ -116,7 +119,7 @@ extension Tokenize {
         var loaded: [String: TextualInversionEmbedding] = [:]
         for name in names { loaded[name] = try library.load(name) }
         let chunker = try PromptChunker(tokenizer: tokenizer, embeddings: names.map { ($0, loaded[$0]!.count) })
-        return Parsed(parsed: try chunker.parse(prompt, emphasis: mode), emphasis: mode, embeddings: loaded)
+        return Parsed(parsed: try chunker.parse(prompt, emphasis: mode), emphasis: mode, embeddings: loaded, tags: tags)
     }
 
     /// The chunks as text: the prompt's tokens (BOS, EOS and padding left out) grouped by weight.
@@ -124,6 +127,9 @@ extension Tokenize {
         let chunks = p.parsed.chunks
         var lines = ["parsed (emphasis \(p.emphasis.rawValue)): \(chunks.count) chunk\(chunks.count == 1 ? "" : "s"), "
                      + "\(p.parsed.tokenCount) token\(p.parsed.tokenCount == 1 ? "" : "s")"]
+        if !p.tags.isEmpty {
+            lines.append("  removed (they choose LoRAs, not text): " + p.tags.map(\.text).joined(separator: " "))
+        }
         if !p.embeddings.isEmpty {
             lines.append("  embeddings: " + p.parsed.embeddingsUsed.map { name in
                 let e = p.embeddings[name]!
