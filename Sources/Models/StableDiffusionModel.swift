@@ -15,7 +15,7 @@ public struct StableDiffusionModel: Sendable {
     public let vae: AutoencoderKL
     public let schedulerConfig: DDIMSchedulerConfig
     /// The LoRAs merged into the UNet's and text encoder's weights, in order.
-    public let loras: [LoRAApplication]
+    public let loras: [AppliedLoRA]
 
     /// A short name for reports and PNG metadata: the folder's name, or the file's without extension.
     public let name: String
@@ -48,7 +48,7 @@ public struct StableDiffusionModel: Sendable {
                                        weights: weights.unet),
             vae: AutoencoderKL(config: folder.config(AutoencoderKLConfig.self, for: "vae"),
                                weights: folder.weights(for: "vae")),
-            schedulerConfig: folder.config(DDIMSchedulerConfig.self, for: "scheduler"), loras: loras)
+            schedulerConfig: folder.config(DDIMSchedulerConfig.self, for: "scheduler"), loras: loras.map(\.applied))
     }
 
     /// Loads a single-file checkpoint in the original layout (`SingleFileCheckpoint`), with `loras`
@@ -62,7 +62,7 @@ public struct StableDiffusionModel: Sendable {
             textEncoder: CLIPTextModel(config: configs.textEncoder, weights: weights.textEncoder),
             unet: UNet2DConditionModel(config: configs.unet, weights: weights.unet),
             vae: AutoencoderKL(config: configs.vae, weights: checkpoint.vae),
-            schedulerConfig: configs.scheduler, loras: loras)
+            schedulerConfig: configs.scheduler, loras: loras.map(\.applied))
     }
 
     /// The tokenizer a single-file checkpoint loads with (for SD 2.x it pads with `!`), without
@@ -109,7 +109,7 @@ public struct StableDiffusionModel: Sendable {
 
     private init(source: URL, name: String, tokenizer: CLIPTokenizer, textEncoder: CLIPTextModel,
                  unet: UNet2DConditionModel, vae: AutoencoderKL, schedulerConfig: DDIMSchedulerConfig,
-                 loras: [LoRAApplication]) throws {
+                 loras: [AppliedLoRA]) throws {
         self.source = source
         self.name = name
         self.tokenizer = tokenizer

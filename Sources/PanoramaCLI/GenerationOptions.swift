@@ -277,7 +277,7 @@ struct GenerationOptions: ParsableArguments {
         var loraHashes: [(name: String, hash: String)] = []
         for application in model.loras where !loraHashes.contains(where: { $0.name == application.name }) {
             // a file that vanished since it loaded leaves its hash out rather than failing the render
-            guard let short = try? FileHash.loraShortHash(of: application.lora.url) else { continue }
+            guard let short = try? FileHash.loraShortHash(of: application.url) else { continue }
             loraHashes.append((application.name, short))
         }
         // A LoRA given by --lora is written into the prompt as a tag, as A1111 records the LoRAs its

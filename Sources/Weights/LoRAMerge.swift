@@ -1,3 +1,4 @@
+import Foundation
 import Tensors
 
 /// A LoRA and the weights it is applied with: A1111's `<lora:NAME:TE:UNET>` (a single weight
@@ -18,6 +19,21 @@ public struct LoRAApplication: Sendable {
 
     public init(lora: LoRA, weight: Float = 1) {
         self.init(lora: lora, textEncoderWeight: weight, unetWeight: weight)
+    }
+}
+
+/// What a model keeps of a LoRA merged into it: the file, its name and weights, not its tensors
+/// (an LCM-LoRA's are 270 MB as float32).
+public struct AppliedLoRA: Sendable, Equatable {
+    public var name: String
+    public var url: URL
+    public var textEncoderWeight: Float
+    public var unetWeight: Float
+}
+
+extension LoRAApplication {
+    public var applied: AppliedLoRA {
+        AppliedLoRA(name: name, url: lora.url, textEncoderWeight: textEncoderWeight, unetWeight: unetWeight)
     }
 }
 
