@@ -1,9 +1,10 @@
 // swift-tools-version:6.0
 import PackageDescription
 
-/// Layers, bottom to top: Tensors (float32 kernels over OpenBLAS) → Weights (safetensors, configs,
-/// diffusers folders) → Tokenization (CLIP BPE) → Models (CLIP text encoder, UNet, VAE) →
-/// Schedulers (DDIM) → Renderer (MultiDiffusion) and Imaging (PNG) → the `panorama` command line.
+/// Layers, bottom to top: Tensors (float32 kernels over OpenBLAS) → Weights (safetensors, safe
+/// PyTorch pickles, configs, diffusers folders, LoRAs, embeddings, file hashes) → Tokenization (CLIP
+/// BPE, A1111 prompt syntax) → Models (CLIP text encoder, UNet, VAE, prompt encoder) → Schedulers →
+/// Renderer (MultiDiffusion, PNG parameters) and Imaging (PNG) → the `panorama` command line.
 let optimise: [SwiftSetting] = [.unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release))]
 
 let package = Package(
@@ -46,7 +47,7 @@ let package = Package(
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Weights", "Tokenization"]),
         .testTarget(name: "SchedulersTests", dependencies: ["Schedulers", "Weights"]),
         .testTarget(name: "ImagingTests", dependencies: ["Imaging", "Tensors"]),
-        .testTarget(name: "RendererTests", dependencies: ["Renderer", "Imaging", "Models", "Schedulers", "Weights"]),
+        .testTarget(name: "RendererTests", dependencies: ["Renderer", "Imaging", "Models", "Schedulers", "Tokenization", "Weights"]),
         .testTarget(name: "PanoramaCLITests", dependencies: ["PanoramaCLI", "Imaging", "Weights", "Tensors"]),
     ]
 )

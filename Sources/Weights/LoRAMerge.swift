@@ -83,7 +83,7 @@ public enum LoRAMerge {
                 if unetModule { unetDeltas[weight, default: []].append(delta) } else { textDeltas[weight, default: []].append(delta) }
             }
         }
-        return (unet.adding(unetDeltas), textEncoder.adding(textDeltas))
+        return (try unet.adding(unetDeltas), try textEncoder.adding(textDeltas))
     }
 }
 

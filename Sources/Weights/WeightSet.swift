@@ -80,11 +80,20 @@ public struct WeightSet: Sendable {
 
     /// This set with `changes` (visible name → deltas, without the view's prefix) added to the
     /// tensors they name whenever those are read: a LoRA merged into the weights before any layer
-    /// packs or transforms them, so it costs nothing per step. Each delta's shape must already have
-    /// been checked against the tensor's (`WeightDelta.fits`).
-    public func adding(_ changes: [String: [WeightDelta]]) -> WeightSet {
+    /// packs or transforms them, so it costs nothing per step. Each delta must
+    /// be the size of the tensor it changes (`WeightDelta.fits`), or this throws.
+    public func adding(_ changes: [String: [WeightDelta]]) throws -> WeightSet {
         var set = self
-        for (name, list) in changes { set.deltas[prefix + name, default: []] += list }
+        for (name, list) in changes {
+            guard let shape = shape(of: name) else {
+                throw WeightsError.missingTensor(set: label, tensor: prefix + name, files: files.map(\.url.path), hint: nil)
+            }
+            for delta in list where !delta.fits(shape) {
+                throw WeightsError.shapeMismatch(set: label, tensor: prefix + name, file: files.first?.url.path ?? label,
+                                                 stored: shape, expected: [delta.rows, delta.columns])
+            }
+            set.deltas[prefix + name, default: []] += list
+        }
         return set
     }
 
