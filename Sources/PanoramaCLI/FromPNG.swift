@@ -11,6 +11,8 @@ struct RecalledPNG {
     let settings: RecalledSettings
     /// All of the PNG's text chunks (compose reads its `regions`).
     let chunks: [String: String]
+    /// The file `recalled()` read last (a command runs once per process, on one thread).
+    nonisolated(unsafe) static var lastRead: (path: String, png: RecalledPNG)?
 
     /// Reads `path`'s `parameters` chunk; an error says what is missing or unreadable.
     init(path: String) throws {
@@ -37,8 +39,13 @@ struct RecalledPNG {
 }
 
 extension GenerationOptions {
-    /// The --from-png file's parameters, nil without --from-png.
+    /// The --from-png file's parameters, nil without --from-png; read once per process, as several
+    /// options consult it.
     func recalled() throws -> RecalledPNG? {
-        try fromPng.map(RecalledPNG.init(path:))
+        guard let fromPng else { return nil }
+        if let cached = RecalledPNG.lastRead, cached.path == fromPng { return cached.png }
+        let png = try RecalledPNG(path: fromPng)
+        RecalledPNG.lastRead = (fromPng, png)
+        return png
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Schedulers
+import Weights
 
 /// AUTOMATIC1111's "infotext": the `parameters` text its PNGs carry, which ComfyUI, Forge and image
 /// browsers read too. Three parts:
@@ -69,21 +70,7 @@ public struct Infotext: Sendable, Equatable {
     /// characters are escaped).
     public static func quote(_ value: String) -> String {
         guard value.unicodeScalars.contains(where: { $0 == "," || $0 == ":" || $0 == "\n" }) else { return value }
-        var out = "\""
-        for scalar in value.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case "\u{08}": out += "\\b"
-            case "\u{0C}": out += "\\f"
-            case _ where scalar.value < 0x20: out += String(format: "\\u%04x", scalar.value)
-            default: out.unicodeScalars.append(scalar)
-            }
-        }
-        return out + "\""
+        return jsonStringLiteral(value)
     }
 
     // MARK: Reading

@@ -267,3 +267,26 @@ private struct Parser {
         return .double(d)
     }
 }
+
+/// `s` as a JSON string literal, escaped as Python's `json.dumps(s, ensure_ascii=False)` and
+/// serde_json escape it: `"`, `\` and control characters (`\n`, `\r`, `\t`, `\b`, `\f`, else
+/// `\u00XX`); everything else as it is.
+public func jsonStringLiteral(_ s: String) -> String {
+    var out = "\""
+    for scalar in s.unicodeScalars {
+        switch scalar {
+        case "\"": out += "\\\""
+        case "\\": out += "\\\\"
+        case "\n": out += "\\n"
+        case "\r": out += "\\r"
+        case "\t": out += "\\t"
+        case "\u{08}": out += "\\b"
+        case "\u{0C}": out += "\\f"
+        case _ where scalar.value < 0x20:
+            let hex = String(scalar.value, radix: 16)
+            out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+        default: out.unicodeScalars.append(scalar)
+        }
+    }
+    return out + "\""
+}

@@ -91,7 +91,7 @@ public enum SafeTensorsWriter {
         var first = true
         if !metadata.isEmpty {
             header += "\"__metadata__\":{"
-            header += metadata.keys.sorted().map { jsonString($0) + ":" + jsonString(metadata[$0]!) }
+            header += metadata.keys.sorted().map { jsonStringLiteral($0) + ":" + jsonStringLiteral(metadata[$0]!) }
                 .joined(separator: ",")
             header += "}"
             first = false
@@ -99,7 +99,7 @@ public enum SafeTensorsWriter {
         for (i, entry) in entries.enumerated() {
             if !first { header += "," }
             first = false
-            header += jsonString(entry.name) + ":{\"dtype\":\"\(entry.payload.dtype.rawValue)\",\"shape\":["
+            header += jsonStringLiteral(entry.name) + ":{\"dtype\":\"\(entry.payload.dtype.rawValue)\",\"shape\":["
                 + entry.payload.shape.map(String.init).joined(separator: ",") + "],\"data_offsets\":["
                 + "\(offsets[i].lowerBound),\(offsets[i].upperBound)]}"
         }
@@ -175,27 +175,5 @@ public enum SafeTensorsWriter {
             }
             offset += written
         }
-    }
-
-    /// A JSON string literal for `s`, escaping quotes, backslashes and control characters.
-    static func jsonString(_ s: String) -> String {
-        var out = "\""
-        for scalar in s.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                if scalar.value < 0x20 {
-                    out += "\\u" + String(repeating: "0", count: 4 - String(scalar.value, radix: 16).count)
-                        + String(scalar.value, radix: 16)
-                } else {
-                    out.unicodeScalars.append(scalar)
-                }
-            }
-        }
-        return out + "\""
     }
 }

@@ -129,21 +129,23 @@ public struct WeightSet: Sendable {
             throw WeightsError.shapeMismatch(set: label, tensor: describe(info.name, rows), file: file.url.path,
                                              stored: stored, expected: shape)
         }
-        return try changed(prefix + name, read(file, info, rows))
+        var t = try read(file, info, rows)
+        addDeltas(of: prefix + name, to: &t)
+        return t
     }
 
     /// The tensor `name` as float32 in its stored shape.
     public func tensor(_ name: String) throws -> Tensor {
         let (file, info, rows) = try locate(name)
-        return try changed(prefix + name, read(file, info, rows))
+        var t = try read(file, info, rows)
+        addDeltas(of: prefix + name, to: &t)
+        return t
     }
 
-    /// `tensor` with the deltas of the visible name `visible` added.
-    private func changed(_ visible: String, _ tensor: Tensor) -> Tensor {
-        guard let list = deltas[visible] else { return tensor }
-        var t = tensor
-        for delta in list { delta.add(to: &t) }
-        return t
+    /// Adds the deltas of the visible name `visible` to `tensor`, in place (the freshly read
+    /// tensor is not shared, so no copy is made).
+    private func addDeltas(of visible: String, to tensor: inout Tensor) {
+        for delta in deltas[visible] ?? [] { delta.add(to: &tensor) }
     }
 
     /// Like `tensor(_:shape:)`, but nil when absent (optional weights such as a bias or `position_ids`);

@@ -1,4 +1,5 @@
 import Foundation
+import Models
 import Tensors
 import Weights
 import XCTest
@@ -24,4 +25,17 @@ func assertParity(_ actual: Tensor, _ expected: Tensor, tolerance: Float = 1e-4,
     XCTAssertLessThanOrEqual(diff, tolerance * scale,
                              "\(what): max|a-b| = \(diff), max|b| = \(scale), ratio \(diff / max(scale, .leastNonzeroMagnitude))",
                              file: file, line: line)
+}
+
+/// Two models compute exactly the same: text embeddings of `prompts`, a UNet call on seeded
+/// latents [2, 4, size, size] at `timestep`, and the VAE decode of those latents.
+func assertSameOutputs(_ a: StableDiffusionModel, _ b: StableDiffusionModel, prompts: [String], seed: UInt64,
+                       latentSize: Int, timestep: Float, file: StaticString = #filePath, line: UInt = #line) throws {
+    let e1 = try a.encode(prompts), e2 = try b.encode(prompts)
+    XCTAssertEqual(e1.data, e2.data, "text embeddings", file: file, line: line)
+    var generator = TorchGenerator(seed: seed)
+    let latents = generator.randn([2, 4, latentSize, latentSize])
+    XCTAssertEqual(a.unet(latents, timestep: timestep, encoderHiddenStates: e1).data,
+                   b.unet(latents, timestep: timestep, encoderHiddenStates: e2).data, "UNet", file: file, line: line)
+    XCTAssertEqual(a.vae.decode(latents).data, b.vae.decode(latents).data, "VAE decode", file: file, line: line)
 }

@@ -36,14 +36,8 @@ final class PickleModelLoadingTests: XCTestCase {
         let folder = Fixtures.model("tiny-sd1")
         let fromCkpt = try StableDiffusionModel(checkpoint: ckpt, configuration: .folder(folder))
         let fromSafetensors = try StableDiffusionModel(checkpoint: twin, configuration: .folder(folder))
-        let prompts = ["a lighthouse on a cliff", ""]
-        let e1 = try fromCkpt.encode(prompts), e2 = try fromSafetensors.encode(prompts)
-        XCTAssertEqual(e1.data, e2.data, "text embeddings")
-        var generator = TorchGenerator(seed: 11)
-        let latents = generator.randn([2, 4, 16, 16])
-        XCTAssertEqual(fromCkpt.unet(latents, timestep: 901, encoderHiddenStates: e1).data,
-                       fromSafetensors.unet(latents, timestep: 901, encoderHiddenStates: e2).data, "UNet")
-        XCTAssertEqual(fromCkpt.vae.decode(latents).data, fromSafetensors.vae.decode(latents).data, "VAE decode")
+        try assertSameOutputs(fromCkpt, fromSafetensors, prompts: ["a lighthouse on a cliff", ""], seed: 11,
+                              latentSize: 16, timestep: 901)
     }
 
     func testStandardConfigurationsReadTheCkptsShapes() throws {
@@ -72,14 +66,7 @@ final class PickleModelLoadingTests: XCTestCase {
         let fromBin = try StableDiffusionModel(folder: folder)
         let reference = try StableDiffusionModel(folder: source)
         XCTAssertEqual(try DiffusersFolder(url: folder).weights(for: "unet").files.first?.format, .pytorch)
-        let prompts = ["snowy peaks", ""]
-        let e1 = try fromBin.encode(prompts), e2 = try reference.encode(prompts)
-        XCTAssertEqual(e1.data, e2.data, "text embeddings")
-        var generator = TorchGenerator(seed: 12)
-        let latents = generator.randn([2, 4, 32, 32])
-        XCTAssertEqual(fromBin.unet(latents, timestep: 11, encoderHiddenStates: e1).data,
-                       reference.unet(latents, timestep: 11, encoderHiddenStates: e2).data, "UNet")
-        XCTAssertEqual(fromBin.vae.decode(latents).data, reference.vae.decode(latents).data, "VAE decode")
+        try assertSameOutputs(fromBin, reference, prompts: ["snowy peaks", ""], seed: 12, latentSize: 32, timestep: 11)
     }
 
     func testVAEFromPtFile() throws {

@@ -48,14 +48,8 @@ final class SingleFileLoadingTests: XCTestCase {
                                               configuration: .folder(Fixtures.model("tiny-sd2")))
         XCTAssertEqual(single.name, "tiny-sd2")
         XCTAssertEqual(single.schedulerConfig, folderModel.schedulerConfig)
-        let prompts = ["snowy mountains at sunset", ""]
-        let a = try single.encode(prompts), b = try folderModel.encode(prompts)
-        XCTAssertEqual(a.data, b.data, "text embeddings")
-        var generator = TorchGenerator(seed: 3)
-        let latents = generator.randn([2, 4, 32, 32])
-        XCTAssertEqual(single.unet(latents, timestep: 501, encoderHiddenStates: a).data,
-                       folderModel.unet(latents, timestep: 501, encoderHiddenStates: b).data, "UNet")
-        XCTAssertEqual(single.vae.decode(latents).data, folderModel.vae.decode(latents).data, "VAE decode")
+        try assertSameOutputs(single, folderModel, prompts: ["snowy mountains at sunset", ""], seed: 3,
+                              latentSize: 32, timestep: 501)
     }
 
     func testStandardConfigurationsRefuseTinyShapes() throws {

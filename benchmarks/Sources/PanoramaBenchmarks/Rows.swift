@@ -382,30 +382,10 @@ func runRow(_ row: String, _ o: Options) throws -> RowResult {
             result.extra["output mean level"] = Double(output.pixels.reduce(0) { $0 + Int($1) }) / Double(output.pixels.count)
         }
 
-    case "load":
-        if o.cold { evictFromPageCache(folderURL) }
-        probe = LoadProbe()
-        let t0 = now()
-        let model = try StableDiffusionModel(folder: folderURL)
-        let t1 = now()
-        let rssAfterLoad = procStatusBytes("VmRSS")
-        let sample = generator.randn([2, 4, 64, 64]), context = generator.randn([2, 77, 768])
-        _ = model.unet(sample, timestep: 981, encoderHiddenStates: context)
-        let t2 = now()
-        _ = model.unet(sample, timestep: 981, encoderHiddenStates: context)
-        let t2b = now()
-        result = RowResult(row: row, what: "StableDiffusionModel(folder:) on the fp16 folder + first CFG UNet call"
-                           + (o.cold ? " (weights evicted from the page cache first)" : " (weights in the page cache)"),
-                           seconds: [t2 - t0], warmups: 0, gflop: nil)
-        result.extra["open seconds"] = t1 - t0
-        result.extra["first UNet call seconds"] = t2 - t1
-        result.extra["second UNet call seconds"] = t2b - t2
-        result.extra["RSS after open, GiB"] = Double(rssAfterLoad) / Double(1 << 30)
-
-    case "load-lora":
-        // An LCM-LoRA-shaped kohya file (rank 64, alpha 64, fp16, every module kind LCM-LoRA for SD 1.5
-        // has), merged at load: the cost a LoRA adds is this row's open time minus the `load` row's.
-        let loraURL = try RandomWeights.ensureLCMShapedLoRA(cache: o.cache, unet: folder.weights(for: "unet"))
+    case "load", "load-lora":
+        // load-lora: an LCM-LoRA-shaped kohya file (rank 64, alpha 64, fp16, every module kind LCM-LoRA
+        // for SD 1.5 has) merged at load; the cost a LoRA adds is its open time minus the `load` row's.
+        let loraURL = row == "load-lora" ? try RandomWeights.ensureLCMShapedLoRA(cache: o.cache, unet: folder.weights(for: "unet")) : nil
         if o.cold { evictFromPageCache(folderURL) }
         probe = LoadProbe()
         let t0 = now()
@@ -413,9 +393,9 @@ func runRow(_ row: String, _ o: Options) throws -> RowResult {
         let model: StableDiffusionModel
         do {
             // the LoRA's tensors are freed once merged, as the command line frees them
-            let lora = try LoRA(url: loraURL)
-            (t1, modules) = (now(), lora.modules.count)
-            model = try StableDiffusionModel(folder: folderURL, loras: [LoRAApplication(lora: lora)])
+            let loras = try loraURL.map { [LoRAApplication(lora: try LoRA(url: $0))] } ?? []
+            (t1, modules) = (now(), loras.first?.lora.modules.count ?? 0)
+            model = try StableDiffusionModel(folder: folderURL, loras: loras)
         }
         let t2 = now()
         let rssAfterLoad = procStatusBytes("VmRSS")
@@ -424,10 +404,16 @@ func runRow(_ row: String, _ o: Options) throws -> RowResult {
         let t3 = now()
         _ = model.unet(sample, timestep: 981, encoderHiddenStates: context)
         let t4 = now()
-        result = RowResult(row: row, what: "LoRA file read + StableDiffusionModel(folder:loras:) merging it + first CFG UNet call "
-                           + "(\(modules) modules, rank 64)", seconds: [t3 - t0], warmups: 0, gflop: nil)
-        result.extra["LoRA read seconds"] = t1 - t0
-        result.extra["open with merge seconds"] = t2 - t1
+        let what = loraURL == nil ? "StableDiffusionModel(folder:) on the fp16 folder + first CFG UNet call"
+            : "LoRA file read + StableDiffusionModel(folder:loras:) merging it (\(modules) modules, rank 64) + first CFG UNet call"
+        result = RowResult(row: row, what: what + (o.cold ? " (weights evicted from the page cache first)" : " (weights in the page cache)"),
+                           seconds: [t3 - t0], warmups: 0, gflop: nil)
+        if loraURL == nil {
+            result.extra["open seconds"] = t2 - t0
+        } else {
+            result.extra["LoRA read seconds"] = t1 - t0
+            result.extra["open with merge seconds"] = t2 - t1
+        }
         result.extra["first UNet call seconds"] = t3 - t2
         result.extra["second UNet call seconds"] = t4 - t3
         result.extra["RSS after open, GiB"] = Double(rssAfterLoad) / Double(1 << 30)
