@@ -62,7 +62,8 @@ extension PanoramaPipeline {
                                  tiler: ViewTiler(window: model.latentWindow, stride: settings.stride,
                                                   circular: settings.circular),
                                  viewBatchSize: settings.viewBatchSize, generator: generator, firstStep: first,
-                                 shiftSeed: settings.spotDiffusion ? settings.seed : nil)
+                                 shiftSeed: settings.spotDiffusion ? settings.seed : nil,
+                                 noiseFusion: settings.noiseFusion)
         loop.weightWindows(settings.windowWeighting)
         return loop
     }

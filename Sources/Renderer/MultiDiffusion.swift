@@ -67,17 +67,22 @@ public struct DenoisingLoop<S: Scheduler>: DenoisingProcess, Sequence {
     private let firstStep: Int
     /// Per-window fusion weights (nil: uniform), flattened [height · width].
     public var viewWeights: [[Float]?]
+    /// Where a stochastic step's fresh noise is added (before or after the windows are fused).
+    public var noiseFusion: NoiseFusion
 
     /// - Parameters:
     ///   - latents: the starting canvas [1, C, h, w], already scaled by the scheduler's initial sigma.
-    ///   - generator: the source of any noise the scheduler needs (DDIM with eta > 0), drawn per
+    ///   - generator: the source of any noise the scheduler needs (DDIM with eta > 0, Euler a, LCM,
+    ///     TCD): one canvas-shaped draw per step with `.canvas` noise fusion, else one draw per
     ///     batch of windows in order, as diffusers draws it.
     ///   - firstStep: the index in `scheduler.timesteps` to start from (img2img skips the first
     ///     steps; `latents` are then noised to that step's timestep).
     ///   - shiftSeed: run SpotDiffusion, drawing each step's offset from this seed (nil: MultiDiffusion).
+    ///   - noiseFusion: where stochastic steps add their noise.
     public init(unet: UNet2DConditionModel, scheduler: S, guidance: Guidance, latents: Tensor,
                 tiler: ViewTiler, viewBatchSize: Int = 1, generator: TorchGenerator, firstStep: Int = 0,
-                shiftSeed: UInt64? = nil) {
+                shiftSeed: UInt64? = nil, noiseFusion: NoiseFusion = .canvas) {
+        self.noiseFusion = noiseFusion
         precondition(viewBatchSize >= 1, "viewBatchSize must be at least 1")
         precondition(firstStep >= 0 && firstStep <= scheduler.timesteps.count, "firstStep \(firstStep) out of range")
         self.firstStep = firstStep
@@ -118,22 +123,34 @@ public struct DenoisingLoop<S: Scheduler>: DenoisingProcess, Sequence {
         }
         var fuser = Fuser(channels: c, height: h, width: w)
         var historyFuser = shifts == nil ? nil : Optional(Fuser(channels: c, height: h, width: w))
+        let canvasNoise = noiseFusion == .canvas && scheduler.needsNoise
+        let drawsNoise = scheduler.drawsNoise(at: t)
+        var noiseScale: Float = 0
         var start = 0
         while start < views.count {
             let batch = start..<Swift.min(views.count, start + viewBatchSize)
             let windows = batch.map { latents.crop(views[$0]) }
             let predictions = predictNoise(windows, timestep: t)
-            let noise = scheduler.needsNoise
+            let noise = !canvasNoise && drawsNoise
                 ? generator.randn([batch.count] + windows[0].shape.dropFirst()) : nil
             for (k, v) in batch.enumerated() {
-                let stepped = scheduler.step(predictions.batch(k), timestep: t, sample: windows[k],
+                let stepped: Tensor
+                if canvasNoise {
+                    (stepped, noiseScale) = scheduler.stepMean(predictions.batch(k), timestep: t, sample: windows[k],
+                                                               state: &states[v])
+                } else {
+                    stepped = scheduler.step(predictions.batch(k), timestep: t, sample: windows[k],
                                              state: &states[v], noise: noise?.batch(k))
+                }
                 fuser.add(stepped, at: views[v], weight: viewWeights[v])
                 if let past = scheduler.pixelHistory(of: states[v]) { historyFuser?.add(past, at: views[v]) }
             }
             start = batch.upperBound
         }
         latents = fuser.fused()
+        if canvasNoise && drawsNoise {
+            latents = latents.addingNoise(generator.randn(latents.shape), scale: noiseScale)
+        }
         if let historyFuser, historyFuser.uncoveredPixels == 0 { history = historyFuser.fused() }
         stepIndex += 1
         return StepReport(index: stepIndex - 1 - firstStep, count: stepCount, timestep: t,

@@ -38,6 +38,9 @@ public struct PanoramaSettings: Sendable, Equatable {
     /// SpotDiffusion instead of MultiDiffusion: non-overlapping windows moved by a random offset
     /// (drawn from the seed) at every step; `stride` and `windowWeighting` do not apply.
     public var spotDiffusion = false
+    /// Where stochastic samplers add their fresh noise: once on the fused canvas (default) or
+    /// per window before fusing (diffusers' panorama pipeline; blurs with few steps).
+    public var noiseFusion = NoiseFusion.canvas
 
     public init(prompt: String, width: Int, height: Int) {
         self.prompt = prompt
@@ -274,7 +277,8 @@ public struct PanoramaPipeline: Sendable {
                                  tiler: ViewTiler(window: model.latentWindow, stride: settings.stride,
                                                   circular: settings.circular),
                                  viewBatchSize: settings.viewBatchSize, generator: generator,
-                                 shiftSeed: settings.spotDiffusion ? settings.seed : nil)
+                                 shiftSeed: settings.spotDiffusion ? settings.seed : nil,
+                                 noiseFusion: settings.noiseFusion)
         loop.weightWindows(settings.windowWeighting)
         return loop
     }

@@ -64,10 +64,26 @@ public struct DDIMScheduler: Scheduler {
         step(modelOutput, timestep: timestep, sample: sample, noise: noise).prevSample
     }
 
+    public func stepMean(_ modelOutput: Tensor, timestep: Int, sample: Tensor,
+                         state: inout NoState) -> (mean: Tensor, noiseScale: Float) {
+        let parts = update(modelOutput, timestep: timestep, sample: sample)
+        return (parts.mean, parts.std)
+    }
+
     /// One DDIM update (formula (12) of the paper), returning the previous sample and the
     /// predicted x₀.
     public func step(_ modelOutput: Tensor, timestep t: Int, sample: Tensor, noise: Tensor? = nil,
                      useClippedModelOutput: Bool = false) -> (prevSample: Tensor, predOriginalSample: Tensor) {
+        let parts = update(modelOutput, timestep: t, sample: sample, useClippedModelOutput: useClippedModelOutput)
+        guard eta > 0 else { return (parts.mean, parts.x0) }
+        guard let noise else { preconditionFailure("DDIM with eta > 0 needs noise") }
+        return (parts.mean.addingNoise(noise, scale: parts.std), parts.x0)
+    }
+
+    /// The update without its noise: the mean of x_{t−1}, the standard deviation of the noise
+    /// it gets (η·σ_t), and the predicted x₀.
+    private func update(_ modelOutput: Tensor, timestep t: Int, sample: Tensor,
+                        useClippedModelOutput: Bool = false) -> (mean: Tensor, std: Float, x0: Tensor) {
         precondition(modelOutput.shape == sample.shape, "DDIM step: \(modelOutput.shape) vs \(sample.shape)")
         let ac = schedule.alphasCumprod
         let prevT = t - config.numTrainTimesteps / inferenceSteps
@@ -115,12 +131,7 @@ public struct DDIMScheduler: Scheduler {
         let sqrtAlphaPrev = alphaPrev.squareRoot()
         var prev = [Float](repeating: 0, count: count)
         for i in 0..<count { prev[i] = sqrtAlphaPrev * x0[i] + direction * eps[i] }
-        if eta > 0 {
-            guard let noise else { preconditionFailure("DDIM with eta > 0 needs noise") }
-            precondition(noise.shape == sample.shape, "DDIM noise \(noise.shape) vs sample \(sample.shape)")
-            for i in 0..<count { prev[i] += std * noise.data[i] }
-        }
-        return (Tensor(shape: sample.shape, data: prev), Tensor(shape: sample.shape, data: x0))
+        return (Tensor(shape: sample.shape, data: prev), eta > 0 ? std : 0, Tensor(shape: sample.shape, data: x0))
     }
 
     public func addNoise(_ original: Tensor, noise: Tensor, timestep: Int) -> Tensor {

@@ -83,6 +83,16 @@ public struct EulerScheduler: Scheduler {
 
     public func step(_ modelOutput: Tensor, timestep t: Int, sample: Tensor, state: inout NoState,
                      noise: Tensor?) -> Tensor {
+        let (mean, up) = stepMean(modelOutput, timestep: t, sample: sample, state: &state)
+        guard ancestral else { return mean }
+        guard let noise else { preconditionFailure("Euler ancestral needs noise") }
+        return mean.addingNoise(noise, scale: up)
+    }
+
+    /// Euler's step to σ_down (σ_next without ancestral noise) and, for Euler a, σ_up, the
+    /// standard deviation of the noise that takes it to σ_next.
+    public func stepMean(_ modelOutput: Tensor, timestep t: Int, sample: Tensor,
+                         state: inout NoState) -> (mean: Tensor, noiseScale: Float) {
         precondition(modelOutput.shape == sample.shape, "Euler step: \(modelOutput.shape) vs \(sample.shape)")
         let i = index(t)
         let sigma = sigmas[i], next = sigmas[i + 1]
@@ -96,13 +106,8 @@ public struct EulerScheduler: Scheduler {
             target = (next * next - up * up).squareRoot()
         }
         let dt = target - sigma
-        var out = (0..<x.count).map { k in x[k] + (x[k] - x0[k]) / sigma * dt }
-        if ancestral {
-            guard let noise else { preconditionFailure("Euler ancestral needs noise") }
-            precondition(noise.shape == sample.shape, "Euler noise \(noise.shape) vs sample \(sample.shape)")
-            for k in 0..<out.count { out[k] += noise.data[k] * up }
-        }
-        return Tensor(shape: sample.shape, data: out)
+        let out = (0..<x.count).map { k in x[k] + (x[k] - x0[k]) / sigma * dt }
+        return (Tensor(shape: sample.shape, data: out), up)
     }
 
     /// x + σ·noise at the step of `timestep` (img2img's start in σ space).

@@ -78,6 +78,32 @@ public enum AnyScheduler: Scheduler {
         }
     }
 
+    public func drawsNoise(at timestep: Int) -> Bool {
+        switch self {
+        case .ddim(let s): return s.drawsNoise(at: timestep)
+        case .dpmSolver(let s): return s.drawsNoise(at: timestep)
+        case .euler(let s): return s.drawsNoise(at: timestep)
+        }
+    }
+
+    public func stepMean(_ modelOutput: Tensor, timestep: Int, sample: Tensor,
+                         state: inout ViewState) -> (mean: Tensor, noiseScale: Float) {
+        switch (self, state) {
+        case (.ddim(let s), _):
+            var none = NoState()
+            return s.stepMean(modelOutput, timestep: timestep, sample: sample, state: &none)
+        case (.dpmSolver(let s), .dpmSolver(var inner)):
+            let out = s.stepMean(modelOutput, timestep: timestep, sample: sample, state: &inner)
+            state = .dpmSolver(inner)
+            return out
+        case (.euler(let s), _):
+            var none = NoState()
+            return s.stepMean(modelOutput, timestep: timestep, sample: sample, state: &none)
+        case (.dpmSolver, .none):
+            preconditionFailure("a DPM-Solver step needs the view state its scheduler made")
+        }
+    }
+
     public func makeViewState() -> ViewState {
         switch self {
         case .ddim, .euler: return .none

@@ -15,6 +15,9 @@ public protocol Scheduler: Sendable {
     var initNoiseSigma: Float { get }
     /// Whether `step` needs fresh noise (stochastic samplers such as DDIM with eta > 0).
     var needsNoise: Bool { get }
+    /// Whether the step at `timestep` draws fresh noise from the generator. diffusers' LCM and TCD
+    /// schedulers draw none at their last step; the others draw at every step when `needsNoise`.
+    func drawsNoise(at timestep: Int) -> Bool
 
     /// A fresh state for one window.
     func makeViewState() -> ViewState
@@ -23,9 +26,14 @@ public protocol Scheduler: Sendable {
     /// The timestep the UNet is given at `timestep` (the same number, except where a schedule's
     /// timesteps are fractional and `timesteps` lists them rounded).
     func unetTimestep(_ timestep: Int) -> Float
-    /// The sample at the next timestep. `noise` has the sample's shape when `needsNoise`.
+    /// The sample at the next timestep. `noise` has the sample's shape when `drawsNoise(at: timestep)`
+    /// (nil otherwise).
     func step(_ modelOutput: Tensor, timestep: Int, sample: Tensor, state: inout ViewState,
               noise: Tensor?) -> Tensor
+    /// The step split into its noise-free part and the factor of its fresh noise, so that
+    /// `step(…, noise: n)` is `mean + noiseScale · n`. MultiDiffusion fuses the windows' means and
+    /// then adds one canvas-wide noise (see `NoiseFusion`). Deterministic steps return scale 0.
+    func stepMean(_ modelOutput: Tensor, timestep: Int, sample: Tensor, state: inout ViewState) -> (mean: Tensor, noiseScale: Float)
     /// Forward diffusion of a clean sample to `timestep` (img2img's starting point).
     func addNoise(_ original: Tensor, noise: Tensor, timestep: Int) -> Tensor
 
@@ -39,6 +47,29 @@ public protocol Scheduler: Sendable {
 
 extension Scheduler {
     public func unetTimestep(_ timestep: Int) -> Float { Float(timestep) }
+    public func drawsNoise(at timestep: Int) -> Bool { needsNoise }
+
+    /// For deterministic schedulers: the step itself, with no noise.
+    public func stepMean(_ modelOutput: Tensor, timestep: Int, sample: Tensor,
+                         state: inout ViewState) -> (mean: Tensor, noiseScale: Float) {
+        precondition(!needsNoise, "\(Self.self) is stochastic and must split its step")
+        return (step(modelOutput, timestep: timestep, sample: sample, state: &state, noise: nil), 0)
+    }
+}
+
+extension Tensor {
+    /// `self + scale · noise`: a stochastic step's mean with its fresh noise added.
+    public func addingNoise(_ noise: Tensor, scale: Float) -> Tensor {
+        precondition(shape == noise.shape, "noise \(noise.shape) for a sample of \(shape)")
+        guard scale != 0 else { return self }
+        return Tensor(uninitializedShape: shape) { out in
+            withUnsafeBufferPointer { x in
+                noise.withUnsafeBufferPointer { n in
+                    for i in 0..<out.count { out[i] = x[i] + scale * n[i] }
+                }
+            }
+        }
+    }
 }
 
 extension Scheduler where ViewState == NoState {
