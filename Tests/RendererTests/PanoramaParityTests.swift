@@ -82,8 +82,9 @@ final class PanoramaParityTests: XCTestCase {
         try assertMatches("pano_latents_in", settings(), latentsIn: latents)
     }
 
+    /// diffusers' panorama pipeline steps each window with its own noise (`.perWindow`).
     func testStochasticDDIMDrawsNoiseLikeDiffusers() throws {
-        try assertMatches("pano_eta", settings { $0.eta = 0.5 })
+        try assertMatches("pano_eta", settings { $0.eta = 0.5; $0.noiseFusion = .perWindow })
     }
 
     func testGuidanceOneSkipsTheUnconditionalPass() throws {
@@ -109,7 +110,11 @@ final class PanoramaParityTests: XCTestCase {
         for (name, sampler) in [("pano_dpm_karras", Sampler.dpmSolver2MKarras), ("pano_euler_a", .eulerAncestral)] {
             let g = try golden(name)
             for batch in [1, 4] {
-                var loop = try p.denoisingLoop(settings { $0.sampler = sampler; $0.viewBatchSize = batch })
+                var loop = try p.denoisingLoop(settings {
+                    $0.sampler = sampler
+                    $0.viewBatchSize = batch
+                    $0.noiseFusion = .perWindow  // diffusers' rule
+                })
                 var first: Tensor?
                 while let report = loop.next() { if report.index == 0 { first = report.latents } }
                 for (what, actual) in [("latents_step0", first!), ("final_latent", loop.latents)] {
