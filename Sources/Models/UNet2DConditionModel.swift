@@ -9,6 +9,8 @@ public struct UNet2DConditionModel: Sendable {
 
     private let timeChannels: Int
     private let timeLinear1: Linear, timeLinear2: Linear
+    /// `time_embedding.cond_proj` of guidance-embedded (LCM-distilled) UNets.
+    private let condProjection: Linear?
     private let convIn: Conv2D
     private let downBlocks: [DownBlock]
     private let mid: MidBlock
@@ -34,6 +36,9 @@ public struct UNet2DConditionModel: Sendable {
 
         timeLinear1 = try Linear(p.scope("time_embedding.linear_1"), in: channels[0], out: timeChannels)
         timeLinear2 = try Linear(p.scope("time_embedding.linear_2"), in: timeChannels, out: timeChannels)
+        condProjection = try config.timeCondProjDim.map {
+            try Linear(p.scope("time_embedding.cond_proj"), in: $0, out: channels[0], bias: false)
+        }
         convIn = try Conv2D(p.scope("conv_in"), in: config.inChannels, out: channels[0],
                             kernel: config.convInKernel)
 
@@ -111,13 +116,22 @@ public struct UNet2DConditionModel: Sendable {
                              kernel: config.convOutKernel)
     }
 
+    /// Whether the UNet takes the guidance scale as an embedding (`time_cond_proj_dim`, as
+    /// LCM-distilled models do) instead of a classifier-free guidance pair.
+    public var embedsGuidance: Bool { condProjection != nil }
+
     /// Predicts the noise (or v, or x₀, per the scheduler's prediction type) for `sample`
     /// [B, C, H, W] at `timestep`, conditioned on `encoderHiddenStates` [B, tokens, crossDim].
-    public func callAsFunction(_ sample: Tensor, timestep: Float, encoderHiddenStates: Tensor) -> Tensor {
+    /// `timestepCondition` [B, time_cond_proj_dim] is the guidance embedding of a guidance-embedded
+    /// UNet (`guidanceScaleEmbedding`); other UNets take none, and diffusers skips it when absent.
+    public func callAsFunction(_ sample: Tensor, timestep: Float, encoderHiddenStates: Tensor,
+                               timestepCondition: Tensor? = nil) -> Tensor {
         let batch = sample.shape[0]
         precondition(encoderHiddenStates.shape[0] == batch,
                      "UNet: \(batch) samples but \(encoderHiddenStates.shape[0]) conditioning sequences")
-        let embedding = timeEmbedding(timestep, batch: batch)
+        precondition(timestepCondition == nil || (condProjection != nil && timestepCondition!.shape == [batch, config.timeCondProjDim!]),
+                     "UNet: a timestep condition needs time_cond_proj_dim and shape [batch, dim]")
+        let embedding = timeEmbedding(timestep, batch: batch, condition: timestepCondition)
 
         var h = convIn(config.centerInputSample ? sample * 2 - 1 : sample)
         var skips = [h]
@@ -152,13 +166,17 @@ public struct UNet2DConditionModel: Sendable {
     }
 
     /// Sinusoidal embedding of the timestep through the two-layer MLP, with the SiLU every
-    /// resnet applies before its projection already applied.
-    private func timeEmbedding(_ timestep: Float, batch: Int) -> Tensor {
+    /// resnet applies before its projection already applied. A condition (per sample) is projected
+    /// and added to the sinusoid before the MLP, as diffusers' `TimestepEmbedding` does.
+    private func timeEmbedding(_ timestep: Float, batch: Int, condition: Tensor?) -> Tensor {
         let dim = config.blockOutChannels[0]
         let sinusoid = timestepEmbedding(timestep, dimension: dim, flipSinToCos: config.flipSinToCos,
                                          downscaleFrequencyShift: Float(config.freqShift))
-        let row = Tensor(shape: [1, dim], data: sinusoid)
-        let e = activate(timeLinear2(activate(timeLinear1(row), .silu)), .silu)
+        let rows = condition == nil ? 1 : batch
+        var input = Tensor(shape: [rows, dim], data: Array([[Float]](repeating: sinusoid, count: rows).joined()))
+        if let condition, let condProjection { input = input + condProjection(condition) }
+        let e = activate(timeLinear2(activate(timeLinear1(input), .silu)), .silu)
+        guard rows == 1 else { return e }
         return Tensor(shape: [batch, timeChannels], data: Array([[Float]](repeating: e.data, count: batch).joined()))
     }
 
@@ -187,7 +205,6 @@ public struct UNet2DConditionModel: Sendable {
         }
         if c.normNumGroups == nil { throw unsupported("norm_num_groups null") }
         if c.encoderHidDim != nil { throw unsupported("encoder_hid_dim") }
-        if c.timeCondProjDim != nil { throw unsupported("time_cond_proj_dim (LCM-style guidance embedding)") }
         if c.additionEmbedType != nil { throw unsupported("addition_embed_type (SDXL-style conditioning)") }
         if c.classEmbedType != nil { throw unsupported("class_embed_type") }
         if c.resnetTimeScaleShift != "default" { throw unsupported("resnet_time_scale_shift \(c.resnetTimeScaleShift)") }
@@ -230,5 +247,21 @@ public func timestepEmbedding(_ t: Float, dimension: Int, flipSinToCos: Bool,
     }
     var out = flipSinToCos ? cosines + sines : sines + cosines
     if dimension % 2 == 1 { out.append(0) }
+    return out
+}
+
+/// diffusers' `get_guidance_scale_embedding` for one value, in float32 as diffusers computes it:
+/// w·1000 times the frequencies exp(−i·ln(10000) / (half − 1)), then [sin, cos]. LCM pipelines
+/// pass w = guidance scale − 1.
+public func guidanceScaleEmbedding(_ w: Float, dimension: Int) -> [Float] {
+    let half = dimension / 2
+    let scaled = w * 1000
+    let step = Float(log(10000.0)) / Float(half - 1)
+    var out = [Float](repeating: 0, count: dimension)
+    for i in 0..<half {
+        let arg = scaled * expf(Float(i) * -step)
+        out[i] = sinf(arg)
+        out[half + i] = cosf(arg)
+    }
     return out
 }

@@ -40,6 +40,9 @@ extension Infotext {
         // the model's own (uniform) timesteps, as older A1111 did
         case .dpmSolver2M: fields += [Field("Sampler", "DPM++ 2M"), Field("Schedule type", "Uniform")]
         case .dpmSolver2MKarras: fields += [Field("Sampler", "DPM++ 2M"), Field("Schedule type", "Karras")]
+        // trailing timesteps on Euler are A1111's "SGM Uniform" (what turbo and Lightning models ask for)
+        case .euler where s.timestepSpacing == "trailing", .eulerAncestral where s.timestepSpacing == "trailing":
+            fields += [Field("Sampler", s.sampler.displayName), Field("Schedule type", "SGM Uniform")]
         default: fields.append(Field("Sampler", s.sampler.displayName))
         }
         fields += [Field("CFG scale", Self.formatNumber(s.guidanceScale)), Field("Seed", String(s.seed)),
@@ -48,6 +51,9 @@ extension Infotext {
         fields.append(Field("Model", model))
         if let vae { fields.append(Field("VAE", vae)) }
         if s.eta > 0 { fields.append(Field("Eta", Self.formatNumber(s.eta))) }
+        if let spacing = s.timestepSpacing, !(spacing == "trailing" && [.euler, .eulerAncestral].contains(s.sampler)) {
+            fields.append(Field("Timestep spacing", spacing))
+        }
         // A1111 counts the last layer as 1: its "Clip skip: 2" is one layer skipped
         if s.clipSkip > 0 { fields.append(Field("Clip skip", String(s.clipSkip + 1))) }
         fields += extra
@@ -63,6 +69,7 @@ extension Infotext {
         if s.decodeMethod == .whole { fields.append(Field("VAE decode", "whole")) }
         if s.windowWeighting != .uniform { fields.append(Field("Window weights", s.windowWeighting.name)) }
         if let precision, precision != "fp32" { fields.append(Field("Precision", precision)) }
+        if s.noiseFusion != .canvas { fields.append(Field("Noise fusion", s.noiseFusion.rawValue)) }
         self.init(prompt: s.prompt, negativePrompt: s.negativePrompt, fields: fields)
     }
 
@@ -129,6 +136,13 @@ extension Infotext {
             }
             r.windowWeighting = weighting
         }
+        r.timestepSpacingField = self["Timestep spacing"]
+        if let v = self["Noise fusion"] {
+            guard let fusion = NoiseFusion(rawValue: v.trimmingCharacters(in: .whitespaces)) else {
+                throw InfotextError.invalidValue(key: "Noise fusion", value: v, expected: "canvas or per-window")
+            }
+            r.noiseFusion = fusion
+        }
         r.decode = self["VAE decode"]
         r.precision = self["Precision"]
         r.denoisingStrength = try number("Denoising strength")
@@ -153,6 +167,10 @@ public struct RecalledSettings: Sendable, Equatable {
     public var samplerName: String?
     public var scheduleType: String?
     public var eta: Float?
+    /// `Timestep spacing` as written (`Schedule type: SGM Uniform` on Euler also means "trailing";
+    /// see `timestepSpacing()`).
+    public var timestepSpacingField: String?
+    public var noiseFusion: NoiseFusion?
     /// This program's count (layers skipped; A1111's "Clip skip" minus 1).
     public var clipSkip: Int?
     public var stride: Int?
@@ -176,7 +194,15 @@ public struct RecalledSettings: Sendable, Equatable {
     }
 
     /// The A1111 names of the samplers this program has, as `sampler()` accepts them.
-    public static let availableSamplers = ["DDIM", "DPM++ 2M", "DPM++ 2M Karras (or Schedule type: Karras)", "Euler", "Euler a"]
+    public static let availableSamplers = ["DDIM", "DPM++ 2M", "DPM++ 2M Karras (or Schedule type: Karras)",
+                                           "Euler", "Euler a (both also with Schedule type: SGM Uniform)", "LCM", "TCD"]
+
+    /// The recorded timestep spacing: `Timestep spacing`, or "trailing" for A1111's
+    /// `Schedule type: SGM Uniform` (nil: the model's own).
+    public var timestepSpacing: String? {
+        if let field = timestepSpacingField?.trimmingCharacters(in: .whitespaces) { return field }
+        return scheduleType?.trimmingCharacters(in: .whitespaces).lowercased() == "sgm uniform" ? "trailing" : nil
+    }
 
     /// The recorded sampler as one of this program's (nil when none is recorded): A1111's names
     /// ("DPM++ 2M" with `Schedule type: Karras`, or the older "DPM++ 2M Karras"), or this
@@ -192,8 +218,8 @@ public struct RecalledSettings: Sendable, Equatable {
         case "ddim": found = plain ? .ddim : nil
         case "dpm++ 2m": found = plain ? .dpmSolver2M : schedule == "karras" ? .dpmSolver2MKarras : nil
         case "dpm++ 2m karras": found = plain || schedule == "karras" ? .dpmSolver2MKarras : nil
-        case "euler": found = plain ? .euler : nil
-        case "euler a": found = plain ? .eulerAncestral : nil
+        case "euler": found = plain || schedule == "sgm uniform" ? .euler : nil
+        case "euler a": found = plain || schedule == "sgm uniform" ? .eulerAncestral : nil
         default: found = Sampler(rawValue: name.lowercased())
         }
         guard let found else {

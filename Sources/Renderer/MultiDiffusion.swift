@@ -11,14 +11,19 @@ public struct Guidance: Sendable, Equatable {
     public var conditional: Tensor
     /// Unconditional (negative prompt) embeddings [1, tokens, dim].
     public var unconditional: Tensor
+    /// The scale goes into the UNet as an embedding (`time_cond_proj_dim` UNets, such as
+    /// LCM-distilled models): one UNet call, no unconditional pass, as diffusers does.
+    public var embedded: Bool
 
-    public init(scale: Float, conditional: Tensor, unconditional: Tensor) {
+    public init(scale: Float, conditional: Tensor, unconditional: Tensor, embedded: Bool = false) {
         self.scale = scale
         self.conditional = conditional
         self.unconditional = unconditional
+        self.embedded = embedded
     }
 
-    public var isActive: Bool { scale > 1 }
+    /// Whether the step runs the classifier-free guidance pair.
+    public var isActive: Bool { scale > 1 && !embedded }
 }
 
 /// A denoising loop the command line can drive: one step per `next()`, the canvas after it.
@@ -169,7 +174,7 @@ public struct DenoisingLoop<S: Scheduler>: DenoisingProcess, Sequence {
 /// to each other ([xᵤ, x꜀], as diffusers orders them); one without contributes only x꜀.
 func guidedNoise<S: Scheduler>(unet: UNet2DConditionModel, scheduler: S, items: [(sample: Tensor, guidance: Guidance)],
                                timestep t: Int) -> [Tensor] {
-    var samples: [Tensor] = [], contexts: [Tensor] = []
+    var samples: [Tensor] = [], contexts: [Tensor] = [], conditions: [Float] = []
     for (sample, guidance) in items {
         let input = scheduler.scaleModelInput(sample, timestep: t)
         if guidance.isActive {
@@ -179,9 +184,14 @@ func guidedNoise<S: Scheduler>(unet: UNet2DConditionModel, scheduler: S, items: 
             samples.append(input)
             contexts.append(guidance.conditional)
         }
+        if let dim = unet.config.timeCondProjDim {
+            precondition(guidance.embedded, "a guidance-embedded UNet needs embedded guidance")
+            conditions += guidanceScaleEmbedding(guidance.scale - 1, dimension: dim)
+        }
     }
+    let condition = unet.config.timeCondProjDim.map { Tensor(shape: [samples.count, $0], data: conditions) }
     let eps = unet(Tensor.concatenate(samples, dimension: 0), timestep: scheduler.unetTimestep(t),
-                   encoderHiddenStates: Tensor.concatenate(contexts, dimension: 0))
+                   encoderHiddenStates: Tensor.concatenate(contexts, dimension: 0), timestepCondition: condition)
     var index = 0
     return items.map { _, guidance in
         defer { index += guidance.isActive ? 2 : 1 }

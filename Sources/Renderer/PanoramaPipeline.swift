@@ -17,8 +17,11 @@ public struct PanoramaSettings: Sendable, Equatable {
     public var seed: UInt64 = 0
     /// The sampler (diffusers' default for these pipelines is the model's own scheduler, DDIM here).
     public var sampler: Sampler = .ddim
-    /// DDIM's η (0: deterministic).
+    /// DDIM's η (0: deterministic), or TCD's γ.
     public var eta: Float = 0
+    /// The sampler's timestep spacing ("leading", "linspace" or "trailing"); nil: the model's
+    /// scheduler file's, or the sampler's own default. Turbo-style models want "trailing".
+    public var timestepSpacing: String?
     /// Distance between neighbouring windows, in latent pixels.
     public var stride = 8
     /// Windows per UNet call.
@@ -148,7 +151,7 @@ public struct PanoramaPipeline: Sendable {
     public func estimatedMemory(_ settings: PanoramaSettings) -> Int {
         let window = model.latentWindow
         let unetChannels = model.unet.config.blockOutChannels[0]
-        let cfg = settings.guidanceScale > 1 ? 2 : 1
+        let cfg = settings.guidanceScale > 1 && !model.unet.embedsGuidance ? 2 : 1
         let unet = settings.viewBatchSize * cfg * window * window * unetChannels * 4 * 24
         let vae: Int
         switch settings.decodeMethod {
@@ -214,15 +217,18 @@ public struct PanoramaPipeline: Sendable {
     /// prompt is padded with empty-prompt chunks to the longest.
     public func guidances(_ list: [PanoramaSettings]) throws -> [Guidance] {
         guard let first = list.first else { return [] }
-        let prompts = list.flatMap { $0.guidanceScale > 1 ? [$0.negativePrompt, $0.prompt] : [$0.prompt] }
+        // A guidance-embedded UNet takes the scale as an input and runs no unconditional pass, so
+        // its negative prompts are not encoded (diffusers ignores them there too).
+        let embedded = model.unet.embedsGuidance
+        let prompts = list.flatMap { $0.guidanceScale > 1 && !embedded ? [$0.negativePrompt, $0.prompt] : [$0.prompt] }
         let encoded = try promptEncoder(first).encodeEqualLength(prompts)
         var next = 0
         return list.map { s in
-            let active = s.guidanceScale > 1
+            let active = s.guidanceScale > 1 && !embedded
             defer { next += active ? 2 : 1 }
             let conditional = encoded[next + (active ? 1 : 0)].embeddings
             return Guidance(scale: s.guidanceScale, conditional: conditional,
-                            unconditional: active ? encoded[next].embeddings : conditional)
+                            unconditional: active ? encoded[next].embeddings : conditional, embedded: embedded)
         }
     }
 
