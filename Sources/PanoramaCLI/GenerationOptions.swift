@@ -38,6 +38,17 @@ struct GenerationOptions: ParsableArguments {
     @Option(name: .long, help: "DDIM eta: 0 is deterministic, 1 adds the most fresh noise (default 0; ddim only).")
     var eta: Float?
 
+    @Option(name: .long, help: ArgumentHelp(
+        "Timestep spacing: leading, linspace or trailing (default: the model's scheduler file's).",
+        discussion: "Turbo, Lightning and Hyper-SD models sample 1-4 steps on trailing timesteps (A1111: Schedule type SGM Uniform), e.g. --scheduler euler-a --steps 4 --timestep-spacing trailing --guidance 1.",
+        valueName: "spacing"))
+    var timestepSpacing: String?
+
+    @Option(name: .long, help: ArgumentHelp(
+        "Where samplers that add fresh noise every step (euler-a, lcm, tcd, ddim with eta) add it: canvas (once on the fused canvas: sharp with few steps) or per-window (each window its own noise, then averaged: diffusers' panorama pipeline, which blurs) (default canvas).",
+        valueName: "canvas|per-window"))
+    var noiseFusion: String?
+
     @Option(name: .long, help: "Window stride in latent pixels (8 pixels each); smaller is smoother and slower (default 8).")
     var stride: Int?
 
@@ -209,12 +220,26 @@ struct GenerationOptions: ParsableArguments {
     /// The sampler named by --scheduler, the --from-png file or the preset.
     func sampler(_ preset: Preset?) throws -> Sampler {
         if scheduler == nil, let sampler = try recalled()?.sampler() { return sampler }
-        let name = scheduler ?? preset?.scheduler ?? "ddim"
+        let name = scheduler ?? preset?.scheduler ?? modelSampler() ?? "ddim"
         guard let sampler = Sampler(rawValue: name.lowercased()) else {
             let names = Sampler.allCases.map(\.rawValue).joined(separator: ", ")
             throw ValidationError("unknown scheduler \"\(name)\"; available: \(names)")
         }
         return sampler
+    }
+
+    /// The sampler a diffusers folder's scheduler file names when it is one that the model needs:
+    /// LCM-distilled models ship an LCMScheduler (and TCD ones a TCDScheduler). Other classes
+    /// (PNDM, DDIM, …) leave the choice to the default.
+    private func modelSampler() -> String? {
+        guard let folder = try? modelLocation(),
+              let data = try? Data(contentsOf: folder.appendingPathComponent("scheduler/scheduler_config.json")),
+              let config = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return nil }
+        switch config["_class_name"] as? String {
+        case "LCMScheduler": return "lcm"
+        case "TCDScheduler": return "tcd"
+        default: return nil
+        }
     }
 
     /// Settings for a `width` x `height` canvas from these options over the --from-png file's
@@ -225,6 +250,11 @@ struct GenerationOptions: ParsableArguments {
             throw ValidationError("missing --prompt (or --from-png FILE.png to take it from a picture's parameters)")
         }
         var s = PanoramaSettings(prompt: prompt, width: width, height: height)
+        // A preset's LoRAs join the prompt as A1111 tags: found in the LoRA folders like any tag,
+        // and recorded in the PNG's prompt, as A1111 records the LoRAs its settings add.
+        for entry in preset?.lora ?? [] where !s.prompt.contains("<lora:\(entry)") {
+            s.prompt += "<lora:\(entry)>"
+        }
         s.negativePrompt = negativePrompt ?? png?.negativePrompt ?? preset?.negativePrompt ?? ""
         s.steps = steps ?? png?.steps ?? preset?.steps ?? 50
         s.guidanceScale = guidance ?? png?.guidanceScale ?? preset?.guidance ?? 7.5
@@ -236,6 +266,15 @@ struct GenerationOptions: ParsableArguments {
         if s.eta != 0 && s.sampler != .ddim {
             throw ValidationError("--eta applies to the ddim sampler only, not \(s.sampler.rawValue)")
         }
+        s.timestepSpacing = timestepSpacing ?? png?.timestepSpacing ?? preset?.timestepSpacing
+        if let spacing = s.timestepSpacing, !["leading", "linspace", "trailing"].contains(spacing) {
+            throw ValidationError("unknown --timestep-spacing \"\(spacing)\"; available: leading, linspace, trailing")
+        }
+        let fusion = noiseFusion ?? png?.noiseFusion?.rawValue ?? "canvas"
+        guard let noiseFusionRule = NoiseFusion(rawValue: fusion) else {
+            throw ValidationError("unknown --noise-fusion \"\(fusion)\"; available: canvas, per-window")
+        }
+        s.noiseFusion = noiseFusionRule
         s.stride = stride ?? png?.stride ?? preset?.stride ?? 8
         s.viewBatchSize = viewBatchSize ?? preset?.viewBatchSize ?? 1
         s.circular = circular || png?.circular == true

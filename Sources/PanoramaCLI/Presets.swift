@@ -11,6 +11,10 @@ struct Preset: Decodable {
     var guidance: Float?
     var scheduler: String?
     var eta: Float?
+    /// "leading", "linspace" or "trailing" (`--timestep-spacing`).
+    var timestepSpacing: String?
+    /// LoRAs merged for this preset, as `--lora` takes them (a name in the LoRA folders, or a path; ":WEIGHT").
+    var lora: [String]?
     var stride: Int?
     var viewBatchSize: Int?
     var circular: Bool?
@@ -21,6 +25,8 @@ struct Preset: Decodable {
 
     enum CodingKeys: String, CodingKey {
         case description, width, height, steps, guidance, scheduler, eta, stride, circular, spot
+        case lora
+        case timestepSpacing = "timestep_spacing"
         case viewBatchSize = "view_batch_size"
         case negativePrompt = "negative_prompt"
         case windowWeights = "window_weights"
@@ -44,7 +50,9 @@ struct Preset: Decodable {
         guard let base else { return self }
         return Preset(description: description, width: width ?? base.width, height: height ?? base.height,
                       steps: steps ?? base.steps, guidance: guidance ?? base.guidance,
-                      scheduler: scheduler ?? base.scheduler, eta: eta ?? base.eta, stride: stride ?? base.stride,
+                      scheduler: scheduler ?? base.scheduler, eta: eta ?? base.eta,
+                      timestepSpacing: timestepSpacing ?? base.timestepSpacing, lora: lora ?? base.lora,
+                      stride: stride ?? base.stride,
                       viewBatchSize: viewBatchSize ?? base.viewBatchSize, circular: circular ?? base.circular,
                       negativePrompt: negativePrompt ?? base.negativePrompt,
                       windowWeights: windowWeights ?? base.windowWeights, spot: spot ?? base.spot)
