@@ -1,5 +1,5 @@
-"""Writes sd15/parameters.json: every tensor name and shape that diffusers' UNet2DConditionModel and
-AutoencoderKL and transformers' CLIPTextModel keep in their state_dict for the configs in sd15/.
+"""Writes sd15/parameters.json: every tensor name and shape that diffusers' UNet2DConditionModel,
+AutoencoderKL and AutoencoderTiny (TAESD, sd15/taesd) and transformers' CLIPTextModel keep in their state_dict for the configs in sd15/.
 Built on the meta device, so nothing is allocated. The Swift benchmark generates its random-weight
 folder from this listing. Run with the reference venv: /work/.venv-ref/bin/python list_parameters.py
 """
@@ -7,7 +7,7 @@ import json
 import pathlib
 
 import torch
-from diffusers import AutoencoderKL, UNet2DConditionModel
+from diffusers import AutoencoderKL, AutoencoderTiny, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
 here = pathlib.Path(__file__).resolve().parent / "sd15"
@@ -16,6 +16,7 @@ with torch.device("meta"):
         "unet": UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(here / "unet")),
         "vae": AutoencoderKL.from_config(AutoencoderKL.load_config(here / "vae")),
         "text_encoder": CLIPTextModel(CLIPTextConfig.from_pretrained(here / "text_encoder")),
+        "taesd": AutoencoderTiny.from_config(AutoencoderTiny.load_config(here / "taesd")),
     }
 listing = {name: [[key, list(t.shape)] for key, t in m.state_dict().items()] for name, m in models.items()}
 lines = ["{"]

@@ -98,6 +98,24 @@ enum RandomWeights {
         return url
     }
 
+    /// `taesd/` in the cache, written once: a full-size TAESD (diffusers' `AutoencoderTiny`
+    /// defaults, `sd15/taesd/config.json`) with the same filling rule, for the tiny-decoder rows.
+    static func ensureTAESD(cache: URL, layout: URL) throws -> URL {
+        let folder = cache.appendingPathComponent("taesd")
+        let weights = folder.appendingPathComponent("diffusion_pytorch_model.safetensors")
+        if FileManager.default.fileExists(atPath: weights.path) { return folder }
+        guard let entries = try parameterListing(layout)["taesd"] else {
+            throw BenchmarkError("sd15/parameters.json has no \"taesd\" listing")
+        }
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        try? FileManager.default.removeItem(at: folder.appendingPathComponent("config.json"))
+        try FileManager.default.copyItem(at: layout.appendingPathComponent("taesd/config.json"),
+                                         to: folder.appendingPathComponent("config.json"))
+        let tensors = entries.map { (name: $0.name, tensor: randomTensor("taesd", $0.name, $0.shape)) }
+        try SafeTensorsWriter.write(tensors, dtype: .f16, metadata: ["format": "pt"], to: weights)
+        return folder
+    }
+
     static func randomTensor(_ component: String, _ name: String, _ shape: [Int]) -> Tensor {
         if shape.count == 1 && name.hasSuffix(".weight") { return Tensor(repeating: 1, shape: shape) }
         if name.hasSuffix(".bias") { return Tensor(zeros: shape) }
