@@ -41,3 +41,23 @@ final class ResizeTests: XCTestCase {
         XCTAssertLessThanOrEqual(worst, 2)
     }
 }
+
+final class SharpnessTests: XCTestCase {
+    func testLaplacianEnergyFallsWithBlur() {
+        // A checkerboard of 1-pixel squares, then the same board averaged over 2x2 blocks (flat grey).
+        let (w, h) = (16, 12)
+        var sharp = [UInt8](repeating: 0, count: w * h * 3), flat = sharp
+        for y in 0..<h {
+            for x in 0..<w {
+                for c in 0..<3 {
+                    sharp[(y * w + x) * 3 + c] = (x + y) % 2 == 0 ? 255 : 0
+                    flat[(y * w + x) * 3 + c] = 128
+                }
+            }
+        }
+        let a = RGBImage(width: w, height: h, pixels: sharp), b = RGBImage(width: w, height: h, pixels: flat)
+        // Every interior pixel of the board: |4·1 − 0| or |0 − 4·1| = 4, squared 16.
+        XCTAssertEqual(a.laplacianEnergy, 16, accuracy: 1e-9)
+        XCTAssertEqual(b.laplacianEnergy, 0, accuracy: 1e-12)
+    }
+}
