@@ -1,8 +1,9 @@
 extension RGBImage {
     /// Luminance (Rec. 709 weights) of every pixel in [0, 1], row-major.
     public var luminance: [Double] {
-        (0..<(width * height)).map { i in
-            (0.2126 * Double(pixels[i * 3]) + 0.7152 * Double(pixels[i * 3 + 1]) + 0.0722 * Double(pixels[i * 3 + 2])) / 255
+        (0..<(width * height)).map { i -> Double in
+            let r = Double(pixels[i * 3]), g = Double(pixels[i * 3 + 1]), b = Double(pixels[i * 3 + 2])
+            return (0.2126 * r + 0.7152 * g + 0.0722 * b) / 255
         }
     }
 
