@@ -31,17 +31,14 @@ extension PanoramaPipeline {
         return try imageToImageLoop(settings, latents: try encode(image, settings), strength: strength)
     }
 
-    /// `image` [1, 3, H, W] in [-1, 1] at the settings' size as img2img starts from it: the mean
-    /// of the tiled encode's latent distribution, scaled by the VAE's scaling factor.
+    /// `image` [1, 3, H, W] in [-1, 1] at the settings' size as img2img starts from it: with the
+    /// model's VAE the mean of the tiled encode's latent distribution, scaled by its scaling factor.
     public func encode(_ image: Tensor, _ settings: PanoramaSettings) throws -> Tensor {
         let expected = [1, 3, settings.height, settings.width]
         guard image.shape == expected else {
             throw RenderError.invalidSize("the image is \(image.shape) but the settings ask for \(expected)")
         }
-        var tiling = VAETiling()
-        if case .tiled(let t) = settings.decodeMethod { tiling = t }
-        tiling.circular = settings.circular
-        return try model.vae.encode(image, tiling: tiling).mean * model.vae.scalingFactor
+        return try autoencoder.encode(image, circular: settings.circular, method: settings.decodeMethod)
     }
 
     /// As `imageToImageLoop(_:image:strength:)`, from already encoded (and scaled) latents.

@@ -88,10 +88,17 @@ public func formatBytes(_ bytes: Int) -> String {
 /// loop and the decode.
 public struct PanoramaPipeline: Sendable {
     public let model: StableDiffusionModel
+    /// What decodes the final latents and encodes input images: the model's VAE unless replaced,
+    /// e.g. by a tiny autoencoder (`AutoencoderTiny`).
+    public var autoencoder: any Autoencoder
 
-    public init(model: StableDiffusionModel) {
+    public init(model: StableDiffusionModel, autoencoder: (any Autoencoder)? = nil) {
         self.model = model
+        self.autoencoder = autoencoder ?? model.vae
     }
+
+    /// Whether the model's own VAE decodes (its memory and temporary files then count).
+    var decodesWithModelVAE: Bool { autoencoder is AutoencoderKL }
 
     /// The VAE's spatial factor (8 for SD).
     public var vaeScale: Int { 1 << (model.vae.config.blockOutChannels.count - 1) }
@@ -154,7 +161,7 @@ public struct PanoramaPipeline: Sendable {
         let cfg = settings.guidanceScale > 1 && !model.unet.embedsGuidance ? 2 : 1
         let unet = settings.viewBatchSize * cfg * window * window * unetChannels * 4 * 24
         let vae: Int
-        switch settings.decodeMethod {
+        switch decodesWithModelVAE ? settings.decodeMethod : .tiled(VAETiling()) {
         case .whole:
             let padding = settings.circular ? 2 * Self.circularDecodePadding * vaeScale : 0
             let pixels = (settings.width + padding) * settings.height
@@ -176,7 +183,8 @@ public struct PanoramaPipeline: Sendable {
     @discardableResult
     public func fitTemporaryFiles(_ settings: inout PanoramaSettings, encoding: Bool = false,
                                   freeDisk: (String) -> Int? = freeDiskSpace) throws -> Int {
-        guard case .tiled(var tiling) = settings.decodeMethod else { return 0 }
+        // a tiny autoencoder decodes in small tiles in memory
+        guard decodesWithModelVAE, case .tiled(var tiling) = settings.decodeMethod else { return 0 }
         func need(_ tiling: VAETiling) -> Int {
             let vae = model.vae
             let decode = vae.temporaryFileBytes(height: settings.height, width: settings.width, tiling: tiling, encoding: false)
@@ -289,29 +297,10 @@ public struct PanoramaPipeline: Sendable {
         return loop
     }
 
-    /// Decodes final latents to an image [1, 3, H, W] in [-1, 1].
-    ///
-    /// `.tiled` (the default) decodes in tiles with whole-image GroupNorm statistics: the same
-    /// image as a whole-image decode with bounded memory, and in 360° mode a decoder that wraps
-    /// around the edges, so the image's left and right edges join exactly. `.whole` is diffusers'
-    /// decode: one pass over the canvas, and in 360° mode 8 latent columns from the opposite edge
-    /// padded on each side and cropped after.
+    /// Decodes final latents to an image [1, 3, H, W] in [-1, 1] with the pipeline's autoencoder
+    /// (see `AutoencoderKL.decode(_:circular:method:)` for the model's VAE).
     public func decode(_ latents: Tensor, circular: Bool, method: DecodeMethod = .tiled(VAETiling())) throws -> Tensor {
-        let scaled = latents / model.vae.scalingFactor
-        switch method {
-        case .tiled(var tiling):
-            tiling.circular = circular
-            return try model.vae.decode(scaled, tiling: tiling)
-        case .whole:
-            guard circular else { return model.vae.decode(scaled) }
-            let w = scaled.shape[3], pad = min(Self.circularDecodePadding, w)
-            let rows = 0..<scaled.shape[2]
-            let padded = Tensor.concatenate([scaled.cropped(rows: rows, columns: (w - pad)..<w), scaled,
-                                             scaled.cropped(rows: rows, columns: 0..<pad)], dimension: 3)
-            let image = model.vae.decode(padded)
-            let crop = pad * vaeScale
-            return image.cropped(rows: 0..<image.shape[2], columns: crop..<(image.shape[3] - crop))
-        }
+        try autoencoder.decode(latents, circular: circular, method: method)
     }
 }
 
