@@ -11,7 +11,8 @@ import Weights
 
 /// The rows `panorama-benchmarks` measures, in the order `all` runs them (`all` leaves out `upscale`).
 let rowNames = ["sgemm", "text-encoder", "unet", "unet-layers", "vae-decode-512", "vae-layers", "vae-decode-4096",
-                "vae-decode-512-tiled", "vae-decode-4096-tiled", "panorama-step", "compose-step", "load", "load-lora", "upscale"]
+                "vae-decode-512-tiled", "vae-decode-4096-tiled", "panorama-step", "compose-step", "load", "load-lora", "lcm-512", "lcm-4096", "lcm-4096-taesd",
+                "upscale"]
 
 /// Command-line settings shared by every row.
 struct Options {
@@ -381,6 +382,52 @@ func runRow(_ row: String, _ o: Options) throws -> RowResult {
         if let output {
             result.extra["output mean level"] = Double(output.pixels.reduce(0) { $0 + Int($1) }) / Double(output.pixels.count)
         }
+
+    case "lcm-512", "lcm-4096", "lcm-4096-taesd":
+        // A few-step render end to end, as `panorama --lora lcm.safetensors --scheduler lcm --steps 4
+        // --guidance 1 [--spot] [--taesd DIR]` runs it after loading: text encoding, the denoising
+        // loop (one UNet call per window and step, no CFG pair) and the decode (the tiled VAE, or
+        // the tiny autoencoder). The LCM-LoRA-shaped LoRA is merged at load; load and the first UNet
+        // call (which caches each layer's transformed weights) are not timed.
+        let wide = row != "lcm-512", taesd = row.hasSuffix("-taesd")
+        let loraURL = try RandomWeights.ensureLCMShapedLoRA(cache: o.cache, unet: folder.weights(for: "unet"))
+        let model = try StableDiffusionModel(folder: folderURL, loras: [LoRAApplication(lora: try LoRA(url: loraURL))])
+        var pipeline = PanoramaPipeline(model: model)
+        if taesd { pipeline.autoencoder = try AutoencoderTiny(contentsOf: RandomWeights.ensureTAESD(cache: o.cache, layout: o.layout)) }
+        var settings = PanoramaSettings(prompt: "snowy mountains at sunset", width: wide ? 4096 : 512, height: 512)
+        settings.sampler = .lcm
+        settings.steps = 4
+        settings.guidanceScale = 1
+        settings.seed = 1
+        settings.spotDiffusion = wide
+        try pipeline.validate(settings)
+        _ = model.unet(generator.randn([1, 4, 64, 64]), timestep: 999, encoderHiddenStates: generator.randn([1, 77, 768]))
+        probe = LoadProbe()
+        var phases: [String: [Double]] = [:], windows = 0
+        let warmups = o.warmups ?? 0
+        let seconds = try time(warmups: warmups, runs: o.runs ?? 1) {
+            var t = now()
+            func lap(_ what: String) {
+                phases[what, default: []].append(now() - t)
+                t = now()
+            }
+            var loop = try pipeline.denoisingLoop(settings)  // encodes the prompt
+            lap("text encoding")
+            windows = 0
+            while let report = loop.next() { windows += report.views }
+            lap("denoise")
+            let image = RGBImage(decoded: try pipeline.decode(loop.latents, circular: false, method: settings.decodeMethod))
+            lap("decode")
+            precondition(image.width == settings.width)
+        }
+        let calls = Double(windows)
+        let flops = unetFlops(model.unet.config, batch: 1, height: 64, width: 64, tokens: 77) * calls
+        result = RowResult(row: row, what: "\(settings.width)x512, LCM 4 steps, guidance 1 (no CFG), "
+                           + (wide ? "SpotDiffusion windows, " : "") + (taesd ? "TAESD decode" : "tiled VAE decode")
+                           + ", LCM-LoRA-shaped LoRA merged (load excluded)",
+                           seconds: seconds, warmups: warmups, gflop: flops.gflop)
+        result.extra["UNet calls (batch 1)"] = windows
+        for (what, list) in phases { result.extra["\(what) s (min)"] = list.min()! }
 
     case "load", "load-lora":
         // load-lora: an LCM-LoRA-shaped kohya file (rank 64, alpha 64, fp16, every module kind LCM-LoRA
