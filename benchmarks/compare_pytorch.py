@@ -27,11 +27,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
-ROWS = ["text-encoder", "unet", "vae-decode-512", "vae-decode-4096", "panorama-step", "load"]
+ROWS = ["text-encoder", "unet", "vae-decode-512", "vae-decode-4096", "panorama-step", "load", "lcm-512"]
 # Rows also measured with bf16 weights and activations (`.to(torch.bfloat16)`).
-BF16_ROWS = {"unet", "vae-decode-512"}
+BF16_ROWS = {"unet", "vae-decode-512", "lcm-512"}
 DEFAULT_RUNS = {"text-encoder": (1, 10), "unet": (1, 3), "vae-decode-512": (1, 3),
-                "vae-decode-4096": (0, 1), "panorama-step": (0, 1), "load": (0, 1)}
+                "vae-decode-4096": (0, 1), "panorama-step": (0, 1), "load": (0, 1),
+                "lcm-512": (0, 1)}
 
 
 def vm_hwm():
@@ -166,6 +167,23 @@ def worker(row, dtype_name, folder, warmups, runs):
             t2 = time.perf_counter()
             seconds, warmups = [t2 - t0], 0
             extra = {"open seconds": t1 - t0, "first UNet call seconds": t2 - t1}
+        elif row == "lcm-512":
+            # diffusers + the same LCM-LoRA-shaped kohya file (fused, as a merge), LCMScheduler, 4 steps,
+            # guidance 1: text encoding, 4 UNet calls and the VAE decode, after load and a first UNet call.
+            from diffusers import LCMScheduler, StableDiffusionPipeline
+            pipe = StableDiffusionPipeline.from_pretrained(folder, dtype=torch.float32, safety_checker=None)
+            pipe.load_lora_weights(str(folder / "lcm-shaped-lora.safetensors"))
+            pipe.fuse_lora()
+            pipe.unload_lora_weights()
+            pipe.scheduler = LCMScheduler.from_config(pipe.scheduler.config)
+            pipe.to(dtype)
+            pipe.set_progress_bar_config(disable=True)
+            pipe.unet(torch.randn(1, 4, 64, 64, generator=g).to(dtype), 999,
+                      encoder_hidden_states=torch.randn(1, 77, 768, generator=g).to(dtype))
+            run = lambda: pipe("snowy mountains at sunset", height=512, width=512, num_inference_steps=4,
+                               guidance_scale=1.0, generator=torch.Generator().manual_seed(1), output_type="np")
+            probe = LoadProbe()
+            seconds = timed(run)
         else:
             raise SystemExit(f"unknown row {row}")
     other, steal = probe.finish()
