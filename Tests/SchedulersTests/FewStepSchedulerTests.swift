@@ -191,4 +191,23 @@ final class FewStepSchedulerTests: XCTestCase {
         XCTAssertEqual(try Sampler.ddim.makeScheduler(config: demo, steps: 4, timestepSpacing: "leading").timesteps,
                        [751, 501, 251, 1])
     }
+
+    /// LCM's and TCD's `add_noise` is DDIM's (checked against diffusers in DDIMSchedulerTests).
+    func testAddNoiseIsDDIMs() throws {
+        var generator = TorchGenerator(seed: 5)
+        let clean = generator.randn([1, 4, 8, 8]), noise = generator.randn([1, 4, 8, 8])
+        var demo = DDIMSchedulerConfig.stableDiffusion
+        demo.predictionType = "v_prediction"
+        demo.rescaleBetasZeroSnr = true
+        for config in [DDIMSchedulerConfig.stableDiffusion, demo] {
+            let ddim = try DDIMScheduler(config: config, steps: 4)
+            for sampler in [Sampler.lcm, .tcd] {
+                let s = try sampler.makeScheduler(config: config, steps: 4)
+                for t in s.timesteps {
+                    XCTAssertEqual(s.addNoise(clean, noise: noise, timestep: t).data,
+                                   ddim.addNoise(clean, noise: noise, timestep: t).data, "\(sampler) t = \(t)")
+                }
+            }
+        }
+    }
 }
