@@ -13,6 +13,10 @@ public enum Sampler: String, CaseIterable, Sendable, Codable {
     case euler
     /// Euler with fresh noise at every step (`EulerAncestralDiscreteScheduler`, "Euler a").
     case eulerAncestral = "euler-a"
+    /// Latent consistency sampling (`LCMScheduler`) for LCM models and LCM-LoRAs, 2–8 steps.
+    case lcm
+    /// Trajectory consistency sampling (`TCDScheduler`) for TCD models and LoRAs; `eta` is its γ.
+    case tcd
 
     /// What `--help` and the PNG parameters call it.
     public var displayName: String {
@@ -22,22 +26,60 @@ public enum Sampler: String, CaseIterable, Sendable, Codable {
         case .dpmSolver2MKarras: return "DPM++ 2M Karras"
         case .euler: return "Euler"
         case .eulerAncestral: return "Euler a"
+        case .lcm: return "LCM"
+        case .tcd: return "TCD"
         }
     }
 
+    /// Whether the sampler takes an eta: DDIM's η (0 deterministic, 1 DDPM-like) and TCD's γ
+    /// (0 deterministic, 1 the most stochastic). The others reject eta > 0.
+    public var acceptsEta: Bool { self == .ddim || self == .tcd }
+
+    /// The eta a render uses when none is given: 0.3 for TCD (its model cards' γ), else 0.
+    public var defaultEta: Float { self == .tcd ? 0.3 : 0 }
+
+    /// The names `makeScheduler`'s `timestepSpacing` takes.
+    public static let timestepSpacings = ["leading", "linspace", "trailing"]
+
     /// The scheduler for `steps` inference steps on a model whose scheduler file is `config`.
-    /// `eta` applies to DDIM only; the others reject eta > 0.
-    public func makeScheduler(config: DDIMSchedulerConfig, steps: Int, eta: Float = 0) throws -> AnyScheduler {
+    ///
+    /// - Parameters:
+    ///   - eta: DDIM's η (0 or more) or TCD's γ (0 to 1); nil takes `defaultEta`. The other
+    ///     samplers throw `SchedulerError.etaNotAccepted` for eta > 0.
+    ///   - timestepSpacing: "leading", "linspace" or "trailing" in place of the file's (nil: the
+    ///     file's, or the scheduler's own default when the file names none), as diffusers'
+    ///     `from_config(config, timestep_spacing: …)` does it: for few-step sampling of turbo-style
+    ///     models (SD-Turbo, Hyper-SD, Lightning: Euler a or DDIM with "trailing"). diffusers' LCM
+    ///     and TCD schedulers ignore `timestep_spacing` (their timesteps come from the
+    ///     `original_inference_steps` grid), and so do they here; the name is still checked. Any
+    ///     other name throws `SchedulerError.unknownTimestepSpacing`.
+    public func makeScheduler(config: DDIMSchedulerConfig, steps: Int, eta: Float? = nil,
+                              timestepSpacing: String? = nil) throws -> AnyScheduler {
+        var config = config
+        if let timestepSpacing {
+            guard Self.timestepSpacings.contains(timestepSpacing) else {
+                throw SchedulerError.unknownTimestepSpacing(timestepSpacing)
+            }
+            config.timestepSpacing = timestepSpacing
+            config.timestepSpacingIsExplicit = true
+        }
+        let eta = eta ?? defaultEta
+        guard eta.isFinite && eta >= 0 else {
+            throw SchedulerError.invalidEta(eta, sampler: displayName, range: self == .tcd ? "0 to 1" : "0 or more")
+        }
+        guard eta == 0 || acceptsEta else { throw SchedulerError.etaNotAccepted(eta, sampler: displayName) }
         switch self {
         case .ddim:
             return .ddim(try DDIMScheduler(config: config, steps: steps, eta: eta))
         case .dpmSolver2M, .dpmSolver2MKarras:
-            guard eta == 0 else { throw SchedulerError.unsupported("eta \(eta) with \(displayName) (eta is DDIM's)") }
             return .dpmSolver(try DPMSolverMultistepScheduler(config: config, steps: steps,
                                                               karras: self == .dpmSolver2MKarras))
         case .euler, .eulerAncestral:
-            guard eta == 0 else { throw SchedulerError.unsupported("eta \(eta) with \(displayName) (eta is DDIM's)") }
             return .euler(try EulerScheduler(config: config, steps: steps, ancestral: self == .eulerAncestral))
+        case .lcm:
+            return .lcm(try LCMScheduler(config: config, steps: steps))
+        case .tcd:
+            return .tcd(try TCDScheduler(config: config, steps: steps, gamma: eta))
         }
     }
 }
@@ -48,6 +90,8 @@ public enum AnyScheduler: Scheduler {
     case ddim(DDIMScheduler)
     case dpmSolver(DPMSolverMultistepScheduler)
     case euler(EulerScheduler)
+    case lcm(LCMScheduler)
+    case tcd(TCDScheduler)
 
     public enum ViewState: Sendable {
         case none
@@ -59,6 +103,8 @@ public enum AnyScheduler: Scheduler {
         case .ddim(let s): return s.timesteps
         case .dpmSolver(let s): return s.timesteps
         case .euler(let s): return s.timesteps
+        case .lcm(let s): return s.timesteps
+        case .tcd(let s): return s.timesteps
         }
     }
 
@@ -67,6 +113,8 @@ public enum AnyScheduler: Scheduler {
         case .ddim(let s): return s.initNoiseSigma
         case .dpmSolver(let s): return s.initNoiseSigma
         case .euler(let s): return s.initNoiseSigma
+        case .lcm(let s): return s.initNoiseSigma
+        case .tcd(let s): return s.initNoiseSigma
         }
     }
 
@@ -75,6 +123,8 @@ public enum AnyScheduler: Scheduler {
         case .ddim(let s): return s.needsNoise
         case .dpmSolver(let s): return s.needsNoise
         case .euler(let s): return s.needsNoise
+        case .lcm(let s): return s.needsNoise
+        case .tcd(let s): return s.needsNoise
         }
     }
 
@@ -83,6 +133,8 @@ public enum AnyScheduler: Scheduler {
         case .ddim(let s): return s.drawsNoise(at: timestep)
         case .dpmSolver(let s): return s.drawsNoise(at: timestep)
         case .euler(let s): return s.drawsNoise(at: timestep)
+        case .lcm(let s): return s.drawsNoise(at: timestep)
+        case .tcd(let s): return s.drawsNoise(at: timestep)
         }
     }
 
@@ -99,6 +151,12 @@ public enum AnyScheduler: Scheduler {
         case (.euler(let s), _):
             var none = NoState()
             return s.stepMean(modelOutput, timestep: timestep, sample: sample, state: &none)
+        case (.lcm(let s), _):
+            var none = NoState()
+            return s.stepMean(modelOutput, timestep: timestep, sample: sample, state: &none)
+        case (.tcd(let s), _):
+            var none = NoState()
+            return s.stepMean(modelOutput, timestep: timestep, sample: sample, state: &none)
         case (.dpmSolver, .none):
             preconditionFailure("a DPM-Solver step needs the view state its scheduler made")
         }
@@ -106,7 +164,7 @@ public enum AnyScheduler: Scheduler {
 
     public func makeViewState() -> ViewState {
         switch self {
-        case .ddim, .euler: return .none
+        case .ddim, .euler, .lcm, .tcd: return .none
         case .dpmSolver(let s): return .dpmSolver(s.makeViewState())
         }
     }
@@ -116,6 +174,8 @@ public enum AnyScheduler: Scheduler {
         case .ddim(let s): return s.scaleModelInput(sample, timestep: timestep)
         case .dpmSolver(let s): return s.scaleModelInput(sample, timestep: timestep)
         case .euler(let s): return s.scaleModelInput(sample, timestep: timestep)
+        case .lcm(let s): return s.scaleModelInput(sample, timestep: timestep)
+        case .tcd(let s): return s.scaleModelInput(sample, timestep: timestep)
         }
     }
 
@@ -124,6 +184,8 @@ public enum AnyScheduler: Scheduler {
         case .ddim(let s): return s.unetTimestep(timestep)
         case .dpmSolver(let s): return s.unetTimestep(timestep)
         case .euler(let s): return s.unetTimestep(timestep)
+        case .lcm(let s): return s.unetTimestep(timestep)
+        case .tcd(let s): return s.unetTimestep(timestep)
         }
     }
 
@@ -140,6 +202,12 @@ public enum AnyScheduler: Scheduler {
         case (.euler(let s), _):
             var none = NoState()
             return s.step(modelOutput, timestep: timestep, sample: sample, state: &none, noise: noise)
+        case (.lcm(let s), _):
+            var none = NoState()
+            return s.step(modelOutput, timestep: timestep, sample: sample, state: &none, noise: noise)
+        case (.tcd(let s), _):
+            var none = NoState()
+            return s.step(modelOutput, timestep: timestep, sample: sample, state: &none, noise: noise)
         case (.dpmSolver, .none):
             preconditionFailure("a DPM-Solver step needs the view state its scheduler made")
         }
@@ -154,7 +222,7 @@ public enum AnyScheduler: Scheduler {
 
     public func viewState(pixelHistory: Tensor?, index: Int) -> ViewState {
         switch self {
-        case .ddim, .euler: return .none
+        case .ddim, .euler, .lcm, .tcd: return .none
         case .dpmSolver(let s): return .dpmSolver(s.viewState(pixelHistory: pixelHistory, index: index))
         }
     }
@@ -164,6 +232,8 @@ public enum AnyScheduler: Scheduler {
         case .ddim(let s): return s.addNoise(original, noise: noise, timestep: timestep)
         case .dpmSolver(let s): return s.addNoise(original, noise: noise, timestep: timestep)
         case .euler(let s): return s.addNoise(original, noise: noise, timestep: timestep)
+        case .lcm(let s): return s.addNoise(original, noise: noise, timestep: timestep)
+        case .tcd(let s): return s.addNoise(original, noise: noise, timestep: timestep)
         }
     }
 }

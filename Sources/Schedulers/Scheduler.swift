@@ -86,12 +86,30 @@ public struct NoState: Sendable, Equatable {
 public enum SchedulerError: Error, CustomStringConvertible, Equatable {
     case unsupported(String)
     case invalidSteps(Int, trainTimesteps: Int)
+    /// LCM and TCD choose their steps from a grid of `gridSize` timesteps (`original_inference_steps`).
+    case invalidStepsOnGrid(Int, gridSize: Int, sampler: String)
+    /// An eta given to a sampler that takes none (see `Sampler.acceptsEta`).
+    case etaNotAccepted(Float, sampler: String)
+    /// An eta outside the values `sampler` takes (`range`, e.g. "0 to 1").
+    case invalidEta(Float, sampler: String, range: String)
+    /// A timestep spacing other than "leading", "linspace" and "trailing".
+    case unknownTimestepSpacing(String)
 
     public var description: String {
         switch self {
         case .unsupported(let what): return "scheduler: \(what) is not supported"
         case .invalidSteps(let n, let train):
             return "scheduler: \(n) inference steps is not possible; use 1 to \(train) (the model was trained with \(train) timesteps)"
+        case .invalidStepsOnGrid(let n, let grid, let sampler):
+            return "scheduler: \(n) inference steps is not possible with \(sampler); use 1 to \(grid) (its timesteps are chosen from a grid of \(grid), original_inference_steps)"
+        case .etaNotAccepted(let eta, let sampler):
+            let takers = Sampler.allCases.filter(\.acceptsEta).map(\.displayName).joined(separator: " and ")
+            return "scheduler: eta \(eta) does not apply to \(sampler); only \(takers) take eta"
+        case .invalidEta(let eta, let sampler, let range):
+            return "scheduler: eta \(eta) is not possible with \(sampler); use \(range)"
+        case .unknownTimestepSpacing(let name):
+            let known = Sampler.timestepSpacings.map { "\"\($0)\"" }.joined(separator: ", ")
+            return "scheduler: unknown timestep spacing \"\(name)\"; use \(known)"
         }
     }
 }

@@ -137,7 +137,7 @@ final class SamplerTests: XCTestCase {
 
     func testSamplerNamesAndErrors() throws {
         XCTAssertEqual(Sampler(rawValue: "dpm++2m-karras"), .dpmSolver2MKarras)
-        XCTAssertEqual(Sampler.allCases.map(\.displayName), ["DDIM", "DPM++ 2M", "DPM++ 2M Karras", "Euler", "Euler a"])
+        XCTAssertEqual(Sampler.allCases.map(\.displayName), ["DDIM", "DPM++ 2M", "DPM++ 2M Karras", "Euler", "Euler a", "LCM", "TCD"])
         XCTAssertThrowsError(try Sampler.euler.makeScheduler(config: DDIMSchedulerConfig(predictionType: "sample"), steps: 5))
         XCTAssertThrowsError(try Sampler.dpmSolver2M.makeScheduler(config: .stableDiffusion, steps: 20, eta: 0.5))
         XCTAssertThrowsError(try Sampler.dpmSolver2M.makeScheduler(config: .stableDiffusion, steps: 0)) {
