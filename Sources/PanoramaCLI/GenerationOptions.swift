@@ -31,11 +31,11 @@ struct GenerationOptions: ParsableArguments {
     var seed: UInt64?
 
     @Option(name: .long, help: ArgumentHelp(
-        "Sampler: ddim, dpm++2m, dpm++2m-karras, euler or euler-a (default ddim).",
-        discussion: "DPM++ 2M Karras at 20 steps comes close to DDIM at 50; euler-a adds fresh noise every step."))
+        "Sampler: ddim, dpm++2m, dpm++2m-karras, euler, euler-a, lcm or tcd (default ddim, or the model's own LCM or TCD scheduler).",
+        discussion: "DPM++ 2M Karras at 20 steps comes close to DDIM at 50; euler-a adds fresh noise every step. lcm and tcd render in 2-8 steps with an LCM or TCD model or LoRA (e.g. --lora lcm-lora.safetensors --scheduler lcm --steps 4 --guidance 1)."))
     var scheduler: String?
 
-    @Option(name: .long, help: "DDIM eta: 0 is deterministic, 1 adds the most fresh noise (default 0; ddim only).")
+    @Option(name: .long, help: "DDIM's eta (0 deterministic, 1 the most fresh noise; default 0) or TCD's gamma (0-1, default 0.3); ddim and tcd only.")
     var eta: Float?
 
     @Option(name: .long, help: ArgumentHelp(
@@ -260,11 +260,11 @@ struct GenerationOptions: ParsableArguments {
         s.guidanceScale = guidance ?? png?.guidanceScale ?? preset?.guidance ?? 7.5
         s.seed = seed ?? png?.seed ?? UInt64.random(in: 0..<(1 << 32))
         s.sampler = try sampler(preset)
-        // A1111 records an eta for its ancestral samplers too; only DDIM's applies here
-        s.eta = eta ?? (s.sampler == .ddim ? png?.eta : nil) ?? preset?.eta ?? 0
+        // A1111 records an eta for its ancestral samplers too; only DDIM's and TCD's apply here
+        s.eta = eta ?? (s.sampler.acceptsEta ? png?.eta : nil) ?? preset?.eta
         s.clipSkip = png?.clipSkip ?? 0
-        if s.eta != 0 && s.sampler != .ddim {
-            throw ValidationError("--eta applies to the ddim sampler only, not \(s.sampler.rawValue)")
+        if let eta = s.eta, eta != 0, !s.sampler.acceptsEta {
+            throw ValidationError("--eta applies to the ddim and tcd samplers only, not \(s.sampler.rawValue)")
         }
         s.timestepSpacing = timestepSpacing ?? png?.timestepSpacing ?? preset?.timestepSpacing
         if let spacing = s.timestepSpacing, !["leading", "linspace", "trailing"].contains(spacing) {

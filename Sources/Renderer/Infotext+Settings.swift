@@ -50,7 +50,7 @@ extension Infotext {
         if let modelHash { fields.append(Field("Model hash", modelHash)) }
         fields.append(Field("Model", model))
         if let vae { fields.append(Field("VAE", vae)) }
-        if s.eta > 0 { fields.append(Field("Eta", Self.formatNumber(s.eta))) }
+        if s.effectiveEta > 0 { fields.append(Field("Eta", Self.formatNumber(s.effectiveEta))) }
         if let spacing = s.timestepSpacing, !(spacing == "trailing" && [.euler, .eulerAncestral].contains(s.sampler)) {
             fields.append(Field("Timestep spacing", spacing))
         }

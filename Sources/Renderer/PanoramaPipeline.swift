@@ -17,8 +17,8 @@ public struct PanoramaSettings: Sendable, Equatable {
     public var seed: UInt64 = 0
     /// The sampler (diffusers' default for these pipelines is the model's own scheduler, DDIM here).
     public var sampler: Sampler = .ddim
-    /// DDIM's η (0: deterministic), or TCD's γ.
-    public var eta: Float = 0
+    /// DDIM's η (0: deterministic) or TCD's γ; nil: the sampler's default (0, TCD 0.3).
+    public var eta: Float?
     /// The sampler's timestep spacing ("leading", "linspace" or "trailing"); nil: the model's
     /// scheduler file's, or the sampler's own default. Turbo-style models want "trailing".
     public var timestepSpacing: String?
@@ -50,6 +50,9 @@ public struct PanoramaSettings: Sendable, Equatable {
         self.width = width
         self.height = height
     }
+
+    /// `eta`, or the sampler's default when it is nil.
+    public var effectiveEta: Float { eta ?? sampler.defaultEta }
 }
 
 /// Errors in the request, before any work starts.
@@ -129,11 +132,15 @@ public struct PanoramaPipeline: Sendable {
         guard settings.viewBatchSize >= 1 else {
             throw RenderError.invalidSetting("view batch size must be at least 1, not \(settings.viewBatchSize)")
         }
-        guard settings.eta >= 0 && settings.eta.isFinite else {
-            throw RenderError.invalidSetting("eta must be 0 or more, not \(settings.eta)")
+        let eta = settings.effectiveEta
+        guard eta >= 0 && eta.isFinite else {
+            throw RenderError.invalidSetting("eta must be 0 or more, not \(eta)")
         }
-        guard settings.eta == 0 || settings.sampler == .ddim else {
-            throw RenderError.invalidSetting("eta applies to the DDIM sampler only, not \(settings.sampler.displayName)")
+        guard eta == 0 || settings.sampler.acceptsEta else {
+            throw RenderError.invalidSetting("eta applies to the DDIM and TCD samplers only, not \(settings.sampler.displayName)")
+        }
+        guard eta <= 1 || settings.sampler != .tcd else {
+            throw RenderError.invalidSetting("TCD's eta (gamma) must be between 0 and 1, not \(eta)")
         }
         guard settings.guidanceScale.isFinite else {
             throw RenderError.invalidSetting("guidance scale must be a finite number")
@@ -212,7 +219,8 @@ public struct PanoramaPipeline: Sendable {
 
     /// The scheduler for `settings`.
     public func makeScheduler(_ settings: PanoramaSettings) throws -> AnyScheduler {
-        try settings.sampler.makeScheduler(config: model.schedulerConfig, steps: settings.steps, eta: settings.eta)
+        try settings.sampler.makeScheduler(config: model.schedulerConfig, steps: settings.steps, eta: settings.effectiveEta,
+                                           timestepSpacing: settings.timestepSpacing)
     }
 
     /// Conditional and unconditional text embeddings.

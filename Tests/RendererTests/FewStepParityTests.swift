@@ -64,7 +64,8 @@ final class FewStepParityTests: XCTestCase {
 
         XCTAssertEqual(try pipeline.makeScheduler(s).timesteps, c.timesteps, "\(name): timesteps", file: file, line: line)
         var loop = try pipeline.denoisingLoop(s)
-        XCTAssertLessThanOrEqual(loop.latents.maxAbsDifference(try golden.tensor("initial_latent")), 1e-5,
+        let initial = try golden.tensor("initial_latent")  // scaled by the sampler's initial σ (14.6 for trailing Euler)
+        XCTAssertLessThanOrEqual(loop.latents.maxAbsDifference(initial), 1e-6 * initial.maxAbs,
                                  "\(name): initial latents", file: file, line: line)
         var calls = 0
         while loop.next() != nil { calls += 1 }

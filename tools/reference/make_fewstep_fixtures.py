@@ -13,7 +13,7 @@ Cases (prompt "snowy mountains at sunset", seed 1234, StableDiffusionPipeline un
     euler_a_trailing4 the same at 4 steps
 
 Each golden/fewstep/<case>.safetensors holds initial_latent, final_latent [1, 4, 64, 64] (what the pipeline decodes),
-timesteps and image_u8 [512, 512, 3]. Also writes Tests/Fixtures/models/tiny-lcm (its UNet; the other components
+timesteps and image_u8 [512, 512, 3]; initial_latent is scaled by the sampler's initial σ. Also writes Tests/Fixtures/models/tiny-lcm (its UNet; the other components
 are symbolic links to tiny-pano's).
 
     . /work/.venv-ref/bin/activate
@@ -85,6 +85,7 @@ def run(pipe, steps, guidance, **kw):
     out = pipe(PROMPT, height=SIZE, width=SIZE, num_inference_steps=steps, guidance_scale=guidance, generator=g,
                output_type="latent", callback_on_step_end=grab, **kw)
     latent = out.images
+    initial = initial * pipe.scheduler.init_noise_sigma  # as the pipeline scales it (Euler's σ_max)
     with torch.no_grad():
         image = pipe.vae.decode(latent / pipe.vae.config.scaling_factor).sample
     image = (image / 2 + 0.5).clamp(0, 1)[0].permute(1, 2, 0).numpy()
