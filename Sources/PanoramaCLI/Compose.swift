@@ -43,7 +43,7 @@ struct Compose: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Regions from a JSON file (see above).", valueName: "file.json"))
     var regions: String?
 
-    @Option(name: .long, help: "Steps with bootstrapping at the start (default: 20% of the steps).")
+    @Option(name: .long, help: "Steps with bootstrapping at the start (default: 20% of the steps; 1 with the few-step fixes).")
     var bootstrapSteps: Int?
 
     @Option(name: .long, help: ArgumentHelp(
@@ -118,11 +118,13 @@ struct Compose: ParsableCommand {
             fewStepSettings.bootstrapBackground = background
         }
         fewStepSettings.centredBootstrap = !uncentredBootstrap && png?.infotext["Centred bootstrap"] != "off"
-        let composition = Composition(regions: try specs.enumerated().map { try makeRegion($1, number: $0 + 1, base: base, settings: settings) },
-                                      bootstrapSteps: bootstrapSteps ?? png?.settings.bootstrapSteps
-                                          ?? Int((Double(settings.steps) * 0.2).rounded()),
-                                      fewStepMode: fewStep ?? recalledFewStep ?? .automatic, fewStep: fewStepSettings)
+        var composition = Composition(regions: try specs.enumerated().map { try makeRegion($1, number: $0 + 1, base: base, settings: settings) },
+                                      bootstrapSteps: 0, fewStepMode: fewStep ?? recalledFewStep ?? .automatic,
+                                      fewStep: fewStepSettings)
         let usesFewStep = composition.usesFewStep(steps: settings.steps)
+        // StreamMultiDiffusion bootstraps one step; MultiDiffusion a fifth of them.
+        composition.bootstrapSteps = bootstrapSteps ?? png?.settings.bootstrapSteps
+            ?? (usesFewStep ? min(1, settings.steps - 1) : Int((Double(settings.steps) * 0.2).rounded()))
         let outputURL = try options.outputLocation(defaultBase: "composition-\(settings.width)x\(settings.height)-\(settings.seed)")
 
         let pipeline = try options.loadPipeline(

@@ -132,11 +132,14 @@ final class FewStepRegionTests: XCTestCase {
         let mask = (0..<(8 * 16)).map { Float($0 % 16 < 8 ? 1 : 0) }
         let blurred = FewStepRegions.blurred(mask, rows: 8, columns: 16, sigma: 1)
         XCTAssertEqual(blurred[0], 1, accuracy: 1e-6)
-        XCTAssertEqual(blurred[7], 0.5, accuracy: 0.05)
+        // Half a pixel either side of the edge: Φ(±0.5) of a unit Gaussian.
+        XCTAssertEqual(blurred[7], 0.69, accuracy: 0.01)
+        XCTAssertEqual(blurred[7] + blurred[8], 1, accuracy: 1e-6)
         XCTAssertEqual(blurred[15], 0, accuracy: 1e-6)
         // On a 360° canvas the right edge blends with the left.
         let wrapped = FewStepRegions.blurred(mask, rows: 8, columns: 16, sigma: 1, circular: true)
-        XCTAssertEqual(wrapped[0], 0.5, accuracy: 0.05)
+        XCTAssertEqual(wrapped[0], 0.69, accuracy: 0.01)
+        XCTAssertEqual(wrapped[15], 0.31, accuracy: 0.01)
     }
 
     // MARK: Centred bootstrapping
@@ -192,7 +195,7 @@ final class FewStepRegionTests: XCTestCase {
 
     func testBadFewStepSettingsAreRejected() throws {
         let pipeline = try PanoramaParityTests.sharedPipeline()
-        for std in [-1, .nan, 1000] {
+        for std: Double in [-1, .nan, 1000] {
             let composition = Composition(regions: RegionParityTests.regions, bootstrapSteps: 1, fewStep: FewStepRegions(maskStd: std))
             XCTAssertThrowsError(try pipeline.validate(composition, for: settings(steps: 4))) {
                 XCTAssertTrue("\($0)".contains("mask std must be between 0 and 256 pixels"), "\($0)")
