@@ -15,6 +15,11 @@ struct Compose: ParsableCommand {
             steps each region sees a random flat background outside its mask, so its subject \
             forms inside it.
 
+            With few steps (below 8, or --few-step on) StreamMultiDiffusion's fixes apply: each \
+            region's mask is blurred (--mask-std) and cut at each step's noise level, so a region \
+            starts as its core and widens to its edge as the noise falls, and bootstrapped regions \
+            are moved to the centre of their windows on a white background.
+
             Rectangles are X,Y,W,H in pixels, or in fractions of the canvas when all four are at \
             most 1. A regions file is JSON: a list (or {"regions": [...]}) of objects with \
             "rect": [x, y, w, h] or "mask": "file.png" (relative to the JSON file), "prompt", \
@@ -38,8 +43,26 @@ struct Compose: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Regions from a JSON file (see above).", valueName: "file.json"))
     var regions: String?
 
-    @Option(name: .long, help: "Steps with bootstrapping at the start (default: 20% of the steps).")
+    @Option(name: .long, help: "Steps with bootstrapping at the start (default: 20% of the steps; 1 with the few-step fixes).")
     var bootstrapSteps: Int?
+
+    @Option(name: .long, help: ArgumentHelp(
+        "StreamMultiDiffusion's few-step fixes: masks that widen as the noise falls, and bootstrapping centred on each region; auto turns them on below 8 steps (default auto).",
+        valueName: "auto|on|off"))
+    var fewStep: FewStepMode?
+
+    @Option(name: .long, help: ArgumentHelp(
+        "With the few-step fixes: blur of the region masks before each step cuts them, in pixels; 0 keeps the masks as drawn (default 8).",
+        valueName: "pixels"))
+    var maskStd: Double?
+
+    @Option(name: .long, help: ArgumentHelp(
+        "With the few-step fixes: what bootstrapped regions see outside their mask, white or a random flat colour per step (MultiDiffusion's) (default white).",
+        valueName: "white|random"))
+    var bootstrapBackground: BootstrapBackground?
+
+    @Flag(name: .long, help: "With the few-step fixes: bootstrap regions where they are instead of moving each to its window's centre.")
+    var uncentredBootstrap = false
 
     @Option(name: .long, help: ArgumentHelp("Soft rectangle edges: the weight rises over this many pixels; edges on the canvas border stay hard (default 0).", valueName: "pixels"))
     var feather: Double?
@@ -88,9 +111,20 @@ struct Compose: ParsableCommand {
             base = png.url.deletingLastPathComponent()
         }
         guard !specs.isEmpty else { throw ValidationError("give at least one --region or a --regions file") }
-        let composition = Composition(regions: try specs.enumerated().map { try makeRegion($1, number: $0 + 1, base: base, settings: settings) },
-                                      bootstrapSteps: bootstrapSteps ?? png?.settings.bootstrapSteps
-                                          ?? Int((Double(settings.steps) * 0.2).rounded()))
+        let recalledFewStep = png.map { $0.infotext["Few-step regions"].flatMap(FewStepMode.init(rawValue:)) ?? .off }
+        var fewStepSettings = FewStepRegions()
+        if let std = maskStd ?? png?.infotext["Mask std"].flatMap(Double.init) { fewStepSettings.maskStd = std }
+        if let background = bootstrapBackground ?? png?.infotext["Bootstrap background"].flatMap(BootstrapBackground.init(rawValue:)) {
+            fewStepSettings.bootstrapBackground = background
+        }
+        fewStepSettings.centredBootstrap = !uncentredBootstrap && png?.infotext["Centred bootstrap"] != "off"
+        var composition = Composition(regions: try specs.enumerated().map { try makeRegion($1, number: $0 + 1, base: base, settings: settings) },
+                                      bootstrapSteps: 0, fewStepMode: fewStep ?? recalledFewStep ?? .automatic,
+                                      fewStep: fewStepSettings)
+        let usesFewStep = composition.usesFewStep(steps: settings.steps)
+        // StreamMultiDiffusion bootstraps one step; MultiDiffusion a fifth of them.
+        composition.bootstrapSteps = bootstrapSteps ?? png?.settings.bootstrapSteps
+            ?? (usesFewStep ? min(1, settings.steps - 1) : Int((Double(settings.steps) * 0.2).rounded()))
         let outputURL = try options.outputLocation(defaultBase: "composition-\(settings.width)x\(settings.height)-\(settings.seed)")
 
         let pipeline = try options.loadPipeline(
@@ -102,9 +136,16 @@ struct Compose: ParsableCommand {
 
         var loop = try pipeline.regionLoop(settings, composition: composition)
         progress.note("\(settings.width)x\(settings.height): \(composition.regions.count) regions, \(loop.views.count) windows, "
-                      + "\(loop.denoisesPerStep) denoises per step x \(loop.stepCount) steps (\(composition.bootstrapSteps) bootstrapped)")
-        let extra = [Infotext.Field("Regions", String(composition.regions.count)),
+                      + "\(usesFewStep ? "up to " : "")\(loop.denoisesPerStep) denoises per step x \(loop.stepCount) steps (\(composition.bootstrapSteps) bootstrapped"
+                      + (usesFewStep ? "; few-step regions, mask std \(composition.fewStep.maskStd)" : "") + ")")
+        var extra = [Infotext.Field("Regions", String(composition.regions.count)),
                      Infotext.Field("Bootstrap steps", String(composition.bootstrapSteps))]
+        if usesFewStep {
+            extra += [Infotext.Field("Few-step regions", "on"),
+                      Infotext.Field("Mask std", String(composition.fewStep.maskStd)),
+                      Infotext.Field("Bootstrap background", composition.fewStep.bootstrapBackground.rawValue)]
+            if !composition.fewStep.centredBootstrap { extra.append(Infotext.Field("Centred bootstrap", "off")) }
+        }
         try options.finish(&loop, pipeline: pipeline, settings: settings, progress: &progress, output: outputURL,
                            parameters: try options.parameters(settings, model: model, extra: extra,
                                                               otherPrompts: composition.regions.flatMap { [$0.prompt.prompt, $0.prompt.negativePrompt] }),
@@ -203,3 +244,6 @@ struct Compose: ParsableCommand {
         }
     }
 }
+
+extension FewStepMode: ExpressibleByArgument {}
+extension BootstrapBackground: ExpressibleByArgument {}

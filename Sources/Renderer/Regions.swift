@@ -80,17 +80,23 @@ extension RegionShape {
 /// mask times its weight as the per-pixel weight. During the first `bootstrapSteps` steps a
 /// foreground prompt's window sees, outside its mask, a constant-colour background latent noised
 /// to the current timestep, so that its object forms inside the mask.
+///
+/// Stochastic samplers add their fresh noise as `noiseFusion` says: with `.canvas` the prompts'
+/// and windows' noise-free means are fused and one canvas-wide noise is added per step; with
+/// `.perWindow` every (window, prompt) step draws its own, as diffusers' pipelines do.
+///
+/// With StreamMultiDiffusion's few-step fixes (`FewStepRegions`) the masks may change from step to
+/// step (`stepMasks`) and bootstrapped windows are rolled so their region sits at the centre.
 public struct RegionDenoisingLoop<S: Scheduler>: DenoisingProcess, Sequence {
     public private(set) var latents: Tensor
     public let views: [LatentView]
-    /// For each view, the prompts it is denoised with (0: background, k: region k).
-    public let promptsPerView: [[Int]]
-    /// Latent masks per prompt, [rows · columns].
+    /// For each view, the prompts it is denoised with at the first step (0: background, k: region k).
+    public var promptsPerView: [[Int]] { layouts[0].promptsPerView }
+    /// Latent masks per prompt, [rows · columns], as given (before any quantization).
     public let masks: [[Float]]
-    /// Per view and per prompt in `promptsPerView`: the mask under the view, and that times the
-    /// prompt's weight (the fusion weight), computed once.
-    private let viewMasks: [[[Float]]]
-    private let fusionWeights: [[[Float]]]
+    private let layouts: [Layout]
+    /// Per step the index in `layouts`.
+    private let layoutOfStep: [Int]
     private let unet: UNet2DConditionModel
     private let scheduler: S
     private let guidances: [Guidance]
@@ -98,9 +104,24 @@ public struct RegionDenoisingLoop<S: Scheduler>: DenoisingProcess, Sequence {
     private let viewBatchSize: Int
     /// The bootstrapping inputs (nil: none).
     public let bootstrap: Bootstrap?
+    /// Roll bootstrapped windows so the mask's bounding box is centred (StreamMultiDiffusion).
+    public let centredBootstrap: Bool
+    /// Where a stochastic step's fresh noise is added (before or after fusing).
+    public let noiseFusion: NoiseFusion
+    /// Scheduler state per view and prompt (every prompt, so it survives steps a prompt skips).
     private var states: [[S.ViewState]]
     private var generator: TorchGenerator
     private var stepIndex = 0
+
+    /// The masks of one or more steps and what they imply per view: which prompts a view is
+    /// denoised with, the mask under the view and the fusion weight (mask × prompt weight ×
+    /// window weight), computed once.
+    private struct Layout {
+        var masks: [[Float]]
+        var promptsPerView: [[Int]]
+        var viewMasks: [[[Float]]]
+        var fusionWeights: [[[Float]]]
+    }
 
     /// Bootstrapping inputs: the background latent (one value per channel) for each bootstrap step
     /// and foreground prompt, and the noise that takes it to each step's timestep.
@@ -122,20 +143,34 @@ public struct RegionDenoisingLoop<S: Scheduler>: DenoisingProcess, Sequence {
     ///   - guidances: per prompt (background first) its embeddings and scale.
     ///   - foregroundMasks: per region its latent mask [rows · columns]; the background's is
     ///     derived from them.
+    ///   - stepMasks: per step the regions' masks to use instead of `foregroundMasks` (quantized
+    ///     masks, see `FewStepRegions`); nil: `foregroundMasks` at every step.
     ///   - weights: per prompt (background first) the factor on its mask when fusing.
     ///   - windowWeighting: a per-window factor on every mask as well (`.uniform`: none).
+    ///   - centredBootstrap: roll bootstrapped windows so the region is at their centre.
+    ///   - noiseFusion: where stochastic steps add their noise.
     public init(unet: UNet2DConditionModel, scheduler: S, guidances: [Guidance], foregroundMasks: [[Float]],
-                weights: [Float], latents: Tensor, tiler: ViewTiler, viewBatchSize: Int = 1,
-                bootstrap: Bootstrap?, generator: TorchGenerator, windowWeighting: WindowWeighting = .uniform) {
+                stepMasks: [[[Float]]]? = nil, weights: [Float], latents: Tensor, tiler: ViewTiler,
+                viewBatchSize: Int = 1, bootstrap: Bootstrap?, centredBootstrap: Bool = false,
+                generator: TorchGenerator, windowWeighting: WindowWeighting = .uniform,
+                noiseFusion: NoiseFusion = .canvas) {
         let (rows, columns) = (latents.shape[2], latents.shape[3])
         precondition(guidances.count == foregroundMasks.count + 1 && weights.count == guidances.count)
         precondition(foregroundMasks.allSatisfy { $0.count == rows * columns })
-        var background = [Float](repeating: 1, count: rows * columns)
-        for mask in foregroundMasks {
-            for i in background.indices { background[i] -= mask[i] }
+        precondition(viewBatchSize >= 1, "viewBatchSize must be at least 1")
+        if let stepMasks {
+            precondition(stepMasks.count == scheduler.timesteps.count, "one set of masks per step")
+            precondition(stepMasks.allSatisfy { $0.count == foregroundMasks.count && $0.allSatisfy { $0.count == rows * columns } })
         }
-        for i in background.indices { background[i] = Swift.max(0, background[i]) }
-        masks = [background] + foregroundMasks
+        func withBackground(_ foreground: [[Float]]) -> [[Float]] {
+            var background = [Float](repeating: 1, count: rows * columns)
+            for mask in foreground {
+                for i in background.indices { background[i] -= mask[i] }
+            }
+            for i in background.indices { background[i] = Swift.max(0, background[i]) }
+            return [background] + foreground
+        }
+        masks = withBackground(foregroundMasks)
         self.unet = unet
         self.scheduler = scheduler
         self.guidances = guidances
@@ -143,25 +178,55 @@ public struct RegionDenoisingLoop<S: Scheduler>: DenoisingProcess, Sequence {
         self.latents = latents
         self.viewBatchSize = viewBatchSize
         self.bootstrap = bootstrap
+        self.centredBootstrap = centredBootstrap
+        self.noiseFusion = noiseFusion
         self.generator = generator
-        views = tiler.views(height: rows, width: columns)
-        let masks = self.masks
-        let windows = views.map { view in masks.map { Self.window(of: $0, view, columns: columns) } }
-        promptsPerView = windows.map { perPrompt in perPrompt.indices.filter { perPrompt[$0].contains { $0 > 0 } } }
-        viewMasks = zip(windows, promptsPerView).map { perPrompt, prompts in prompts.map { perPrompt[$0] } }
+        let views = tiler.views(height: rows, width: columns)
+        self.views = views
         let windowWeights = windowWeighting.weights(for: views)
-        fusionWeights = zip(zip(viewMasks, promptsPerView), windowWeights).map { pair, window in
-            let (maskList, prompts) = pair
-            return zip(maskList, prompts).map { mask, k in
-                mask.indices.map { i in mask[i] * weights[k] * (window?[i] ?? 1) }
+        func layout(_ masks: [[Float]]) -> Layout {
+            let windows = views.map { view in masks.map { Self.window(of: $0, view, columns: columns) } }
+            let promptsPerView = windows.map { perPrompt in perPrompt.indices.filter { perPrompt[$0].contains { $0 > 0 } } }
+            let viewMasks = zip(windows, promptsPerView).map { perPrompt, prompts in prompts.map { perPrompt[$0] } }
+            let fusionWeights = zip(zip(viewMasks, promptsPerView), windowWeights).map { pair, window in
+                let (maskList, prompts) = pair
+                return zip(maskList, prompts).map { mask, k in
+                    mask.indices.map { i in mask[i] * weights[k] * (window?[i] ?? 1) }
+                }
             }
+            return Layout(masks: masks, promptsPerView: promptsPerView, viewMasks: viewMasks, fusionWeights: fusionWeights)
         }
-        states = promptsPerView.map { $0.map { _ in scheduler.makeViewState() } }
+        if let stepMasks {
+            // Consecutive steps with the same masks share one layout.
+            var layouts: [Layout] = [], layoutOfStep: [Int] = []
+            var previous: [[Float]]?
+            for foreground in stepMasks {
+                if foreground != previous {
+                    layouts.append(layout(withBackground(foreground)))
+                    previous = foreground
+                }
+                layoutOfStep.append(layouts.count - 1)
+            }
+            self.layouts = layouts
+            self.layoutOfStep = layoutOfStep
+        } else {
+            layouts = [layout(masks)]
+            layoutOfStep = Array(repeating: 0, count: scheduler.timesteps.count)
+        }
+        states = views.map { _ in guidances.map { _ in scheduler.makeViewState() } }
     }
 
-    /// UNet evaluations (before classifier-free guidance doubles them) per step.
-    public var denoisesPerStep: Int { promptsPerView.reduce(0) { $0 + $1.count } }
+    /// UNet evaluations (before classifier-free guidance doubles them) per step; with masks that
+    /// change from step to step, the most of any step.
+    public var denoisesPerStep: Int {
+        layouts.map { $0.promptsPerView.reduce(0) { $0 + $1.count } }.max() ?? 0
+    }
     public var stepCount: Int { scheduler.timesteps.count }
+
+    /// The prompts' masks (background first) at step `index`, after any quantization.
+    public func masks(atStep index: Int) -> [[Float]] { layouts[layoutOfStep[index]].masks }
+    /// For each view, the prompts it is denoised with at step `index`.
+    public func promptsPerView(atStep index: Int) -> [[Int]] { layouts[layoutOfStep[index]].promptsPerView }
 
     /// The part of a canvas mask under `view` ([view.height · view.width]), wrapping columns.
     static func window(of mask: [Float], _ view: LatentView, columns: Int) -> [Float] {
@@ -175,36 +240,57 @@ public struct RegionDenoisingLoop<S: Scheduler>: DenoisingProcess, Sequence {
     public mutating func next() -> StepReport? {
         guard stepIndex < scheduler.timesteps.count else { return nil }
         let t = scheduler.timesteps[stepIndex]
+        let layout = layouts[layoutOfStep[stepIndex]]
         let (channels, rows, columns) = (latents.shape[1], latents.shape[2], latents.shape[3])
+        let canvasNoise = noiseFusion == .canvas && scheduler.needsNoise
+        let drawsNoise = scheduler.drawsNoise(at: t)
+        var noiseScale: Float = 0
         var fuser = Fuser(channels: channels, height: rows, width: columns)
         var start = 0
         while start < views.count {
             let batch = start..<Swift.min(views.count, start + viewBatchSize)
-            var items: [(sample: Tensor, guidance: Guidance)] = [], owners: [(view: Int, slot: Int)] = []
+            var items: [(sample: Tensor, guidance: Guidance)] = [], inputs: [(sample: Tensor, guidance: Guidance)] = []
+            var owners: [(view: Int, slot: Int, roll: (rows: Int, columns: Int))] = []
             for v in batch {
                 let window = latents.crop(views[v])
-                for (slot, k) in promptsPerView[v].enumerated() {
-                    var sample = window
+                for (slot, k) in layout.promptsPerView[v].enumerated() {
+                    var sample = window, roll = (rows: 0, columns: 0)
                     if let bootstrap, k > 0, stepIndex < bootstrap.steps {
-                        sample = bootstrapped(window, view: views[v], prompt: k, mask: viewMasks[v][slot],
-                                              timestep: t, bootstrap)
+                        let mask = layout.viewMasks[v][slot]
+                        sample = bootstrapped(window, view: views[v], prompt: k, mask: mask, timestep: t, bootstrap)
+                        if centredBootstrap {
+                            roll = FewStepRegions.centringRoll(mask: mask, height: views[v].height, width: views[v].width)
+                        }
                     }
                     items.append((sample, guidances[k]))
-                    owners.append((v, slot))
+                    inputs.append((sample.rolled(rows: roll.rows, columns: roll.columns), guidances[k]))
+                    owners.append((v, slot, roll))
                 }
             }
-            let eps = guidedNoise(unet: unet, scheduler: scheduler, items: items, timestep: t)
-            let noise = scheduler.needsNoise
+            let eps = guidedNoise(unet: unet, scheduler: scheduler, items: inputs, timestep: t)
+            let noise = !canvasNoise && drawsNoise
                 ? generator.randn([items.count, channels, views[0].height, views[0].width]) : nil
             for (i, owner) in owners.enumerated() {
-                let (v, slot) = owner
-                let stepped = scheduler.step(eps[i], timestep: t, sample: items[i].sample,
-                                             state: &states[v][slot], noise: noise?.batch(i))
-                fuser.add(stepped, at: views[v], weight: fusionWeights[v][slot])
+                let (v, slot, roll) = owner
+                let k = layout.promptsPerView[v][slot]
+                // The prediction rolled back under the window the step continues from.
+                let prediction = eps[i].rolled(rows: -roll.rows, columns: -roll.columns)
+                let stepped: Tensor
+                if canvasNoise {
+                    (stepped, noiseScale) = scheduler.stepMean(prediction, timestep: t, sample: items[i].sample,
+                                                               state: &states[v][k])
+                } else {
+                    stepped = scheduler.step(prediction, timestep: t, sample: items[i].sample,
+                                             state: &states[v][k], noise: noise?.batch(i))
+                }
+                fuser.add(stepped, at: views[v], weight: layout.fusionWeights[v][slot])
             }
             start = batch.upperBound
         }
         latents = fuser.fused()
+        if canvasNoise && drawsNoise {
+            latents = latents.addingNoise(generator.randn(latents.shape), scale: noiseScale)
+        }
         stepIndex += 1
         return StepReport(index: stepIndex - 1, count: stepCount, timestep: t, views: views.count, latents: latents)
     }
@@ -237,10 +323,18 @@ public struct Composition: Sendable, Equatable {
     public var regions: [Region]
     /// Steps at the start with bootstrapping (0: none).
     public var bootstrapSteps: Int
+    /// Whether StreamMultiDiffusion's few-step fixes apply (`.automatic`: below
+    /// `FewStepRegions.automaticBelowSteps` steps).
+    public var fewStepMode: FewStepMode
+    /// The few-step fixes' settings, used when `fewStepMode` turns them on.
+    public var fewStep: FewStepRegions
 
-    public init(regions: [Region], bootstrapSteps: Int) {
+    public init(regions: [Region], bootstrapSteps: Int, fewStepMode: FewStepMode = .automatic,
+                fewStep: FewStepRegions = FewStepRegions()) {
         self.regions = regions
         self.bootstrapSteps = bootstrapSteps
+        self.fewStepMode = fewStepMode
+        self.fewStep = fewStep
     }
 }
 
@@ -248,12 +342,18 @@ extension PanoramaPipeline {
     /// Side of the constant-colour image encoded for a bootstrap background; its centre latent
     /// pixel is the background (a larger image gives the same value there, at more cost).
     static let bootstrapImageSize = 128
+    /// The largest mask blur `validate` accepts, in pixels.
+    public static let maximumMaskStd = 256.0
 
     /// Checks a composition against the canvas; messages name the region (1-based).
     public func validate(_ composition: Composition, for settings: PanoramaSettings) throws {
         guard !composition.regions.isEmpty else { throw RenderError.invalidSetting("a composition needs at least one region") }
         guard composition.bootstrapSteps >= 0 && composition.bootstrapSteps <= settings.steps else {
             throw RenderError.invalidSetting("bootstrap steps must be between 0 and the \(settings.steps) steps, not \(composition.bootstrapSteps)")
+        }
+        let std = composition.fewStep.maskStd
+        guard std.isFinite && std >= 0 && std <= Self.maximumMaskStd else {
+            throw RenderError.invalidSetting("mask std must be between 0 and \(Int(Self.maximumMaskStd)) pixels, not \(std)")
         }
         let (rows, columns) = (settings.height / vaeScale, settings.width / vaeScale)
         for (n, region) in composition.regions.enumerated() {
@@ -288,7 +388,13 @@ extension PanoramaPipeline {
     /// The region-based denoising loop for `composition` (regions over the settings' prompt as
     /// background). Random numbers come from the seed's generator in this order: the starting
     /// latents (unless given), then with bootstrapping the background colours
-    /// (`rand([bootstrapSteps, regions, 3])`) and the bootstrap noise (`randn` of the canvas).
+    /// (`rand([bootstrapSteps, regions, 3])`, unless the few-step fixes bootstrap on white) and the
+    /// bootstrap noise (`randn` of the canvas), then any noise of stochastic steps
+    /// (`settings.noiseFusion`).
+    ///
+    /// With the few-step fixes on (`Composition.usesFewStep(steps:)`), masks are quantized per step
+    /// by the schedule's noise levels and bootstrapped windows centred on their region (see
+    /// `FewStepRegions`).
     public func regionLoop(_ settings: PanoramaSettings, composition: Composition,
                            latents given: Tensor? = nil) throws -> RegionDenoisingLoop<AnyScheduler> {
         guard !settings.spotDiffusion else {
@@ -315,25 +421,43 @@ extension PanoramaPipeline {
             s.guidanceScale = region.prompt.guidanceScale ?? settings.guidanceScale
             return s
         })
+        let fewStep = composition.usesFewStep(steps: settings.steps) ? composition.fewStep : nil
         var bootstrap: RegionDenoisingLoop<AnyScheduler>.Bootstrap?
         if composition.bootstrapSteps > 0 {
-            let colours = generator.rand([composition.bootstrapSteps, composition.regions.count, 3])
-            let noise = generator.randn(latentShape(settings))
-            let backgrounds = try (0..<composition.bootstrapSteps).map { step in
-                try (0..<composition.regions.count).map { k in
-                    let base = (step * composition.regions.count + k) * 3
-                    return try bootstrapBackground(Array(colours.data[base..<(base + 3)]))
+            let (steps, count) = (composition.bootstrapSteps, composition.regions.count)
+            let backgrounds: [[[Float]]]
+            if fewStep?.bootstrapBackground == .white {
+                let white = try bootstrapBackground([1, 1, 1])
+                backgrounds = Array(repeating: Array(repeating: white, count: count), count: steps)
+            } else {
+                let colours = generator.rand([steps, count, 3])
+                backgrounds = try (0..<steps).map { step in
+                    try (0..<count).map { k in
+                        let base = (step * count + k) * 3
+                        return try bootstrapBackground(Array(colours.data[base..<(base + 3)]))
+                    }
                 }
             }
-            bootstrap = .init(steps: composition.bootstrapSteps, backgrounds: backgrounds, noise: noise)
+            let noise = generator.randn(latentShape(settings))
+            bootstrap = .init(steps: steps, backgrounds: backgrounds, noise: noise)
         }
         let masks = composition.regions.map { $0.shape.latentMask(rows: rows, columns: columns, scale: vaeScale) }
+        var stepMasks: [[[Float]]]?
+        if let fewStep, fewStep.maskStd > 0 {
+            let levels = FewStepRegions.noiseLevels(alphasCumprod: try NoiseSchedule(config: model.schedulerConfig).alphasCumprod,
+                                                    timesteps: scheduler.timesteps)
+            stepMasks = FewStepRegions.quantizedMasks(masks, rows: rows, columns: columns,
+                                                      sigma: fewStep.maskStd / Double(vaeScale), levels: levels,
+                                                      circular: settings.circular)
+        }
         return RegionDenoisingLoop(unet: model.unet, scheduler: scheduler, guidances: guidances, foregroundMasks: masks,
-                                   weights: [1] + composition.regions.map(\.prompt.weight), latents: latents,
+                                   stepMasks: stepMasks, weights: [1] + composition.regions.map(\.prompt.weight),
+                                   latents: latents,
                                    tiler: ViewTiler(window: model.latentWindow, stride: settings.stride,
                                                     circular: settings.circular),
-                                   viewBatchSize: settings.viewBatchSize, bootstrap: bootstrap, generator: generator,
-                                   windowWeighting: settings.windowWeighting)
+                                   viewBatchSize: settings.viewBatchSize, bootstrap: bootstrap,
+                                   centredBootstrap: fewStep?.centredBootstrap ?? false, generator: generator,
+                                   windowWeighting: settings.windowWeighting, noiseFusion: settings.noiseFusion)
     }
 
     /// The scaled latent of a constant colour (RGB in [0, 1]): the centre latent pixel of its
