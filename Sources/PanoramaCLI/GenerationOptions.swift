@@ -278,7 +278,8 @@ struct GenerationOptions: ParsableArguments {
         s.stride = stride ?? png?.stride ?? preset?.stride ?? 8
         s.viewBatchSize = viewBatchSize ?? preset?.viewBatchSize ?? 1
         s.circular = circular || png?.circular == true
-        let weights = windowWeights ?? png?.windowWeighting?.name ?? preset?.windowWeights ?? "uniform"
+        // a PNG records only non-uniform weights, so a PNG without the field means uniform
+        let weights = windowWeights ?? png?.windowWeighting?.name ?? (png == nil ? preset?.windowWeights : nil) ?? "uniform"
         guard let weighting = WindowWeighting(name: weights) else {
             throw ValidationError("unknown --window-weights \"\(weights)\"; available: uniform, gaussian, gaussian:SIGMA")
         }

@@ -189,9 +189,9 @@ final class CLITests: XCTestCase {
 
     func testUnknownSchedulerAndPreset() throws {
         try assertFails(["--model", Self.tinyModel, "--prompt", "x", "--scheduler", "lms"],
-                        saying: ["unknown scheduler \"lms\"", "ddim, dpm++2m, dpm++2m-karras, euler, euler-a"])
+                        saying: ["unknown scheduler \"lms\"", "ddim, dpm++2m, dpm++2m-karras, euler, euler-a, lcm, tcd"])
         try assertFails(["--model", Self.tinyModel, "--prompt", "x", "--scheduler", "dpm++2m", "--eta", "0.5"],
-                        saying: ["--eta applies to the ddim sampler only"])
+                        saying: ["--eta applies to the ddim and tcd samplers only"])
         try assertFails(["--model", Self.tinyModel, "--prompt", "x", "--preset", "nope"],
                         saying: ["unknown preset \"nope\"", "wrap-360"])
     }

@@ -23,7 +23,7 @@ extension CLITests {
         let url = folder.appendingPathComponent("c.png")
         XCTAssertEqual([try PNG.read(url).width, try PNG.read(url).height], [1024, 512])
         let text = try PNG.textChunks(of: url)
-        XCTAssertEqual(text["parameters"], "a sunny sky\nSteps: 5, Sampler: DDIM, CFG scale: 7.5, Seed: 9, Size: 1024x512, Model hash: ecb206520c, Model: tiny-pano, Regions: 2, Bootstrap steps: 1, MultiDiffusion stride: 32")
+        XCTAssertEqual(text["parameters"], "a sunny sky\nSteps: 5, Sampler: DDIM, CFG scale: 7.5, Seed: 9, Size: 1024x512, Model hash: ecb206520c, Model: tiny-pano, Regions: 2, Bootstrap steps: 1, Few-step regions: on, Mask std: 8.0, Bootstrap background: white, MultiDiffusion stride: 32")
         XCTAssertEqual(text["regions"], #"[{"prompt":"a calm sea","rect":[0,0,0.25,1]},{"guidance":5,"mask":"mask.png","prompt":"a lighthouse","weight":2}]"#)
     }
 
