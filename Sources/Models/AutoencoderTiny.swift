@@ -307,7 +307,7 @@ extension AutoencoderTiny {
     ///   extensions `.safetensors`, `.pth`, `.pt`, `.ckpt`, `.bin`. The decoder is required; without
     ///   an encoder the model decodes only (`hasEncoder` false; `encode` throws, naming the paths
     ///   tried);
-    /// - a folder without config.json holding `taesd_decoder.safetensors` or `.pth` (A1111's folder).
+    /// - a folder holding `taesd_decoder.safetensors` or `.pth` and no diffusers weights (A1111's folder).
     ///
     /// Throws `WeightsError` for unreadable, truncated or foreign files, missing tensors, wrong
     /// shapes and non-finite values (naming the file and tensor), and `ModelError` for what this
@@ -319,13 +319,17 @@ extension AutoencoderTiny {
         }
         if isDirectory.boolValue {
             let configURL = url.appendingPathComponent("config.json")
-            if !FileManager.default.fileExists(atPath: configURL.path) {
-                let candidates = ["taesd_decoder.safetensors", "taesd_decoder.pth"].map { url.appendingPathComponent($0) }
-                guard let file = candidates.first(where: { FileManager.default.fileExists(atPath: $0.path) }) else {
-                    throw WeightsError.noWeights(directory: url.path, lookedFor: ["config.json (a diffusers AutoencoderTiny folder)"]
-                        + candidates.map(\.lastPathComponent))
+            let exists = { (name: String) in FileManager.default.fileExists(atPath: url.appendingPathComponent(name).path) }
+            let diffusersNames = DiffusersFolder.singleFileNames + DiffusersFolder.shardIndexNames
+                + DiffusersFolder.pickleFileNames + DiffusersFolder.pickleShardIndexNames
+            if !exists("config.json") || !diffusersNames.contains(where: exists) {
+                // Not a diffusers folder: madebyollin's files, as in A1111's models/VAE-taesd.
+                let candidates = ["taesd_decoder.safetensors", "taesd_decoder.pth"]
+                guard let name = candidates.first(where: exists) else {
+                    throw WeightsError.noWeights(directory: url.path, lookedFor: ["config.json with diffusion_pytorch_model.safetensors "
+                        + "(a diffusers AutoencoderTiny folder)"] + candidates)
                 }
-                try self.init(contentsOf: file)
+                try self.init(contentsOf: url.appendingPathComponent(name))
                 return
             }
             let config = try AutoencoderTinyConfig.load(from: configURL)
