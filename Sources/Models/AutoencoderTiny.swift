@@ -16,6 +16,10 @@ import Weights
 /// `taesd_decoder`/`taesd_encoder` files of madebyollin's repository (AUTOMATIC1111's
 /// `models/VAE-taesd`). Only 4-channel latents (SD 1.x/2.x's `taesd`; SDXL's `taesdxl` has the
 /// same shapes but another latent space) are supported; 16-channel TAESDs (SD3, FLUX) are refused.
+///
+/// Convolutions are built as `AutoencoderKL`'s: float32 weights, the 3x3 ones on planes of at
+/// least 32x32 through float32 Winograd at either `Compute.precision` (faster than the direct
+/// bf16 kernel on such planes, and more accurate), the others at `Compute.precision`.
 public struct AutoencoderTiny: Sendable {
     public let config: AutoencoderTinyConfig
     /// The file or folder the model was loaded from.
