@@ -105,6 +105,10 @@ public struct AutoencoderTiny: Sendable {
         (scaled - Float(config.latentShift)) * Float(2 * config.latentMagnitude)
     }
 
+    /// Throws, saying where the encoder was looked for, when only the decoder was loaded (so a
+    /// command that will encode can stop before any work).
+    public func checkEncoder() throws { _ = try requireEncoder() }
+
     func requireEncoder() throws -> [TinyLayer] {
         guard let encoderLayers else {
             throw ModelError.invalidInput("taesd: cannot encode: the encoder weights are missing (\(encoderSearch)); "

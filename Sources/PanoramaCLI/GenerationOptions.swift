@@ -77,6 +77,12 @@ struct GenerationOptions: ParsableArguments {
     var vae: String?
 
     @Option(name: .long, help: ArgumentHelp(
+        "Decode (and, for upscale, encode) with a tiny autoencoder instead of the model's VAE: much faster, a little less detail. A diffusers AutoencoderTiny folder or its .safetensors file, or TAESD's taesd_decoder / taesd_encoder files (.safetensors or .pth) as A1111 keeps them in models/VAE-approx.",
+        discussion: "The TAESD must match the model family (taesd for SD 1.x/2.x); the bundled demo model has its own latent space, which no published TAESD knows.",
+        valueName: "dir|file"))
+    var taesd: String?
+
+    @Option(name: .long, help: ArgumentHelp(
         "A LoRA to merge into the model (kohya/A1111 or diffusers/PEFT layout; .safetensors or PyTorch .pt/.ckpt/.bin), at WEIGHT (default 1); repeatable.",
         discussion: "Prompts may also ask for LoRAs with A1111's tags <lora:NAME:WEIGHT> or <lora:NAME:TE_WEIGHT:UNET_WEIGHT>, found by NAME in --lora-dir; tags are removed from the text before it is encoded. LoRAs change the whole model: a tag in one region's prompt applies to every region.",
         valueName: "path[:weight]"))
@@ -166,7 +172,9 @@ struct GenerationOptions: ParsableArguments {
         }.joined(separator: ", ")))
         var model = try loadModel(modelURL, loras: loras)
         if let vae { model = try model.replacingVAE(with: URL(fileURLWithPath: (vae as NSString).expandingTildeInPath)) }
-        let pipeline = PanoramaPipeline(model: model)
+        let tiny = try taesd.map { try AutoencoderTiny(contentsOf: URL(fileURLWithPath: ($0 as NSString).expandingTildeInPath)) }
+        if let tiny, encoding { try tiny.checkEncoder() }
+        let pipeline = PanoramaPipeline(model: model, autoencoder: tiny)
         settings.embeddingDirectories = try embeddingDirectories(model: modelURL)
         try pipeline.validate(settings)
         let embeddings = try pipeline.embeddingFiles(settings, prompts: [settings.prompt, settings.negativePrompt])
@@ -328,8 +336,10 @@ struct GenerationOptions: ParsableArguments {
                 : "\(application.textEncoderWeight):\(application.unetWeight)"
             s.prompt += "<lora:\(application.name):\(weights)>"
         }
+        // A1111 names a replacement VAE in `VAE`; a tiny decoder gets its own field
+        let tiny = taesd.map { [Infotext.Field("TAESD", URL(fileURLWithPath: $0).lastPathComponent)] } ?? []
         return Infotext(settings: s, model: model.name, modelHash: hash,
-                        vae: vae.map { URL(fileURLWithPath: $0).lastPathComponent }, extra: extra,
+                        vae: vae.map { URL(fileURLWithPath: $0).lastPathComponent }, extra: extra + tiny,
                         loraHashes: loraHashes, embeddingHashes: embeddingHashes, emphasis: emphasis,
                         precision: Compute.precision.rawValue).text
     }

@@ -44,3 +44,18 @@ extension AutoencoderKL: Autoencoder {
         return try encode(image, tiling: tiling).mean * scalingFactor
     }
 }
+
+extension AutoencoderTiny: Autoencoder {
+    /// TAESD's decode. `.tiled` (the default) decodes 64-latent tiles with the decoder's whole
+    /// receptive field as context, equal to the whole decode to float rounding; in 360° mode
+    /// (either method) the tiles wrap around the left and right edges.
+    public func decode(_ latents: Tensor, circular: Bool, method: DecodeMethod) throws -> Tensor {
+        if case .whole = method, !circular { return decode(latents) }
+        return decode(latents, tiling: AutoencoderTinyTiling(circular: circular))
+    }
+
+    /// TAESD's encode in tiles (wrapping in 360° mode); throws when only the decoder was loaded.
+    public func encode(_ image: Tensor, circular: Bool, method: DecodeMethod) throws -> Tensor {
+        try encode(image, tiling: AutoencoderTinyTiling(circular: circular))
+    }
+}

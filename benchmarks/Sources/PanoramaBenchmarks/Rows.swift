@@ -393,7 +393,7 @@ func runRow(_ row: String, _ o: Options) throws -> RowResult {
         let loraURL = try RandomWeights.ensureLCMShapedLoRA(cache: o.cache, unet: folder.weights(for: "unet"))
         let model = try StableDiffusionModel(folder: folderURL, loras: [LoRAApplication(lora: try LoRA(url: loraURL))])
         var pipeline = PanoramaPipeline(model: model)
-        if taesd { throw BenchmarkError("TAESD: not yet") }  // TAESD-PENDING
+        if taesd { pipeline.autoencoder = try AutoencoderTiny(contentsOf: RandomWeights.ensureTAESD(cache: o.cache, layout: o.layout)) }
         var settings = PanoramaSettings(prompt: "snowy mountains at sunset", width: wide ? 4096 : 512, height: 512)
         settings.sampler = .lcm
         settings.steps = 4
