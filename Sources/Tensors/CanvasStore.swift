@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -150,9 +151,8 @@ public final class CanvasStore: @unchecked Sendable {
             try forEachRow(h, pixels: w) { y, staging in
                 let dst = base + y * w
                 for run in runs {
-                    try load(row: rows.lowerBound + y, column: run.source, count: run.count, staging) { i, ch, value in
-                        dst[ch * h * w + run.destination + i] = value
-                    }
+                    try load(row: rows.lowerBound + y, column: run.source, count: run.count, staging,
+                             into: dst + run.destination, planeStride: h * w)
                 }
             }
         }
@@ -172,7 +172,7 @@ public final class CanvasStore: @unchecked Sendable {
             let base = tp.baseAddress!
             try forEachRow(h, pixels: w) { y, staging in
                 let src = base + y * w
-                try store(row: row + y, column: column, count: w, staging) { i, ch in src[ch * h * w + i] }
+                try store(row: row + y, column: column, count: w, staging, from: src, planeStride: h * w)
             }
         }
     }
@@ -202,13 +202,14 @@ public final class CanvasStore: @unchecked Sendable {
         memory == nil ? .allocate(byteCount: pixels * pixelStride * format.size, alignment: 64) : nil
     }
 
-    /// Hands `count` pixels of a row to `take(pixel, channel, value)`.
+    /// Copies `count` pixels of a row into `dst`, channel `ch` of pixel `i` at
+    /// `dst[ch · planeStride + i]`: a transposition of the pixel-major run (in 16x16 blocks for
+    /// float32 values, the share of a tiled pass that these copies are is large).
     private func load(row: Int, column: Int, count: Int, _ staging: UnsafeMutableRawPointer?,
-                      _ take: (Int, Int, Float) -> Void) throws {
+                      into dst: UnsafeMutablePointer<Float>, planeStride: Int) throws {
         let (c, stride) = (channels, pixelStride)
         if let memory {
-            let src = memory + offset(row: row, column: column)
-            for i in 0..<count { for ch in 0..<c { take(i, ch, src[i * stride + ch]) } }
+            pk_transpose(memory + offset(row: row, column: column), stride, dst, planeStride, count, c)
             return
         }
         let n = count * stride, raw = staging!
@@ -217,33 +218,33 @@ public final class CanvasStore: @unchecked Sendable {
         }
         switch format {
         case .float32:
-            let src = raw.assumingMemoryBound(to: Float.self)
-            for i in 0..<count { for ch in 0..<c { take(i, ch, src[i * stride + ch]) } }
+            pk_transpose(raw.assumingMemoryBound(to: Float.self), stride, dst, planeStride, count, c)
         case .bfloat16:
             let src = raw.assumingMemoryBound(to: UInt16.self)
-            for i in 0..<count { for ch in 0..<c { take(i, ch, Float(bitPattern: UInt32(src[i * stride + ch]) << 16)) } }
+            for i in 0..<count {
+                for ch in 0..<c { dst[ch * planeStride + i] = Float(bitPattern: UInt32(src[i * stride + ch]) << 16) }
+            }
         }
     }
 
-    /// Stores `count` pixels of a row, channel `ch` of pixel `i` being `value(i, ch)`. In an
-    /// overlay, the base map's other channels of those pixels are overwritten too.
+    /// Stores `count` pixels of a row, channel `ch` of pixel `i` being `src[ch · planeStride + i]`.
+    /// In an overlay stored in a file, the base map's other channels of those pixels are
+    /// overwritten too (with zeros).
     private func store(row: Int, column: Int, count: Int, _ staging: UnsafeMutableRawPointer?,
-                       _ value: (Int, Int) -> Float) throws {
+                       from src: UnsafePointer<Float>, planeStride: Int) throws {
         let (c, stride) = (channels, pixelStride)
         if let memory {
-            let dst = memory + offset(row: row, column: column)
-            for i in 0..<count { for ch in 0..<c { dst[i * stride + ch] = value(i, ch) } }
+            pk_transpose(src, planeStride, memory + offset(row: row, column: column), stride, c, count)
             return
         }
         let n = count * stride, raw = staging!
-        raw.initializeMemory(as: UInt8.self, repeating: 0, count: n * format.size)
+        if stride != c { raw.initializeMemory(as: UInt8.self, repeating: 0, count: n * format.size) }
         switch format {
         case .float32:
-            let dst = raw.assumingMemoryBound(to: Float.self)
-            for i in 0..<count { for ch in 0..<c { dst[i * stride + ch] = value(i, ch) } }
+            pk_transpose(src, planeStride, raw.assumingMemoryBound(to: Float.self), stride, c, count)
         case .bfloat16:
             let dst = raw.assumingMemoryBound(to: UInt16.self)
-            for i in 0..<count { for ch in 0..<c { dst[i * stride + ch] = bfloat16(value(i, ch)) } }
+            for i in 0..<count { for ch in 0..<c { dst[i * stride + ch] = bfloat16(src[ch * planeStride + i]) } }
         }
         try transfer(raw, bytes: n * format.size, at: offset(row: row, column: column) * format.size) {
             pwrite(file, $0, $1, off_t($2))
