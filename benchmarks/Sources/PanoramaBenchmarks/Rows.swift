@@ -400,13 +400,6 @@ func runRow(_ row: String, _ o: Options) throws -> RowResult {
         settings.guidanceScale = 1
         settings.seed = 1
         settings.spotDiffusion = wide
-        if let env = ProcessInfo.processInfo.environment["LCM_DECODE_LIMIT_MB"], let mb = Int(env) {
-            settings.decodeMethod = mb == 0 ? .whole : .tiled(VAETiling(memoryLimit: mb << 20))
-        }
-        if let env = ProcessInfo.processInfo.environment["LCM_TILE_M"], let m = Int(env) {
-            settings.decodeMethod = .tiled(VAETiling(tileElements: m << 20, memoryLimit: 4 << 30))
-        }
-        if let env = ProcessInfo.processInfo.environment["LCM_VIEW_BATCH"], let b = Int(env) { settings.viewBatchSize = b }
         try pipeline.validate(settings)
         _ = model.unet(generator.randn([1, 4, 64, 64]), timestep: 999, encoderHiddenStates: generator.randn([1, 77, 768]))
         probe = LoadProbe()
