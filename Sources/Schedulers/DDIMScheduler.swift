@@ -135,9 +135,6 @@ public struct DDIMScheduler: Scheduler {
     }
 
     public func addNoise(_ original: Tensor, noise: Tensor, timestep: Int) -> Tensor {
-        precondition(original.shape == noise.shape, "addNoise: \(original.shape) vs \(noise.shape)")
-        let a = schedule.alphasCumprod[timestep]
-        let sa = a.squareRoot(), sb = (1 - a).squareRoot()
-        return Tensor(shape: original.shape, data: zip(original.data, noise.data).map { sa * $0 + sb * $1 })
+        schedule.addNoise(original, noise: noise, timestep: timestep)
     }
 }

@@ -108,12 +108,8 @@ public struct LCMScheduler: Scheduler {
                 denoisedTensor)
     }
 
-    /// √ᾱ_t · x + √(1 − ᾱ_t) · noise (diffusers' `add_noise`).
     public func addNoise(_ original: Tensor, noise: Tensor, timestep: Int) -> Tensor {
-        precondition(original.shape == noise.shape, "addNoise: \(original.shape) vs \(noise.shape)")
-        let a = schedule.alphasCumprod[timestep]
-        let sa = a.squareRoot(), sb = (1 - a).squareRoot()
-        return Tensor(shape: original.shape, data: zip(original.data, noise.data).map { sa * $0 + sb * $1 })
+        schedule.addNoise(original, noise: noise, timestep: timestep)
     }
 
     private func index(_ t: Int) -> Int {

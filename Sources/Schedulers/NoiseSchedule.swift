@@ -1,4 +1,5 @@
 import Foundation
+import Tensors
 import Weights
 
 /// The training noise schedule (betas and their cumulative alpha products), computed in float32
@@ -38,6 +39,15 @@ public struct NoiseSchedule: Sendable, Equatable {
 }
 
 extension NoiseSchedule {
+    /// √ᾱ_t · x + √(1 − ᾱ_t) · noise: forward diffusion to `timestep` (diffusers' `add_noise` of
+    /// the ᾱ-parameterised schedulers: DDIM, LCM, TCD).
+    public func addNoise(_ original: Tensor, noise: Tensor, timestep: Int) -> Tensor {
+        precondition(original.shape == noise.shape, "addNoise: \(original.shape) vs \(noise.shape)")
+        let a = alphasCumprod[timestep]
+        let sa = a.squareRoot(), sb = (1 - a).squareRoot()
+        return Tensor(shape: original.shape, data: zip(original.data, noise.data).map { sa * $0 + sb * $1 })
+    }
+
     /// ᾱ as the σ-based schedulers (DPM-Solver, Euler) use it: under zero terminal SNR the last
     /// one is 2⁻²⁴ instead of 0, as in diffusers, so the first σ is finite.
     static func alphasCumprodForSigmas(_ config: DDIMSchedulerConfig) throws -> [Float] {
