@@ -105,14 +105,23 @@ final class DefaultModelTests: XCTestCase {
     /// For seeds 1–10, `statistic(first) > statistic(second)` on at least 9.
     private func assertMovesTheRightWay(_ first: String, _ second: String, _ what: String,
                                         _ statistic: (RGBImage) -> Double) throws {
+        try Self.assertMovesTheRightWay(first, second, what, statistic) { try render($0, seed: $1) }
+    }
+
+    /// For seeds 1–10, `statistic(first) > statistic(second)` on at least 9 of the pictures that
+    /// `render(prompt, seed)` makes; prints every seed's values.
+    static func assertMovesTheRightWay(_ first: String, _ second: String, _ what: String,
+                                       _ statistic: (RGBImage) -> Double,
+                                       render: (String, UInt64) throws -> RGBImage,
+                                       file: StaticString = #filePath, line: UInt = #line) throws {
         var wins = 0, values: [String] = []
         for seed in UInt64(1)...10 {
-            let a = statistic(try render(first, seed: seed)), b = statistic(try render(second, seed: seed))
+            let a = statistic(try render(first, seed)), b = statistic(try render(second, seed))
             if a > b { wins += 1 }
             values.append(String(format: "%.3f/%.3f", a, b))
         }
         print("\(what): “\(first)” vs “\(second)”: \(wins)/10 seeds; per seed \(values.joined(separator: " "))")
-        XCTAssertGreaterThanOrEqual(wins, 9, "\(what): \(first) vs \(second): \(values)")
+        XCTAssertGreaterThanOrEqual(wins, 9, "\(what): \(first) vs \(second): \(values)", file: file, line: line)
     }
 
     func testNoonSkyIsBrighterThanNightSky() throws {
