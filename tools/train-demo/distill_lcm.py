@@ -521,70 +521,73 @@ STATS = {"sky luminance": sky_luminance, "near-white fraction": white_fraction, 
 
 
 def stage_eval(args):
-    from diffusers import DDIMScheduler, LCMScheduler, StableDiffusionPipeline
+    """Per model (`--eval-models`: lcm = the exported LoRA fused, LCMScheduler, 4 steps, guidance 1;
+    ddim = the teacher with its preset, DDIM 20 steps, guidance 5): a sample grid (seeds
+    --grid-seeds x EVAL_PROMPTS, 512x512), its mean sharpness, and the DefaultModelTests checks on
+    --check-seeds. Results in eval_<model>.json (the teacher's need computing once) and eval.json."""
+    from diffusers import LCMScheduler, StableDiffusionPipeline
     from PIL import Image
     out = os.path.join(args.ckpt_dir, "lcm_samples")
     os.makedirs(out, exist_ok=True)
-    teacher = StableDiffusionPipeline.from_pretrained(args.model, torch_dtype=torch.float32, safety_checker=None,
-                                                      requires_safety_checker=False)
-    teacher.set_progress_bar_config(disable=True)
-    lcm = StableDiffusionPipeline.from_pretrained(args.model, torch_dtype=torch.float32, safety_checker=None,
-                                                  requires_safety_checker=False)
-    lcm.load_lora_weights(args.lora_out)
-    lcm.fuse_lora()
-    lcm.scheduler = LCMScheduler.from_config(lcm.scheduler.config)
-    lcm.set_progress_bar_config(disable=True)
     preset = T.read_json(os.path.join(REPO, "presets", "landscape-demo.json"))
-    assert isinstance(teacher.scheduler, DDIMScheduler)
     size = args.eval_size
-
-    def render(which, prompt, seed):
-        g = torch.Generator().manual_seed(seed)
-        if which == "lcm":
-            im = lcm(prompt, height=size, width=size, num_inference_steps=args.eval_lcm_steps, guidance_scale=1.0,
-                     generator=g).images[0]
-        else:
-            im = teacher(prompt, height=size, width=size, num_inference_steps=preset["steps"],
-                         guidance_scale=preset["guidance"], generator=g).images[0]
-        return np.asarray(im)
-
-    res = dict(lcm_steps=args.eval_lcm_steps, ddim_steps=preset["steps"], ddim_guidance=preset["guidance"], size=size)
     t0 = time.time()
-    sharp = {"lcm": [], "ddim": []}
-    for which in ("lcm", "ddim"):
-        rows = []
+    for which in args.eval_models:
+        pipe = StableDiffusionPipeline.from_pretrained(args.model, torch_dtype=torch.float32, safety_checker=None,
+                                                       requires_safety_checker=False)
+        pipe.set_progress_bar_config(disable=True)
+        if which == "lcm":
+            pipe.load_lora_weights(args.lora_out)
+            pipe.fuse_lora()
+            pipe.scheduler = LCMScheduler.from_config(pipe.scheduler.config)
+            kw = dict(num_inference_steps=args.eval_lcm_steps, guidance_scale=1.0)
+        else:  # the shipped DDIM scheduler (zero SNR, trailing) with the preset
+            kw = dict(num_inference_steps=preset["steps"], guidance_scale=preset["guidance"])
+
+        def render(prompt, seed):
+            g = torch.Generator().manual_seed(seed)
+            return np.asarray(pipe(prompt, height=size, width=size, generator=g, **kw).images[0])
+
+        res = dict(model=which, size=size, **kw)
+        if which == "lcm":
+            res["lora"] = os.path.relpath(args.lora_out, REPO)
+            res["lora_step"] = T.read_json(os.path.join(args.ckpt_dir, "export.json"), {}).get("step")
+        rows, sharp = [], []
         for seed in args.grid_seeds:
-            row = [render(which, p, seed) for p in EVAL_PROMPTS]
-            sharp[which] += [sharpness(im) for im in row]
+            row = [render(p, seed) for p in EVAL_PROMPTS]
+            sharp.append([sharpness(im) for im in row])
             rows.append(np.concatenate(row, 1))
         Image.fromarray(np.concatenate(rows, 0)).save(os.path.join(out, f"grid_{which}.png"))
-        log(f"eval: grid_{which}.png ({len(args.grid_seeds)} seeds x {len(EVAL_PROMPTS)} prompts), "
-            f"{time.time() - t0:.0f} s")
-    res["sharpness_lcm"] = float(np.mean(sharp["lcm"]))
-    res["sharpness_ddim"] = float(np.mean(sharp["ddim"]))
-    res["sharpness_ratio"] = res["sharpness_lcm"] / res["sharpness_ddim"]
-    res["sharpness_per_prompt"] = {p: [float(np.mean(sharp[w][i::len(EVAL_PROMPTS)])) for w in ("lcm", "ddim")]
-                                   for i, p in enumerate(EVAL_PROMPTS)}
-    log(f"eval: sharpness LCM {res['sharpness_lcm']:.3e} DDIM {res['sharpness_ddim']:.3e} "
-        f"ratio {res['sharpness_ratio']:.3f}")
-    for which in args.check_models:
+        res["sharpness"] = float(np.mean(sharp))
+        res["sharpness_per_prompt"] = dict(zip(EVAL_PROMPTS, np.mean(sharp, 0).tolist()))
+        log(f"eval {which}: grid_{which}.png ({len(args.grid_seeds)} seeds x {len(EVAL_PROMPTS)} prompts), "
+            f"sharpness {res['sharpness']:.4e}, {time.time() - t0:.0f} s")
         cache = {}
         for first, second, what in CHECKS:
             wins, vals = 0, []
             for seed in args.check_seeds:
                 f = STATS[what]
-                ims = [cache.setdefault((p, seed), render(which, p, seed)) for p in (first, second)]
+                ims = [cache.setdefault((p, seed), render(p, seed)) for p in (first, second)]
                 a, b = f(ims[0]), f(ims[1])
-                wins += a > b
-                vals.append([round(a, 3), round(b, 3)])
-            res[f"{which}: {what}: {first} > {second}"] = dict(wins=wins, of=len(args.check_seeds), values=vals)
+                wins += int(a > b)
+                vals.append([round(a, 4), round(b, 4)])
+            res[f"{what}: {first} > {second}"] = dict(wins=wins, of=len(args.check_seeds), values=vals)
             log(f"eval {which}: {what}: '{first}' vs '{second}': {wins}/{len(args.check_seeds)}; "
                 + " ".join(f"{a:.3f}/{b:.3f}" for a, b in vals))
-        for seed in args.check_seeds[:1]:
-            row = [cache[(p, seed)] for p in sorted({p for c in CHECKS for p in c[:2]})]
-            Image.fromarray(np.concatenate(row, 1)).save(os.path.join(out, f"checks_{which}_seed{seed}.png"))
-    T.write_json(res, os.path.join(args.ckpt_dir, "eval.json"))
-    log(f"eval: done in {(time.time() - t0) / 60:.1f} min -> {args.ckpt_dir}/eval.json")
+        prompts = sorted({p for c in CHECKS for p in c[:2]})
+        Image.fromarray(np.concatenate([np.concatenate([cache[(p, s)] for p in prompts], 1)
+                                        for s in args.check_seeds[:3]], 0)).save(os.path.join(out, f"checks_{which}.png"))
+        res["check_prompts_in_checks_png"] = prompts
+        T.write_json(res, os.path.join(args.ckpt_dir, f"eval_{which}.json"))
+    lc, dd = (T.read_json(os.path.join(args.ckpt_dir, f"eval_{w}.json")) for w in ("lcm", "ddim"))
+    if lc and dd:
+        summary = dict(sharpness_lcm=lc["sharpness"], sharpness_ddim=dd["sharpness"],
+                       sharpness_ratio=lc["sharpness"] / dd["sharpness"],
+                       checks={k: [lc[k]["wins"], dd[k]["wins"]] for k in lc if isinstance(lc[k], dict) and "wins" in lc[k]})
+        T.write_json(summary, os.path.join(args.ckpt_dir, "eval.json"))
+        log(f"eval: sharpness LCM-{lc['num_inference_steps']} / DDIM-{dd['num_inference_steps']} = "
+            f"{summary['sharpness_ratio']:.3f}; checks (LCM, DDIM wins): {summary['checks']}")
+    log(f"eval: done in {(time.time() - t0) / 60:.1f} min")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -628,7 +631,7 @@ def main():
     ap.add_argument("--eval-lcm-steps", type=int, default=4)
     ap.add_argument("--grid-seeds", type=int, nargs="*", default=[1, 2, 3, 4, 5])
     ap.add_argument("--check-seeds", type=int, nargs="*", default=list(range(1, 11)))
-    ap.add_argument("--check-models", nargs="*", default=["lcm"], choices=["lcm", "ddim"])
+    ap.add_argument("--eval-models", nargs="*", default=["lcm", "ddim"], choices=["lcm", "ddim"])
     args = ap.parse_args()
     landscapes.SNOWY_SHARE = args.snowy_share
     landscapes.DEEP_SNOW = bool(args.deep_snow)
