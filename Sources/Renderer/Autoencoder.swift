@@ -14,13 +14,16 @@ public protocol Autoencoder: Sendable {
 
 extension AutoencoderKL: Autoencoder {
     /// `.tiled` decodes in tiles with whole-image GroupNorm statistics: the same image as a
-    /// whole-image decode with bounded memory, and in 360° mode a decoder that wraps around the
+    /// whole-image decode with bounded memory (small pictures, `VAETiling.wholeImagePixels`, in
+    /// one pass), and in 360° mode a decoder that wraps around the
     /// edges, so the edges join exactly. `.whole` is diffusers' decode: one pass over the canvas,
     /// and in 360° mode 8 latent columns from the opposite edge padded on each side and cropped after.
     public func decode(_ latents: Tensor, circular: Bool, method: DecodeMethod) throws -> Tensor {
         let scaled = latents / scalingFactor
         switch method {
         case .tiled(var tiling):
+            let pixels = scaled.shape[2] * scaled.shape[3] * 64
+            if !circular && pixels <= tiling.wholeImagePixels { return decode(scaled) }
             tiling.circular = circular
             return try decode(scaled, tiling: tiling)
         case .whole:
