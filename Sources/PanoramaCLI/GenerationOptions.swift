@@ -241,9 +241,9 @@ struct GenerationOptions: ParsableArguments {
     /// (PNDM, DDIM, …) leave the choice to the default.
     private func modelSampler() -> String? {
         guard let folder = try? modelLocation(),
-              let data = try? Data(contentsOf: folder.appendingPathComponent("scheduler/scheduler_config.json")),
-              let config = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return nil }
-        switch config["_class_name"] as? String {
+              let config = try? DDIMSchedulerConfig.load(from: folder.appendingPathComponent("scheduler/scheduler_config.json"))
+        else { return nil }
+        switch config.className {
         case "LCMScheduler": return "lcm"
         case "TCDScheduler": return "tcd"
         default: return nil
@@ -275,12 +275,12 @@ struct GenerationOptions: ParsableArguments {
             throw ValidationError("--eta applies to the ddim and tcd samplers only, not \(s.sampler.rawValue)")
         }
         s.timestepSpacing = timestepSpacing ?? png?.timestepSpacing ?? preset?.timestepSpacing
-        if let spacing = s.timestepSpacing, !["leading", "linspace", "trailing"].contains(spacing) {
-            throw ValidationError("unknown --timestep-spacing \"\(spacing)\"; available: leading, linspace, trailing")
+        if let spacing = s.timestepSpacing, !Sampler.timestepSpacings.contains(spacing) {
+            throw ValidationError("unknown --timestep-spacing \"\(spacing)\"; available: \(Sampler.timestepSpacings.joined(separator: ", "))")
         }
         let fusion = noiseFusion ?? png?.noiseFusion?.rawValue ?? "canvas"
         guard let noiseFusionRule = NoiseFusion(rawValue: fusion) else {
-            throw ValidationError("unknown --noise-fusion \"\(fusion)\"; available: canvas, per-window")
+            throw ValidationError("unknown --noise-fusion \"\(fusion)\"; available: \(NoiseFusion.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         s.noiseFusion = noiseFusionRule
         s.stride = stride ?? png?.stride ?? preset?.stride ?? 8

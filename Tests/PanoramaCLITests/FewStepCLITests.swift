@@ -26,6 +26,16 @@ extension CLITests {
         XCTAssertEqual(try PNG.read(folder.appendingPathComponent("again.png")), try PNG.read(folder.appendingPathComponent("tcd.png")))
     }
 
+    /// A folder whose scheduler file is an LCMScheduler (an LCM-distilled model) samples with LCM.
+    func testLCMModelFolderDefaultsToLCM() throws {
+        let model = Self.fixtures.appendingPathComponent("models/tiny-lcm").path
+        let r = try run(["--model", model, "--prompt", "a lake", "--W", "512", "--H", "512", "--steps", "2", "--seed", "1",
+                         "-o", "distilled.png"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let text = try parameters("distilled.png")
+        XCTAssertTrue(text.contains("Sampler: LCM"), text)
+    }
+
     func testTurboStyleTrailingEulerAndPerWindowNoise() throws {
         let r = try run(["--model", Self.tinyModel, "--prompt", "a lake", "--W", "768", "--H", "512", "--seed", "3", "--guidance", "1",
                          "--scheduler", "euler-a", "--steps", "1", "--timestep-spacing", "trailing", "--noise-fusion", "per-window",

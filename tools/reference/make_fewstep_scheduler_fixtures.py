@@ -24,6 +24,7 @@ Writes Tests/Fixtures/golden/fewstep_cases.json and fewstep.safetensors.
 import argparse
 import json
 import os
+import sys
 
 import torch
 from diffusers import DDIMScheduler, EulerAncestralDiscreteScheduler, LCMScheduler, TCDScheduler
@@ -33,13 +34,9 @@ from safetensors.torch import save_file
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+from make_sampler_fixtures import SD15_FILE  # noqa: E402  SD 1.5's scheduler file in its DDIM form
 
-SD15_FILE = {  # SD 1.5's scheduler_config.json (its DDIM form): no timestep_spacing key
-    "_class_name": "DDIMScheduler", "beta_end": 0.012, "beta_schedule": "scaled_linear",
-    "beta_start": 0.00085, "clip_sample": False, "num_train_timesteps": 1000,
-    "prediction_type": "epsilon", "set_alpha_to_one": False, "skip_prk_steps": True,
-    "steps_offset": 1, "trained_betas": None,
-}
 with open(os.path.join(REPO, "models", "landscape-demo", "scheduler", "scheduler_config.json")) as f:
     DEMO_FILE = json.load(f)
 
