@@ -179,9 +179,8 @@ struct GenerationOptions: ParsableArguments {
         try pipeline.validate(settings)
         let embeddings = try pipeline.embeddingFiles(settings, prompts: [settings.prompt, settings.negativePrompt])
         if !embeddings.isEmpty { progress.note("embeddings: " + embeddings.map(\.name).joined(separator: ", ")) }
-        let before = settings.decodeMethod
         let disk = try pipeline.fitTemporaryFiles(&settings, encoding: encoding)
-        if settings.decodeMethod != before {
+        if case .tiled(let tiling) = settings.decodeMethod, disk > 0, tiling.fileFormat == .bfloat16 {
             progress.note("the VAE's temporary files take \(formatBytes(disk)) as bfloat16 (float32 would not fit the free disk)")
         }
         progress.note(String(format: "model loaded in %.1f s; seed %llu", Date().timeIntervalSince(start), settings.seed))

@@ -67,8 +67,7 @@ public final class CanvasStore: @unchecked Sendable {
         self.base = nil
         let count = channels * height * width
         if count * MemoryLayout<Float>.size <= memoryLimit {
-            memory = .allocate(capacity: count)
-            memory!.initialize(repeating: 0, count: count)
+            memory = try Self.allocateZeroed(count)
             file = -1
             format = .float32
         } else {
@@ -89,6 +88,21 @@ public final class CanvasStore: @unchecked Sendable {
             file = fd
             Self.account(bytes)
         }
+    }
+
+    /// `count` zeroed floats straight from the kernel, in transparent huge pages where the system
+    /// allows them: a full-size map of a tiled pass is gigabytes, and faulting it in 4 KiB pages
+    /// (each zeroed on first touch) costs about as much as a layer's arithmetic.
+    private static func allocateZeroed(_ count: Int) throws -> UnsafeMutablePointer<Float> {
+        let bytes = count * MemoryLayout<Float>.size
+        guard let raw = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),
+              raw != MAP_FAILED else {
+            throw CanvasStoreError(description: "cannot allocate \(bytes >> 20) MiB for a feature map: \(String(cString: strerror(errno)))")
+        }
+        #if os(Linux)
+        _ = madvise(raw, bytes, MADV_HUGEPAGE)
+        #endif
+        return raw.assumingMemoryBound(to: Float.self)
     }
 
     private init(overlaying base: CanvasStore, channels: Int) {
@@ -122,7 +136,7 @@ public final class CanvasStore: @unchecked Sendable {
     deinit {
         guard base == nil else { return }
         if let memory {
-            memory.deallocate()
+            munmap(memory, pixelStride * height * width * MemoryLayout<Float>.size)
         } else {
             close(file)
             Self.account(-pixelStride * height * width * format.size)

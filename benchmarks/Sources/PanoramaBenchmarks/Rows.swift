@@ -33,6 +33,7 @@ struct Options {
     var attentionKeyBlock: Int? = nil
     /// Forces the tiled VAE's temporary-file format (nil: its own choice).
     var fileFormat: CanvasStore.FileFormat?
+    var memoryLimit: Int?
     /// `upscale`: one phase only (encode, denoise, decode), and where phases hand over latents.
     var phase: String?
     var state: URL?
@@ -173,7 +174,8 @@ func runRow(_ row: String, _ o: Options) throws -> RowResult {
         var out = latents
         let warmups = o.warmups ?? (wide ? 0 : 1), runs = o.runs ?? (wide ? 1 : 3)
         probe = LoadProbe()
-        let tiling = VAETiling(fileFormat: o.fileFormat ?? .float32)
+        var tiling = VAETiling(fileFormat: o.fileFormat ?? .float32)
+        if let limit = o.memoryLimit { tiling.memoryLimit = limit }
         let plannedDisk = vae.temporaryFileBytes(height: 512, width: wide ? 4096 : 512, tiling: tiling, encoding: false)
         CanvasStore.resetPeakFileBytes()
         let seconds = try time(warmups: warmups, runs: runs) {
@@ -401,6 +403,7 @@ func runRow(_ row: String, _ o: Options) throws -> RowResult {
         settings.seed = 1
         settings.spotDiffusion = wide
         try pipeline.validate(settings)
+        let disk = try pipeline.fitTemporaryFiles(&settings)  // as the command line decides
         _ = model.unet(generator.randn([1, 4, 64, 64]), timestep: 999, encoderHiddenStates: generator.randn([1, 77, 768]))
         probe = LoadProbe()
         var phases: [String: [Double]] = [:], windows = 0
@@ -427,6 +430,7 @@ func runRow(_ row: String, _ o: Options) throws -> RowResult {
                            + ", LCM-LoRA-shaped LoRA merged (load excluded)",
                            seconds: seconds, warmups: warmups, gflop: flops.gflop)
         result.extra["UNet calls (batch 1)"] = windows
+        if !taesd { result.extra["VAE temporary files, GiB (0: maps in memory)"] = Double(disk) / Double(1 << 30) }
         for (what, list) in phases { result.extra["\(what) s (min)"] = list.min()! }
 
     case "load", "load-lora":

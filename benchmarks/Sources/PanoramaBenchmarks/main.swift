@@ -41,6 +41,7 @@ let usage = """
                        keys per block of attention's online softmax (0: every row's scores whole;
                        default: 256 at fp32, 512 at bf16)
       --file-format F  the -tiled decodes and `upscale`: temporary files as float32 or bfloat16
+      --memory-limit M the -tiled decodes: maps of at most M MiB stay in memory (default VAETiling's)
                        (default: the tiled VAE's own choice, float32 unless the disk is too small)
       --latent-width N `vae-layers`: latent width (64: the 512x512 decode; 512: the 512x4096 one)
       --only KIND      `unet-layers`/`vae-layers`: replay only conv, linear, attention, groupnorm or layernorm
@@ -96,6 +97,7 @@ func parse(_ arguments: [String]) throws -> (rows: [String], options: Options) {
             let v = try value()
             guard let f = CanvasStore.FileFormat(rawValue: v) else { throw BenchmarkError("--file-format: float32 or bfloat16, not \(v)") }
             o.fileFormat = f
+        case "--memory-limit": o.memoryLimit = max(0, try int()) << 20
         case "--target": o.target = max(512, try int() / 64 * 64)
         case "--precision":
             let v = try value()
