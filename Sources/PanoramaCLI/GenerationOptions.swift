@@ -386,11 +386,13 @@ struct GenerationOptions: ParsableArguments {
         return url
     }
 
-    /// Runs `loop` to the end with progress, hands the final latents to `denoised`, then decodes
-    /// and writes the PNG with `parameters`.
+    /// Runs `loop` to the end with progress, hands the final latents to `denoised`, then decodes,
+    /// passes the picture through `composite` (inpainting blends it over its input) and writes
+    /// the PNG with `parameters`.
     func finish<L: DenoisingProcess>(_ loop: inout L, pipeline: PanoramaPipeline, settings: PanoramaSettings,
                                      progress: inout ProgressReporter, output: URL, parameters: String,
                                      extraText: [(key: String, value: String)] = [],
+                                     composite: (RGBImage) throws -> RGBImage = { $0 },
                                      denoised: (Tensor) throws -> Void = { _ in }) throws {
         progress.beginSteps()
         while let report = loop.next() {
@@ -398,8 +400,8 @@ struct GenerationOptions: ParsableArguments {
         }
         try denoised(loop.latents)
         progress.note("decoding")
-        let image = RGBImage(decoded: try pipeline.decode(loop.latents, circular: settings.circular,
-                                                           method: settings.decodeMethod))
+        let image = try composite(RGBImage(decoded: try pipeline.decode(loop.latents, circular: settings.circular,
+                                                                         method: settings.decodeMethod)))
         try PNG.write(image, to: output, text: [(key: "parameters", value: parameters)] + extraText)
     }
 }
