@@ -89,6 +89,20 @@ int pk_jpeg_read_rgb8(const uint8_t *data, size_t size, uint8_t **pixels, uint32
     // all of a marker's bytes, the most one can hold.
     jpeg_save_markers(&cinfo, JPEG_APP0 + 1, 0xFFFF);
     jpeg_read_header(&cinfo, TRUE);
+    // the first APP1 holding EXIF, as Pillow keeps it (others may hold XMP); copied now, since
+    // the saved markers live in the image pool that jpeg_finish_decompress frees
+    for (jpeg_saved_marker_ptr marker = cinfo.marker_list; marker; marker = marker->next) {
+        if (marker->marker == JPEG_APP0 + 1 && marker->data_length >= 6 && memcmp(marker->data, "Exif\0\0", 6) == 0) {
+            exif_copy = malloc(marker->data_length);
+            if (!exif_copy) {
+                snprintf(error, error_size, "out of memory");
+                longjmp(failure.jump, 1);
+            }
+            memcpy(exif_copy, marker->data, marker->data_length);
+            *exif_size = marker->data_length;
+            break;
+        }
+    }
     uint32_t w = cinfo.image_width, h = cinfo.image_height;
     if (max_pixels && (uint64_t)w * h > max_pixels) {
         snprintf(error, error_size, "image of %ux%u pixels is larger than allowed", w, h);
@@ -145,19 +159,6 @@ int pk_jpeg_read_rgb8(const uint8_t *data, size_t size, uint8_t **pixels, uint32
     if (failure.base.num_warnings > 0) {
         snprintf(error, error_size, "corrupt JPEG data");
         longjmp(failure.jump, 1);
-    }
-    // the first APP1 holding EXIF, as Pillow keeps it (others may hold XMP)
-    for (jpeg_saved_marker_ptr marker = cinfo.marker_list; marker; marker = marker->next) {
-        if (marker->marker == JPEG_APP0 + 1 && marker->data_length >= 6 && memcmp(marker->data, "Exif\0\0", 6) == 0) {
-            exif_copy = malloc(marker->data_length);
-            if (!exif_copy) {
-                snprintf(error, error_size, "out of memory");
-                longjmp(failure.jump, 1);
-            }
-            memcpy(exif_copy, marker->data, marker->data_length);
-            *exif_size = marker->data_length;
-            break;
-        }
     }
     free(row);
     jpeg_destroy_decompress(&cinfo);

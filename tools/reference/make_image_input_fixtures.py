@@ -9,8 +9,8 @@ and MCU padding have partial blocks). expected/<name>.png holds the 8-bit RGB pi
 must return, as Pillow gives them: Image.open, ImageOps.exif_transpose, convert("RGB") (alpha is
 dropped, CMYK is converted with Pillow's formula for Adobe-inverted CMYK). expected.json lists
 the files the reader must decode (with Pillow's size and the sha256 of its RGB bytes) and the
-files it must refuse, each with a word the error message must contain, and the sha256 of
-Pillow's convert("L") of the RGB pixels (the mask reader's luma).
+files it must refuse, each with a word the error message must contain; expected/luma-*.png
+hold Pillow's convert("L") of two of them (the mask reader's luma).
 
 The EXIF blocks are built by hand (not with PIL.Image.Exif) so that both byte orders and an IFD0
 with other entries before the orientation tag are covered.
@@ -124,8 +124,7 @@ def main():
         rgb = pillow_rgb(data)
         rgb.save(os.path.join(OUT, "expected", name.rsplit(".", 1)[0] + ".png"), optimize=True)
         manifest["decode"][name] = {"width": rgb.width, "height": rgb.height,
-                                    "sha256": hashlib.sha256(rgb.tobytes()).hexdigest(),
-                                    "luma_sha256": hashlib.sha256(rgb.convert("L").tobytes()).hexdigest()}
+                                    "sha256": hashlib.sha256(rgb.tobytes()).hexdigest()}
     for name, (data, word) in sorted(refused.items()):
         with open(os.path.join(OUT, name), "wb") as f:
             f.write(data)
@@ -133,6 +132,9 @@ def main():
         if name != "animated.webp":
             assert pillow_refuses(data), name
         manifest["refuse"][name] = word
+    # the mask reader's luma, as Pillow's convert("L") gives it, for a colour and a CMYK file
+    for name in ("lossless.webp", "cmyk.jpg"):
+        pillow_rgb(valid[name]).convert("L").save(os.path.join(OUT, "expected", "luma-" + name.rsplit(".", 1)[0] + ".png"), optimize=True)
     # the orientation files share their pixels: exif_transpose must have changed the size of 5..8
     for n in range(5, 9):
         assert manifest["decode"][f"orientation-{n}.jpg"]["width"] == H
