@@ -57,17 +57,23 @@ static uint8_t cmyk_channel(unsigned stored_ink, unsigned stored_black) {
     return (uint8_t)(stored_black - rounded);
 }
 
+static const char xmp_header[] = "http://ns.adobe.com/xap/1.0/";  // and its NUL: 29 bytes
+
 int pk_jpeg_read_rgb8(const uint8_t *data, size_t size, uint8_t **pixels, uint32_t *width, uint32_t *height,
-                      uint8_t **exif, size_t *exif_size, uint64_t max_pixels, char *error, size_t error_size) {
+                      uint8_t **exif, size_t *exif_size, uint8_t **xmp, size_t *xmp_size,
+                      uint64_t max_pixels, char *error, size_t error_size) {
     *pixels = NULL;
     *exif = NULL;
     *exif_size = 0;
+    *xmp = NULL;
+    *xmp_size = 0;
     struct jpeg_decompress_struct cinfo;
     struct jpeg_failure failure;
     struct jpeg_progress_mgr progress;
     uint8_t *volatile buffer = NULL;
     uint8_t *volatile row = NULL;
     uint8_t *volatile exif_copy = NULL;
+    uint8_t *volatile xmp_copy = NULL;
     cinfo.err = jpeg_std_error(&failure.base);
     failure.base.error_exit = jpeg_on_error;
     failure.base.emit_message = jpeg_on_message;
@@ -78,6 +84,7 @@ int pk_jpeg_read_rgb8(const uint8_t *data, size_t size, uint8_t **pixels, uint32
         free(buffer);
         free(row);
         free(exif_copy);
+        free(xmp_copy);
         jpeg_destroy_decompress(&cinfo);
         return -1;
     }
@@ -85,23 +92,36 @@ int pk_jpeg_read_rgb8(const uint8_t *data, size_t size, uint8_t **pixels, uint32
     progress.progress_monitor = jpeg_on_progress;
     cinfo.progress = &progress;
     jpeg_mem_src(&cinfo, data, (unsigned long)size);
-    // APP1 markers are kept for the EXIF orientation (the Swift side parses it); 0xFFFF keeps
-    // all of a marker's bytes, the most one can hold.
+    // APP1 markers are kept for the orientation in EXIF or XMP (the Swift side parses them);
+    // 0xFFFF keeps all of a marker's bytes, the most one can hold.
     jpeg_save_markers(&cinfo, JPEG_APP0 + 1, 0xFFFF);
     jpeg_read_header(&cinfo, TRUE);
-    // the first APP1 holding EXIF, as Pillow keeps it (others may hold XMP); copied now, since
-    // the saved markers live in the image pool that jpeg_finish_decompress frees
+    // The first APP1 holding EXIF and the last holding XMP, the ones Pillow keeps; copied now,
+    // since the saved markers live in the image pool that jpeg_finish_decompress frees.
+    jpeg_saved_marker_ptr exif_marker = NULL, xmp_marker = NULL;
     for (jpeg_saved_marker_ptr marker = cinfo.marker_list; marker; marker = marker->next) {
-        if (marker->marker == JPEG_APP0 + 1 && marker->data_length >= 6 && memcmp(marker->data, "Exif\0\0", 6) == 0) {
-            exif_copy = malloc(marker->data_length);
-            if (!exif_copy) {
-                snprintf(error, error_size, "out of memory");
-                longjmp(failure.jump, 1);
-            }
-            memcpy(exif_copy, marker->data, marker->data_length);
-            *exif_size = marker->data_length;
-            break;
+        if (marker->marker != JPEG_APP0 + 1) continue;
+        if (!exif_marker && marker->data_length >= 6 && memcmp(marker->data, "Exif\0\0", 6) == 0) exif_marker = marker;
+        if (marker->data_length >= sizeof xmp_header && memcmp(marker->data, xmp_header, sizeof xmp_header) == 0) xmp_marker = marker;
+    }
+    if (exif_marker) {
+        exif_copy = malloc(exif_marker->data_length);
+        if (!exif_copy) {
+            snprintf(error, error_size, "out of memory");
+            longjmp(failure.jump, 1);
         }
+        memcpy(exif_copy, exif_marker->data, exif_marker->data_length);
+        *exif_size = exif_marker->data_length;
+    }
+    if (xmp_marker) {
+        size_t length = xmp_marker->data_length - sizeof xmp_header;
+        xmp_copy = malloc(length ? length : 1);
+        if (!xmp_copy) {
+            snprintf(error, error_size, "out of memory");
+            longjmp(failure.jump, 1);
+        }
+        memcpy(xmp_copy, xmp_marker->data + sizeof xmp_header, length);
+        *xmp_size = length;
     }
     uint32_t w = cinfo.image_width, h = cinfo.image_height;
     if (max_pixels && (uint64_t)w * h > max_pixels) {
@@ -164,6 +184,7 @@ int pk_jpeg_read_rgb8(const uint8_t *data, size_t size, uint8_t **pixels, uint32
     jpeg_destroy_decompress(&cinfo);
     *pixels = buffer;
     *exif = exif_copy;
+    *xmp = xmp_copy;
     *width = w;
     *height = h;
     return 0;

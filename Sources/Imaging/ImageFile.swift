@@ -55,8 +55,8 @@ public enum ImageFile {
     ///
     /// - PNG: any colour type and depth (see `PNG.read`).
     /// - JPEG: baseline or progressive, grey, YCbCr, RGB, CMYK or YCCK (Adobe-inverted CMYK, as
-    ///   Pillow converts it), turned upright by its EXIF orientation as Pillow's
-    ///   `ImageOps.exif_transpose` does. Pixels equal Pillow's. A file libjpeg finds corrupt,
+    ///   Pillow converts it), turned upright by its EXIF orientation (or, without one, its XMP
+    ///   orientation) as Pillow's `ImageOps.exif_transpose` does. Pixels equal Pillow's. A file libjpeg finds corrupt,
     ///   even where it would pad over the damage (truncated files), is an error.
     /// - WebP: lossy or lossless, still images only.
     ///
@@ -97,24 +97,28 @@ public enum ImageFile {
         var message = [CChar](repeating: 0, count: 512)
         var pixels: UnsafeMutablePointer<UInt8>?
         var width: UInt32 = 0, height: UInt32 = 0
-        var exif: UnsafeMutablePointer<UInt8>?
-        var exifSize = 0
+        var exif: UnsafeMutablePointer<UInt8>?, xmp: UnsafeMutablePointer<UInt8>?
+        var exifSize = 0, xmpSize = 0
         let status = bytes.withUnsafeBufferPointer { data in
             switch format {
             case .jpeg:
                 return pk_jpeg_read_rgb8(data.baseAddress, data.count, &pixels, &width, &height, &exif, &exifSize,
-                                         UInt64(maxPixels), &message, message.count)
+                                         &xmp, &xmpSize, UInt64(maxPixels), &message, message.count)
             default:
                 return pk_webp_read_rgb8(data.baseAddress, data.count, &pixels, &width, &height,
                                          UInt64(maxPixels), &message, message.count)
             }
         }
-        defer { free(pixels); free(exif) }
+        defer { free(pixels); free(exif); free(xmp) }
         guard status == 0, let pixels else { throw failure(messageText(message)) }
         let image = RGBImage(width: Int(width), height: Int(height),
                              pixels: Array(UnsafeBufferPointer(start: pixels, count: Int(width) * Int(height) * 3)))
-        guard let exif else { return image }
-        let orientation = exifOrientation(Array(UnsafeBufferPointer(start: exif, count: exifSize)))
+        // as Pillow's getexif: the XMP orientation counts only when EXIF has no orientation tag
+        var orientation: Int?
+        switch exif.map({ orientationTag(Array(UnsafeBufferPointer(start: $0, count: exifSize))) }) {
+        case .present(let value)?: orientation = value
+        default: orientation = xmp.flatMap { xmpOrientation(Array(UnsafeBufferPointer(start: $0, count: xmpSize))) }
+        }
         return image.oriented(orientation ?? 1)
     }
 
@@ -129,14 +133,43 @@ public enum ImageFile {
     /// stored, as Pillow does). Both byte orders; the tag (0x0112) must be a SHORT or LONG of
     /// count 1. Every offset is checked against the payload.
     public static func exifOrientation(_ payload: [UInt8]) -> Int? {
-        guard payload.count >= 6, payload.starts(with: [0x45, 0x78, 0x69, 0x66, 0, 0]) else { return nil }
+        if case .present(let value) = orientationTag(payload) { return value }
+        return nil
+    }
+
+    /// The orientation in an XMP packet, found as Pillow finds it (the first match of the
+    /// pattern `tiff:Orientation(="|>)([0-9])`): a single digit, nil unless 1–8.
+    public static func xmpOrientation(_ packet: [UInt8]) -> Int? {
+        let name = Array("tiff:Orientation".utf8)
+        var at = 0
+        while at + name.count + 1 < packet.count {
+            if packet[at] == name[0], Array(packet[at..<(at + name.count)]) == name {
+                var next = at + name.count
+                if packet[next] == UInt8(ascii: "=") && packet[next + 1] == UInt8(ascii: "\"") { next += 2 }
+                else if packet[next] == UInt8(ascii: ">") { next += 1 }
+                else { at += 1; continue }
+                if next < packet.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(packet[next]) {
+                    let value = Int(packet[next] - UInt8(ascii: "0"))
+                    return (1...8).contains(value) ? value : nil
+                }
+            }
+            at += 1
+        }
+        return nil
+    }
+
+    /// Whether the EXIF payload has an orientation tag, and its value when it is a valid one.
+    enum OrientationTag { case absent, present(Int?) }
+
+    static func orientationTag(_ payload: [UInt8]) -> OrientationTag {
+        guard payload.count >= 6, payload.starts(with: [0x45, 0x78, 0x69, 0x66, 0, 0]) else { return .absent }
         let tiff = Array(payload.dropFirst(6))
-        guard tiff.count >= 8 else { return nil }
+        guard tiff.count >= 8 else { return .absent }
         let bigEndian: Bool
         switch (tiff[0], tiff[1]) {
         case (0x4D, 0x4D): bigEndian = true
         case (0x49, 0x49): bigEndian = false
-        default: return nil
+        default: return .absent
         }
         func unsigned(at offset: Int, bytes: Int) -> Int? {
             guard offset >= 0, offset <= tiff.count - bytes else { return nil }
@@ -144,12 +177,12 @@ public enum ImageFile {
             return (bigEndian ? Array(slice) : slice.reversed()).reduce(0) { $0 << 8 | Int($1) }
         }
         guard unsigned(at: 2, bytes: 2) == 42, let ifd = unsigned(at: 4, bytes: 4),
-              let entries = unsigned(at: ifd, bytes: 2) else { return nil }
+              let entries = unsigned(at: ifd, bytes: 2) else { return .absent }
         for index in 0..<entries {
             let entry = ifd + 2 + 12 * index
-            guard let tag = unsigned(at: entry, bytes: 2) else { return nil }
+            guard let tag = unsigned(at: entry, bytes: 2) else { return .absent }
             guard tag == 0x0112 else { continue }
-            guard let type = unsigned(at: entry + 2, bytes: 2), unsigned(at: entry + 4, bytes: 4) == 1 else { return nil }
+            guard let type = unsigned(at: entry + 2, bytes: 2), unsigned(at: entry + 4, bytes: 4) == 1 else { return .present(nil) }
             // a value of 4 bytes or fewer sits in the entry itself, left-justified
             let value: Int?
             switch type {
@@ -157,10 +190,10 @@ public enum ImageFile {
             case 4: value = unsigned(at: entry + 8, bytes: 4)
             default: value = nil
             }
-            guard let value, (1...8).contains(value) else { return nil }
-            return value
+            guard let value, (1...8).contains(value) else { return .present(nil) }
+            return .present(value)
         }
-        return nil
+        return .absent
     }
 }
 

@@ -28,7 +28,7 @@ final class ImageInputTests: XCTestCase {
     /// Pillow's settings (ISLOW IDCT, fancy upsampling) and libwebp give the same bytes.
     func testDecodesAsPillowDoes() throws {
         let manifest = try Self.manifest()
-        XCTAssertEqual(manifest.decode.count, 17)
+        XCTAssertEqual(manifest.decode.count, 19)
         for (name, size) in manifest.decode.sorted(by: { $0.key < $1.key }) {
             let image = try ImageFile.read(Self.folder.appendingPathComponent(name))
             let reference = try Self.expected(name)
@@ -48,6 +48,9 @@ final class ImageInputTests: XCTestCase {
             XCTAssertEqual(image, stored.oriented(n), "orientation \(n)")
             XCTAssertEqual(image.width, n >= 5 ? stored.height : stored.width, "orientation \(n)")
         }
+        // XMP's orientation counts only without an EXIF orientation tag
+        XCTAssertEqual(try ImageFile.read(Self.folder.appendingPathComponent("orientation-xmp.jpg")), stored.oriented(6))
+        XCTAssertEqual(try ImageFile.read(Self.folder.appendingPathComponent("orientation-exif-over-xmp.jpg")), stored.oriented(3))
     }
 
     func testRefusedFilesAreErrorsNamingTheFileAndTheProblem() throws {
@@ -147,6 +150,19 @@ final class ImageInputTests: XCTestCase {
         }
         XCTAssertNil(ImageFile.exifOrientation(Array("Exif".utf8) + [0, 0] + [0x49, 0x4D, 42, 0, 8, 0, 0, 0]))
         XCTAssertNil(ImageFile.exifOrientation([]))
+    }
+
+    func testXMPOrientationParsing() {
+        func orientation(_ text: String) -> Int? { ImageFile.xmpOrientation(Array(text.utf8)) }
+        XCTAssertEqual(orientation(#"<rdf:Description tiff:Orientation="6"/>"#), 6)
+        XCTAssertEqual(orientation("<tiff:Orientation>8</tiff:Orientation>"), 8)
+        XCTAssertEqual(orientation(#"tiff:Orientation=x tiff:Orientation="3""#), 3)  // the first that matches
+        XCTAssertEqual(orientation(#"tiff:Orientation="12""#), 1)  // one digit, as Pillow's pattern takes
+        XCTAssertNil(orientation(#"tiff:Orientation="9""#))
+        XCTAssertNil(orientation(#"tiff:Orientation=""#))
+        XCTAssertNil(orientation("tiff:Orientation>"))
+        XCTAssertNil(orientation("tiff:Orientation"))
+        XCTAssertNil(orientation(""))
     }
 
     /// Mutated copies of every valid fixture (truncated, bytes flipped, garbage inserted, header

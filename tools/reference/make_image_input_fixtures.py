@@ -12,6 +12,7 @@ the files the reader must decode (with Pillow's size and the sha256 of its RGB b
 files it must refuse, each with a word the error message must contain; expected/luma-*.png
 hold Pillow's convert("L") of two of them (the mask reader's luma).
 
+Two files carry an XMP orientation (Pillow uses it only when EXIF has no orientation tag).
 The EXIF blocks are built by hand (not with PIL.Image.Exif) so that both byte orders and an IFD0
 with other entries before the orientation tag are covered.
 """
@@ -97,6 +98,11 @@ def main():
     for n in range(2, 9):
         block = exif_block(n, big_endian=n in (6, 7), padding_entries=3 if n in (3, 8) else 0)
         valid[f"orientation-{n}.jpg"] = jpeg(src, quality=90, subsampling=2, exif=block)
+    # Pillow's getexif falls back to XMP's tiff:Orientation when EXIF has no orientation tag,
+    # and ignores it when EXIF has one
+    packet = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:Description tiff:Orientation="6"/></x:xmpmeta>'
+    valid["orientation-xmp.jpg"] = jpeg(src, quality=90, subsampling=2, xmp=packet)
+    valid["orientation-exif-over-xmp.jpg"] = jpeg(src, quality=90, subsampling=2, exif=exif_block(3), xmp=packet)
 
     second = src.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     buffer = io.BytesIO()
@@ -138,6 +144,8 @@ def main():
     # the orientation files share their pixels: exif_transpose must have changed the size of 5..8
     for n in range(5, 9):
         assert manifest["decode"][f"orientation-{n}.jpg"]["width"] == H
+    assert manifest["decode"]["orientation-xmp.jpg"]["width"] == H
+    assert manifest["decode"]["orientation-exif-over-xmp.jpg"] == manifest["decode"]["orientation-3.jpg"]
     with open(os.path.join(OUT, "expected.json"), "w") as f:
         json.dump(manifest, f, indent=1, sort_keys=True)
         f.write("\n")

@@ -28,12 +28,14 @@ int pk_inflate_bounded(const uint8_t *input, size_t input_size, uint8_t *output,
 /// Decodes the JPEG held in `data` (baseline or progressive; grey, YCbCr, RGB, CMYK or YCCK) to
 /// 8-bit RGB, as Pillow decodes it (accurate integer IDCT, fancy upsampling; Adobe-inverted CMYK
 /// converted with Pillow's formula). Corrupt data that libjpeg would pad over with a warning
-/// (a truncated file among others) is an error. `*pixels` and `*exif` are allocated with malloc
-/// and owned by the caller; `*exif` is the first APP1 marker starting "Exif\0\0" (NULL if none)
-/// and is not parsed here. `max_pixels` bounds width x height (0 = no bound), checked from the
-/// header before the image is allocated.
+/// (a truncated file among others) is an error. `*pixels`, `*exif` and `*xmp` are allocated with
+/// malloc and owned by the caller: `*exif` is the first APP1 marker starting "Exif\0\0", `*xmp`
+/// the packet of the last XMP APP1 (after its "http://ns.adobe.com/xap/1.0/" NUL header), the
+/// ones Pillow keeps, NULL when absent; neither is parsed here. `max_pixels` bounds width x
+/// height (0 = no bound), checked from the header before the image is allocated.
 int pk_jpeg_read_rgb8(const uint8_t *data, size_t size, uint8_t **pixels, uint32_t *width, uint32_t *height,
-                      uint8_t **exif, size_t *exif_size, uint64_t max_pixels, char *error, size_t error_size);
+                      uint8_t **exif, size_t *exif_size, uint8_t **xmp, size_t *xmp_size,
+                      uint64_t max_pixels, char *error, size_t error_size);
 
 /// Decodes a still WebP (lossy or lossless) held in `data` to 8-bit RGB; alpha is dropped.
 /// Animated WebP is an error. `*pixels` is allocated with malloc and owned by the caller;
