@@ -4,7 +4,7 @@ import PackageDescription
 /// Layers, bottom to top: Tensors (float32 kernels over OpenBLAS) → Weights (safetensors, safe
 /// PyTorch pickles, configs, diffusers folders, LoRAs, embeddings, file hashes) → Tokenization (CLIP
 /// BPE, A1111 prompt syntax) → Models (CLIP text encoder, UNet, VAE, prompt encoder) → Schedulers →
-/// Renderer (MultiDiffusion, PNG parameters) and Imaging (PNG) → the `panorama` command line.
+/// Renderer (MultiDiffusion, PNG parameters) and Imaging (PNG; JPEG and WebP input) → the `panorama` command line.
 let optimise: [SwiftSetting] = [.unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release))]
 
 let package = Package(
@@ -23,8 +23,11 @@ let package = Package(
         .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS",
                        providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CPNG", path: "Sources/CPNG", providers: [.apt(["libpng-dev"])]),
+        .systemLibrary(name: "CJPEG", path: "Sources/CJPEG", providers: [.apt(["libjpeg-dev"])]),
+        .systemLibrary(name: "CWebP", path: "Sources/CWebP", providers: [.apt(["libwebp-dev"])]),
         .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3", "-fno-math-errno", "-ffp-contract=fast"])]),
-        .target(name: "CImaging", dependencies: ["CPNG"], linkerSettings: [.linkedLibrary("png16"), .linkedLibrary("z")]),
+        .target(name: "CImaging", dependencies: ["CPNG", "CJPEG", "CWebP"],
+                linkerSettings: [.linkedLibrary("png16"), .linkedLibrary("z"), .linkedLibrary("jpeg"), .linkedLibrary("webp")]),
         .target(name: "Tensors", dependencies: ["COpenBLAS", "CKernels"], swiftSettings: optimise),
         .target(name: "Imaging", dependencies: ["CImaging", "Tensors"], swiftSettings: optimise),
         .target(name: "Weights", dependencies: ["Tensors", .product(name: "Crypto", package: "swift-crypto")],

@@ -186,7 +186,7 @@ public enum PNG {
 }
 
 /// The text of a NUL-terminated message buffer filled by the C side.
-private func messageText(_ message: [CChar]) -> String {
+func messageText(_ message: [CChar]) -> String {
     let bytes = message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }
     return String(decoding: bytes, as: UTF8.self)
 }

@@ -22,7 +22,7 @@ struct Compose: ParsableCommand {
 
             Rectangles are X,Y,W,H in pixels, or in fractions of the canvas when all four are at \
             most 1. A regions file is JSON: a list (or {"regions": [...]}) of objects with \
-            "rect": [x, y, w, h] or "mask": "file.png" (relative to the JSON file), "prompt", \
+            "rect": [x, y, w, h] or "mask": "file.png" (PNG, JPEG or WebP, relative to the JSON file), "prompt", \
             and optionally "negative_prompt", "guidance", "weight" and "feather" (pixels).
 
             Examples:
@@ -199,7 +199,7 @@ struct Compose: ParsableCommand {
                                             feather: spec.feather ?? feather ?? 0), prompt: prompt)
         case let (nil, mask?):
             let url = mask.hasPrefix("/") ? URL(fileURLWithPath: mask) : base.appendingPathComponent(mask)
-            var image = try PNG.read(url)
+            var image = try ImageFile.read(url)
             if image.width != settings.width || image.height != settings.height {
                 guard scaleMasks else {
                     throw ValidationError("\(name): the mask \(url.path) is \(image.width)x\(image.height) but the canvas is \(settings.width)x\(settings.height); pass --scale-masks to resize it")

@@ -19,7 +19,7 @@ struct Upscale: ParsableCommand {
               panorama upscale --input photo.png --W 2048 --prompt "a lake" --strength 0.3 --steps 30
             """)
 
-    @Option(name: .long, help: ArgumentHelp("The image to enlarge: PNG, 8 or 16 bits, grey, RGB, RGBA (alpha is dropped) or palette (default: the --from-png file).", valueName: "file.png"))
+    @Option(name: .long, help: ArgumentHelp("The image to enlarge: PNG, JPEG or WebP (PNG 8 or 16 bits, grey, RGB, RGBA or palette; JPEG turned upright by its EXIF orientation; alpha is dropped) (default: the --from-png file).", valueName: "file"))
     var input: String?
 
     @Option(name: .long, help: "Enlargement factor; the size is rounded to multiples of 8 (default 2).")
@@ -47,9 +47,9 @@ struct Upscale: ParsableCommand {
         }
         if let scale { guard scale.isFinite && scale > 0 else { throw ValidationError("--scale must be more than 0, not \(scale)") } }
         let (modelURL, preset) = try options.setUp()
-        guard let input = input ?? options.fromPng else { throw ValidationError("missing --input FILE.png (or --from-png FILE.png)") }
+        guard let input = input ?? options.fromPng else { throw ValidationError("missing --input FILE (PNG, JPEG or WebP; or --from-png FILE.png)") }
         let inputURL = URL(fileURLWithPath: input)
-        let source = try PNG.read(inputURL)
+        let source = try ImageFile.read(inputURL)
         let (targetWidth, targetHeight) = targetSize(source)
         var settings = try options.settings(width: targetWidth, height: targetHeight, circular: circular, preset: preset)
         let stem = inputURL.deletingPathExtension().lastPathComponent

@@ -33,6 +33,14 @@ extension CLITests {
         try assertFails(base + ["--input", "missing.png"], saying: ["missing.png", "cannot read"])
         try assertFails(base + ["--input", "text.png"], saying: ["text.png", "cannot read"])
         try assertFails(base + ["--input", truncated], saying: ["truncated.png", "cannot read"])
+        // JPEG and WebP go through the same reader (ImageFile.read): refused by name and reason
+        let inputs = Self.fixtures.appendingPathComponent("images/input")
+        try assertFails(base + ["--input", inputs.appendingPathComponent("truncated.jpg").path],
+                        saying: ["truncated.jpg", "Premature end of JPEG file"])
+        try assertFails(base + ["--input", inputs.appendingPathComponent("animated.webp").path],
+                        saying: ["animated.webp", "animated WebP is not supported"])
+        try assertFails(base + ["--input", inputs.appendingPathComponent("text.jpg").path],
+                        saying: ["text.jpg", "not a PNG, JPEG or WebP file"])
         try assertFails(base + ["--input", "small.png", "--scale", "0"], saying: ["--scale must be more than 0"])
         try assertFails(base + ["--input", "small.png", "--strength", "1.5"], saying: ["--strength must be between 0 and 1"])
         try assertFails(base + ["--input", "small.png", "--scale", "1"], saying: ["smaller than the model's 512-pixel window"])
