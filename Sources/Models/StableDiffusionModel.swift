@@ -20,6 +20,13 @@ public struct StableDiffusionModel: Sendable {
     /// A short name for reports and PNG metadata: the folder's name, or the file's without extension.
     public let name: String
 
+    /// Whether the UNet is an inpainting UNet (SD 1.5 / 2.x inpainting): its input is the latents,
+    /// the mask (1 channel) and the masked image's latents, 2·C + 1 channels.
+    public var isInpainting: Bool { unet.config.inChannels == 2 * latentChannels + 1 }
+
+    /// Channels of the latent canvas (the VAE's `latent_channels`, 4 for SD).
+    public var latentChannels: Int { vae.config.latentChannels }
+
     /// The UNet's native latent window (`sample_size`, 64 for SD 1.x / 2.x base models).
     public var latentWindow: Int { unet.config.sampleSize?.first ?? 64 }
 
@@ -124,10 +131,15 @@ public struct StableDiffusionModel: Sendable {
             throw ModelError.invalidConfig(component: "unet",
                 "cross_attention_dim \(crossDim) does not match the text encoder's hidden_size \(textEncoder.config.hiddenSize)")
         }
-        guard unet.config.inChannels == vae.config.latentChannels else {
+        let latents = vae.config.latentChannels
+        guard unet.config.inChannels == latents || unet.config.inChannels == 2 * latents + 1 else {
             throw ModelError.invalidConfig(component: "unet",
-                "in_channels \(unet.config.inChannels) does not match the VAE's latent_channels \(vae.config.latentChannels)"
-                + (unet.config.inChannels == 9 ? " (an inpainting UNet, which panorama does not support)" : ""))
+                "in_channels \(unet.config.inChannels) does not match the VAE's latent_channels \(latents) "
+                + "(nor \(2 * latents + 1), an inpainting UNet's latents, mask and masked-image latents)")
+        }
+        guard unet.config.outChannels == latents else {
+            throw ModelError.invalidConfig(component: "unet",
+                "out_channels \(unet.config.outChannels) does not match the VAE's latent_channels \(latents)")
         }
     }
 

@@ -74,6 +74,23 @@ public struct DenoisingLoop<S: Scheduler>: DenoisingProcess, Sequence {
     public var viewWeights: [[Float]?]
     /// Where a stochastic step's fresh noise is added (before or after the windows are fused).
     public var noiseFusion: NoiseFusion
+    /// Channels appended to every window's UNet input after the scaled latents, [1, k, h, w] over
+    /// the whole canvas and cropped like the window (also into both halves of the guidance pair):
+    /// an inpainting UNet's mask and masked-image latents. nil for ordinary UNets.
+    public var conditioning: Tensor? {
+        willSet {
+            precondition(newValue.map { $0.shape[0] == 1 && $0.shape.dropFirst(2) == latents.shape.dropFirst(2) } ?? true,
+                         "conditioning \(newValue!.shape) does not cover the canvas \(latents.shape)")
+        }
+    }
+    /// The region a 4-channel model keeps from a known image (inpainting, outpainting): after
+    /// every step it is put back on the fused canvas, noised to the next step's timestep.
+    public var knownRegion: KnownRegion? {
+        willSet {
+            precondition(newValue.map { $0.imageLatents.shape == latents.shape } ?? true,
+                         "known region \(newValue!.imageLatents.shape) does not cover the canvas \(latents.shape)")
+        }
+    }
 
     /// - Parameters:
     ///   - latents: the starting canvas [1, C, h, w], already scaled by the scheduler's initial sigma.
@@ -135,7 +152,7 @@ public struct DenoisingLoop<S: Scheduler>: DenoisingProcess, Sequence {
         while start < views.count {
             let batch = start..<Swift.min(views.count, start + viewBatchSize)
             let windows = batch.map { latents.crop(views[$0]) }
-            let predictions = predictNoise(windows, timestep: t)
+            let predictions = predictNoise(windows, at: batch.map { views[$0] }, timestep: t)
             let noise = !canvasNoise && drawsNoise
                 ? generator.randn([batch.count] + windows[0].shape.dropFirst()) : nil
             for (k, v) in batch.enumerated() {
@@ -157,14 +174,19 @@ public struct DenoisingLoop<S: Scheduler>: DenoisingProcess, Sequence {
             latents = latents.addingNoise(generator.randn(latents.shape), scale: noiseScale)
         }
         if let historyFuser, historyFuser.uncoveredPixels == 0 { history = historyFuser.fused() }
+        if let knownRegion {
+            let next = stepIndex + 1 < scheduler.timesteps.count ? scheduler.timesteps[stepIndex + 1] : nil
+            latents = knownRegion.blended(into: latents, scheduler: scheduler, nextTimestep: next)
+        }
         stepIndex += 1
         return StepReport(index: stepIndex - 1 - firstStep, count: stepCount, timestep: t,
                           views: views.count, latents: latents)
     }
 
     /// The guided noise prediction for each window, [windows, C, h, w].
-    private func predictNoise(_ windows: [Tensor], timestep t: Int) -> Tensor {
-        let eps = guidedNoise(unet: unet, scheduler: scheduler, items: windows.map { ($0, guidance) }, timestep: t)
+    private func predictNoise(_ windows: [Tensor], at windowViews: [LatentView], timestep t: Int) -> Tensor {
+        let eps = guidedNoise(unet: unet, scheduler: scheduler, items: windows.map { ($0, guidance) }, timestep: t,
+                              conditioning: conditioning.map { canvas in windowViews.map { canvas.crop($0) } })
         return Tensor.concatenate(eps, dimension: 0)
     }
 }
@@ -172,11 +194,18 @@ public struct DenoisingLoop<S: Scheduler>: DenoisingProcess, Sequence {
 /// Classifier-free guided ε for windows that may each have their own prompt and scale, in one UNet
 /// call. A window with active guidance contributes its unconditional and conditional input next
 /// to each other ([xᵤ, x꜀], as diffusers orders them); one without contributes only x꜀.
+/// `conditioning` (one per item) is appended to the scaled sample along the channels, as an
+/// inpainting UNet takes its mask and masked-image latents; it is not scaled.
 func guidedNoise<S: Scheduler>(unet: UNet2DConditionModel, scheduler: S, items: [(sample: Tensor, guidance: Guidance)],
-                               timestep t: Int) -> [Tensor] {
+                               timestep t: Int, conditioning: [Tensor]? = nil) -> [Tensor] {
+    precondition(conditioning.map { $0.count == items.count } ?? true, "one conditioning per window")
     var samples: [Tensor] = [], contexts: [Tensor] = [], conditions: [Float] = []
-    for (sample, guidance) in items {
-        let input = scheduler.scaleModelInput(sample, timestep: t)
+    for (k, (sample, guidance)) in items.enumerated() {
+        var input = scheduler.scaleModelInput(sample, timestep: t)
+        if let extra = conditioning?[k] { input = Tensor.concatenate([input, extra], dimension: 1) }
+        precondition(input.shape[1] == unet.config.inChannels,
+                     "the UNet takes \(unet.config.inChannels) channels but gets \(input.shape[1])"
+                     + (input.shape[1] < unet.config.inChannels ? " (an inpainting UNet needs its mask and masked-image latents)" : ""))
         if guidance.isActive {
             samples += [input, input]
             contexts += [guidance.unconditional, guidance.conditional]

@@ -108,7 +108,7 @@ public struct PanoramaPipeline: Sendable {
 
     /// Latent channels × height × width of the canvas for `settings`.
     public func latentShape(_ settings: PanoramaSettings) -> [Int] {
-        [1, model.unet.config.inChannels, settings.height / vaeScale, settings.width / vaeScale]
+        [1, model.latentChannels, settings.height / vaeScale, settings.width / vaeScale]
     }
 
     /// Checks sizes and settings; the message says what is wrong and what would work.
@@ -296,7 +296,8 @@ public struct PanoramaPipeline: Sendable {
         }
     }
 
-    /// The denoising loop from `latents` (nil: from the seed).
+    /// The denoising loop from `latents` (nil: from the seed). An inpainting model gets the
+    /// conditioning of "nothing known" (`nothingKnownConditioning`), so it renders from text too.
     public func denoisingLoop(_ settings: PanoramaSettings, latents: Tensor? = nil) throws -> DenoisingLoop<AnyScheduler> {
         let scheduler = try makeScheduler(settings)
         var start: Tensor, generator: TorchGenerator
@@ -315,6 +316,7 @@ public struct PanoramaPipeline: Sendable {
                                  shiftSeed: settings.spotDiffusion ? settings.seed : nil,
                                  noiseFusion: settings.noiseFusion)
         loop.weightWindows(settings.windowWeighting)
+        if model.isInpainting { loop.conditioning = try nothingKnownConditioning(settings) }
         return loop
     }
 

@@ -397,6 +397,10 @@ extension PanoramaPipeline {
     /// `FewStepRegions`).
     public func regionLoop(_ settings: PanoramaSettings, composition: Composition,
                            latents given: Tensor? = nil) throws -> RegionDenoisingLoop<AnyScheduler> {
+        // the region loop has no mask channels to give an inpainting UNet
+        guard !model.isInpainting else {
+            throw RenderError.invalidSetting("region prompts are not supported with an inpainting model")
+        }
         guard !settings.spotDiffusion else {
             throw RenderError.invalidSetting("SpotDiffusion windows are not available for region compositions")
         }

@@ -71,6 +71,21 @@ final class SingleFileCheckpointTests: XCTestCase {
         XCTAssertEqual(configs.scheduler, try DDIMSchedulerConfig.load(from: Self.sd15.appendingPathComponent("scheduler/scheduler_config.json")))
     }
 
+    /// SD 1.5 inpainting checkpoints differ from SD 1.5 only in the first convolution's 9 inputs
+    /// (latents, mask, masked-image latents); `in_channels` is read from it.
+    func testSD15InpaintingConfigurationReadsNineInputChannels() throws {
+        var shapes = try listing("sd15")
+        shapes["model.diffusion_model.input_blocks.0.0.weight"] = [320, 9, 3, 3]
+        let names = try SingleFileCheckpoint.componentNames(shapes, path: "sd15-inpainting")
+        let configs = try SingleFileCheckpoint.standardConfigurations(
+            unet: mapped(shapes, names.unet), vae: mapped(shapes, names.vae), textEncoder: mapped(shapes, names.text),
+            textEncoderLayout: names.textLayout, predictionType: nil, path: "sd15-inpainting")
+        var expected = try UNetConfig.load(from: Self.sd15.appendingPathComponent("unet/config.json"))
+        expected.inChannels = 9
+        XCTAssertEqual(configs.unet, expected)
+        XCTAssertEqual(configs.family, .sd1)
+    }
+
     func testSD21OpenCLIPAndConfigurations() throws {
         let shapes = try listing("sd21")
         let names = try SingleFileCheckpoint.componentNames(shapes, path: "sd21")
