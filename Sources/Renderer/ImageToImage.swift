@@ -41,7 +41,8 @@ extension PanoramaPipeline {
         return try autoencoder.encode(image, circular: settings.circular, method: settings.decodeMethod)
     }
 
-    /// As `imageToImageLoop(_:image:strength:)`, from already encoded (and scaled) latents.
+    /// As `imageToImageLoop(_:image:strength:)`, from already encoded (and scaled) latents. An
+    /// inpainting model gets the conditioning of "nothing known" (`nothingKnownConditioning`).
     public func imageToImageLoop(_ settings: PanoramaSettings, latents: Tensor,
                                  strength: Double) throws -> DenoisingLoop<AnyScheduler> {
         try Self.checkStrength(strength)
@@ -62,6 +63,8 @@ extension PanoramaPipeline {
                                  shiftSeed: settings.spotDiffusion ? settings.seed : nil,
                                  noiseFusion: settings.noiseFusion)
         loop.weightWindows(settings.windowWeighting)
+        // an inpainting model sees "nothing known", as A1111's img2img gives it without a mask
+        if model.isInpainting { loop.conditioning = try nothingKnownConditioning(settings) }
         return loop
     }
 }

@@ -163,6 +163,18 @@ final class InpaintingParityTests: XCTestCase {
         XCTAssertEqual(Tensor.concatenate([all.latentMask, all.maskedImageLatents!], dimension: 1), loop.conditioning)
     }
 
+    /// img2img (the upscaler's loop) with an inpainting model: nothing known, as in text to image.
+    func testNineChannelImageToImageRuns() throws {
+        let pipeline = try Self.inpaintPipeline()
+        var s = settings(size: 256)
+        s.steps = 4
+        let (image, _) = try inputs(size: 256)
+        var loop = try pipeline.imageToImageLoop(s, image: image, strength: 0.5)
+        XCTAssertEqual(loop.conditioning, try pipeline.nothingKnownConditioning(s))
+        while loop.next() != nil {}
+        XCTAssertTrue(loop.latents.data.allSatisfy(\.isFinite))
+    }
+
     func testRegionPromptsRefuseAnInpaintingModel() throws {
         let pipeline = try Self.inpaintPipeline()
         let s = PanoramaSettings(prompt: "snowy mountains at sunset", width: 256, height: 256)
