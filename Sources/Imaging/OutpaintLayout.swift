@@ -118,6 +118,17 @@ public struct OutpaintLayout: Sendable, Equatable {
         return (x + left, y + top, max(0, width - left - right), max(0, height - top - bottom))
     }
 
+    /// The mask that blends the decoded canvas over the input picture, [1, 1, H, W] (1: the
+    /// decoded canvas): the generated area and the repainted band, fading into the input over a
+    /// further band of about 5·`blur` pixels inside it (a Gaussian of `blur` pixels across the
+    /// edge of the input shrunk by ⌈2.5·blur⌉), so the join shows neither the paste nor the VAE's
+    /// round trip, and the input beyond stays exact. `blur` 0: the input pasted as it is.
+    public func overlayMask(overlap: Int = 0, blur: Double) -> Tensor {
+        let band = blur > 0 ? Int((2.5 * blur).rounded(.up)) : 0
+        let sharp = Tensor(shape: [1, 1, canvasHeight, canvasWidth], data: mask(overlap: overlap + band))
+        return Mask.blurred(sharp, radius: blur)
+    }
+
     /// The mask to generate with, [canvasHeight · canvasWidth] row-major: 1 where the model
     /// paints, 0 where the input is kept.
     public func mask(overlap: Int = 0) -> [Float] {

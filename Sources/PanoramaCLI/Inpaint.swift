@@ -32,7 +32,7 @@ struct Inpaint: ParsableCommand {
     var scaleMask = false
 
     @Option(name: .long, help: "How much to change under the mask: 1 paints from noise, less starts from the input (default 1).")
-    var strength: Double = 1
+    var strength: Double?
 
     @Option(name: .long, help: ArgumentHelp("Blur of the mask's edge in pixels (a Gaussian's standard deviation, as AUTOMATIC1111's mask blur) (default 4).", valueName: "pixels"))
     var maskBlur: Double = 4
@@ -43,6 +43,7 @@ struct Inpaint: ParsableCommand {
     @OptionGroup var options: GenerationOptions
 
     func run() throws {
+        guard maskBlur >= 0 && maskBlur.isFinite else { throw ValidationError("--mask-blur must be 0 or more pixels, not \(maskBlur)") }
         let (modelURL, preset) = try options.setUp()
         let inputURL = URL(fileURLWithPath: input), maskURL = URL(fileURLWithPath: mask)
         let picture = try ImageFile.read(inputURL)
@@ -59,15 +60,14 @@ struct Inpaint: ParsableCommand {
         guard painted < pixelMask.count else {
             throw ValidationError("the mask \(mask) is white everywhere: nothing of the input is kept; render from the prompt instead (panorama render)")
         }
-        let extra = [Infotext.Field("Denoising strength", String(strength)),
-                     Infotext.Field("Mask blur", MaskedRender.number(maskBlur)),
+        let extra = [Infotext.Field("Mask blur", MaskedRender.number(maskBlur)),
                      Infotext.Field("Inpaint input", inputURL.lastPathComponent),
                      Infotext.Field("Input hash", try MaskedRender.shortHash(inputURL)),
                      Infotext.Field("Mask", maskURL.lastPathComponent),
                      Infotext.Field("Mask hash", try MaskedRender.shortHash(maskURL))]
         let stem = inputURL.deletingPathExtension().lastPathComponent
-        try MaskedRender(options: options, picture: picture, mask: pixelMask, overlayBlur: maskBlur, maskBlur: maskBlur,
-                         strength: strength, circular: circular, extra: extra)
+        try MaskedRender(options: options, picture: picture, mask: pixelMask, overlay: Mask.blurred(pixelMask, radius: maskBlur),
+                         maskBlur: maskBlur, strength: strength, defaultStrength: 1, circular: circular, extra: extra)
             .run(modelURL: modelURL, preset: preset, outputBase: { "\(stem)-inpainted-\($0)" })
     }
 }
@@ -107,8 +107,11 @@ struct Outpaint: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Pixels of the input's border that the model may repaint, for a soft join (default 0: the input is kept exactly).", valueName: "pixels"))
     var overlap = 0
 
-    @Option(name: .long, help: ArgumentHelp("Blur of the join in pixels (default: a third of --overlap, so the input beyond the band stays exact).", valueName: "pixels"))
-    var maskBlur: Double?
+    @Option(name: .long, help: "How far the new area may depart from the input's border colours stretched outwards: 1 paints it from noise alone, less starts from those colours (default 1 with an inpainting model, 0.9 with others, whose new area otherwise ignores the input's colours).")
+    var strength: Double?
+
+    @Option(name: .long, help: ArgumentHelp("Blur of the join in pixels: the decoded picture fades into the input over about 5x this inside the input's border (or the repainted band), hiding the VAE's round trip; 0 pastes the input as it is (default 4).", valueName: "pixels"))
+    var maskBlur: Double = 4
 
     @Flag(name: .long, help: "360° panorama: the canvas wraps around, so the generated part also joins the input's right edge to its left.")
     var circular = false
@@ -117,6 +120,7 @@ struct Outpaint: ParsableCommand {
 
     func run() throws {
         guard overlap >= 0 else { throw ValidationError("--overlap must be 0 or more pixels, not \(overlap)") }
+        guard maskBlur >= 0 && maskBlur.isFinite else { throw ValidationError("--mask-blur must be 0 or more pixels, not \(maskBlur)") }
         guard let where_ = OutpaintLayout.Anchor(anchor) else {
             throw ValidationError("unknown --anchor \"\(anchor)\"; available: left, center, right or X,Y (pixels)")
         }
@@ -137,17 +141,16 @@ struct Outpaint: ParsableCommand {
         guard known.width > 0 && known.height > 0 else {
             throw ValidationError("--overlap \(overlap) repaints the whole \(layout.width)x\(layout.height) input; use a smaller overlap")
         }
-        let blur = maskBlur ?? Double(overlap) / 3
         let canvas = layout.canvasImage(picture)
         let mask = Tensor(shape: [1, 1, canvasHeight, canvasWidth], data: layout.mask(overlap: overlap))
         var extra = [Infotext.Field("Outpaint input", inputURL.lastPathComponent),
                      Infotext.Field("Input hash", try MaskedRender.shortHash(inputURL)),
-                     Infotext.Field("Outpaint placement", "\(layout.width)x\(layout.height) at \(layout.x),\(layout.y)")]
+                     Infotext.Field("Outpaint placement", "\(layout.width)x\(layout.height)+\(layout.x)+\(layout.y)")]
         if overlap > 0 { extra.append(Infotext.Field("Outpaint overlap", String(overlap))) }
-        if blur > 0 { extra.append(Infotext.Field("Mask blur", MaskedRender.number(blur))) }
+        extra.append(Infotext.Field("Mask blur", MaskedRender.number(maskBlur)))
         let stem = inputURL.deletingPathExtension().lastPathComponent
-        try MaskedRender(options: options, picture: canvas, mask: mask, overlayBlur: blur, maskBlur: 0,
-                         strength: 1, circular: layout.circular, extra: extra)
+        try MaskedRender(options: options, picture: canvas, mask: mask, overlay: layout.overlayMask(overlap: overlap, blur: maskBlur),
+                         maskBlur: 0, strength: strength, defaultStrength: 0.9, circular: layout.circular, extra: extra)
             .run(modelURL: modelURL, preset: preset, outputBase: { "\(stem)-outpainted-\(canvasWidth)x\(canvasHeight)-\($0)" })
     }
 }
@@ -160,21 +163,22 @@ struct MaskedRender {
     let picture: RGBImage
     /// [1, 1, H, W], 1 where the model paints.
     let mask: Tensor
-    /// Blur of the mask that blends the result over `picture`.
-    let overlayBlur: Double
+    /// [1, 1, H, W]: how the decoded picture is blended over `picture` (1: decoded).
+    let overlay: Tensor
     /// Blur of the mask the model paints with (A1111 blurs it too; it is cut at 50 % there).
     let maskBlur: Double
-    let strength: Double
+    /// The strength asked for; nil: 1 with an inpainting model, else `defaultStrength`.
+    let strength: Double?
+    let defaultStrength: Double
     let circular: Bool
     let extra: [Infotext.Field]
 
     /// Renders, blends and writes the PNG; `outputBase(seed)` names it unless --output does.
     func run(modelURL: URL, preset: Preset?, outputBase: (UInt64) -> String) throws {
-        guard strength.isFinite && strength > 0 && strength <= 1 else {
-            throw ValidationError("--strength must be more than 0 and at most 1, not \(strength)")
-        }
-        guard maskBlur >= 0 && overlayBlur >= 0 && maskBlur.isFinite && overlayBlur.isFinite else {
-            throw ValidationError("--mask-blur must be 0 or more pixels")
+        if let strength {
+            guard strength.isFinite && strength > 0 && strength <= 1 else {
+                throw ValidationError("--strength must be more than 0 and at most 1, not \(strength)")
+            }
         }
         var progress = ProgressReporter(quiet: options.quiet)
         // Sizes that are not multiples of 8 are rendered on a canvas padded to the next ones
@@ -187,13 +191,14 @@ struct MaskedRender {
                                                 encoding: true, progress: progress)
         let canvas = picture.padded(width: paddedWidth, height: paddedHeight)
         let paintMask = Mask.blurred(mask, radius: maskBlur).paddedWithZeros(height: paddedHeight, width: paddedWidth)
-        let overlay = Mask.blurred(mask, radius: overlayBlur)
+        let strength = self.strength ?? (pipeline.model.isInpainting ? 1 : defaultStrength)
         progress.note("\(width)x\(height): encoding the picture\(pipeline.model.isInpainting ? " and the masked picture (inpainting model)" : "")")
         var loop = try pipeline.inpaintingLoop(settings, image: canvas.tensor(), mask: paintMask, strength: strength)
         progress.note("\(settings.spotDiffusion ? "about " : "")\(loop.views.count) windows x \(loop.stepCount) of \(settings.steps) steps"
                       + (strength < 1 ? " (strength \(strength))" : ""))
         try options.finish(&loop, pipeline: pipeline, settings: settings, progress: &progress, output: outputURL,
-                           parameters: try options.parameters(settings, model: pipeline.model, extra: extra),
+                           parameters: try options.parameters(settings, model: pipeline.model,
+                                                              extra: [Infotext.Field("Denoising strength", String(strength))] + extra),
                            composite: { generated in
                                Mask.composite(generated: generated.cropped(width: width, height: height), original: picture,
                                               mask: overlay)

@@ -56,12 +56,12 @@ struct Render: ParsableCommand {
         var loop = try pipeline.denoisingLoop(settings, latents: startLatents)
         progress.note("\(settings.width)x\(settings.height): \(settings.spotDiffusion ? "about " : "")\(loop.views.count) windows x \(loop.stepCount) steps")
         try options.finish(&loop, pipeline: pipeline, settings: settings, progress: &progress, output: outputURL,
-                           parameters: try options.parameters(settings, model: model)) { latents in
+                           parameters: try options.parameters(settings, model: model), denoised: { latents in
             guard let latentsOutURL else { return }
             try SafeTensorsWriter.write([(name: "latents", tensor: latents)], dtype: .f32,
                                         metadata: ["seed": String(settings.seed), "prompt": settings.prompt],
                                         to: latentsOutURL)
-        }
+        })
         print(outputURL.path)
     }
 

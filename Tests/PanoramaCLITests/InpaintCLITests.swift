@@ -27,7 +27,7 @@ extension CLITests {
     func testOutpaintKeepsTheInputAndRecordsIt() throws {
         let input = try writePicture("photo.png", width: 300, height: 256)
         let r = try run(["outpaint", "--model", Self.tinyModel, "--input", input.path, "--W", "1024", "--H", "512",
-                         "--prompt", "a lake", "--steps", "2", "--seed", "4", "-o", "wide.png"])
+                         "--prompt", "a lake", "--steps", "2", "--seed", "4", "--mask-blur", "0", "-o", "wide.png"])
         XCTAssertEqual(r.status, 0, r.stderr)
         let out = try PNG.read(folder.appendingPathComponent("wide.png"))
         XCTAssertEqual([out.width, out.height], [1024, 512])
@@ -40,8 +40,9 @@ extension CLITests {
             }
         }
         let text = try parameters("wide.png")
-        XCTAssertTrue(text.contains("Outpaint input: photo.png, Input hash: "), text)
-        XCTAssertTrue(text.contains("Outpaint placement: 600x512 at 208,0"), text)
+        XCTAssertTrue(text.contains("Denoising strength: 0.9, Outpaint input: photo.png, Input hash: "), text)
+        XCTAssertTrue(text.contains("Mask blur: 0"), text)
+        XCTAssertTrue(text.contains("Outpaint placement: 600x512+208+0"), text)
     }
 
     func testInpaintRepaintsOnlyTheMask() throws {
