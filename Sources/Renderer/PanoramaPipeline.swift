@@ -184,7 +184,7 @@ public struct PanoramaPipeline: Sendable {
 
     /// Decides where the tiled VAE keeps its full-size maps for `settings`: in memory when all of
     /// them fit in half of `availableMemory` next to the rest of the render (no file traffic: a
-    /// 4096x512 decode is about 15 % faster), else in temporary files that fit the free disk of
+    /// 4096x512 decode takes about a quarter less time), else in temporary files that fit the free disk of
     /// their directory — float32 files when they fit, else bfloat16 files (half the disk,
     /// activations rounded to 8 significant bits). `encoding`: an input image is encoded at the
     /// settings' size too. Returns the bytes the files will need at most (0 for `.whole` decodes,
