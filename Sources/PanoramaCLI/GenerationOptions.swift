@@ -123,6 +123,12 @@ struct GenerationOptions: ParsableArguments {
     var quiet = false
 
     @Option(name: .long, help: ArgumentHelp(
+        "Write a preview of the canvas to this PNG after every step (replaced atomically), to watch in an image viewer.",
+        discussion: "The preview is the output's size: a linear latent-to-RGB map fitted to the model's VAE (cheap: milliseconds; about 1 s to fit once for SD 1.5), or the --taesd decoder's picture (slower).",
+        valueName: "file.png"))
+    var preview: String?
+
+    @Option(name: .long, help: ArgumentHelp(
         "How prompts are read: a1111 (AUTOMATIC1111's syntax: (word) x1.1, [word] /1.1, (word:1.3), \\( \\) literal, BREAK; prompts of any length in chunks of 75 tokens) or none (the literal text, cut after 77 tokens, as diffusers) (default a1111).",
         valueName: "a1111|none"))
     var emphasis: String?
@@ -149,6 +155,10 @@ struct GenerationOptions: ParsableArguments {
             }
             Compute.precision = .bf16
         case let other: throw ValidationError("unknown --precision \"\(other)\"; available: fp32, bf16")
+        }
+        if let preview {
+            guard preview.lowercased().hasSuffix(".png") else { throw ValidationError("--preview must name a .png file, not \(preview)") }
+            _ = try checkedWritable(URL(fileURLWithPath: preview), replace: true)
         }
         let modelURL = try modelLocation()
         let modelPreset = try Preset.all(required: false).first { $0.name == modelURL.lastPathComponent }?.preset
@@ -394,8 +404,20 @@ struct GenerationOptions: ParsableArguments {
                                      extraText: [(key: String, value: String)] = [],
                                      composite: (RGBImage) throws -> RGBImage = { $0 },
                                      denoised: (Tensor) throws -> Void = { _ in }) throws {
+        var live: (url: URL, preview: LatentPreview)?
+        if let preview {
+            let start = Date()
+            live = (URL(fileURLWithPath: preview), try LatentPreview(for: pipeline))
+            if case .linear = live?.preview.method {
+                progress.note(String(format: "preview: latent-to-RGB map fitted to the VAE in %.2f s", Date().timeIntervalSince(start)))
+            }
+        }
         progress.beginSteps()
         while let report = loop.next() {
+            if let live {
+                let image = live.preview.image(report.latents, upscale: .bilinear(), circular: settings.circular)
+                try writeAtomically(RGBImage(width: image.width, height: image.height, pixels: image.pixels), to: live.url)
+            }
             progress.step(report.index + 1, of: report.count, views: report.views)
         }
         try denoised(loop.latents)
@@ -403,6 +425,18 @@ struct GenerationOptions: ParsableArguments {
         let image = try composite(RGBImage(decoded: try pipeline.decode(loop.latents, circular: settings.circular,
                                                                          method: settings.decodeMethod)))
         try PNG.write(image, to: output, text: [(key: "parameters", value: parameters)] + extraText)
+    }
+}
+
+/// Writes `image` to `url` through a temporary file in the same folder renamed over it, so a
+/// viewer watching `url` never reads half a file.
+func writeAtomically(_ image: RGBImage, to url: URL) throws {
+    let temporary = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).\(getpid()).tmp")
+    try PNG.write(image, to: temporary)
+    guard rename(temporary.path, url.path) == 0 else {
+        let message = String(cString: strerror(errno))
+        try? FileManager.default.removeItem(at: temporary)
+        throw ValidationError("cannot write the preview \(url.path): \(message)")
     }
 }
 
