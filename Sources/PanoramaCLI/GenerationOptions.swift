@@ -124,7 +124,7 @@ struct GenerationOptions: ParsableArguments {
 
     @Option(name: .long, help: ArgumentHelp(
         "Write a preview of the canvas to this PNG after every step (replaced atomically), to watch in an image viewer.",
-        discussion: "The preview is the output's size: a linear latent-to-RGB map fitted to the model's VAE (cheap: milliseconds; about 1 s to fit once for SD 1.5), or the --taesd decoder's picture (slower).",
+        discussion: "The preview is the output's size: a linear latent-to-RGB map fitted to the model's VAE (cheap: milliseconds; about 1.5 s to fit once for SD 1.5), or the --taesd decoder's picture (slower).",
         valueName: "file.png"))
     var preview: String?
 
@@ -407,7 +407,7 @@ struct GenerationOptions: ParsableArguments {
         var live: (url: URL, preview: LatentPreview)?
         if let preview {
             let start = Date()
-            live = (URL(fileURLWithPath: preview), try LatentPreview(for: pipeline))
+            live = (URL(fileURLWithPath: preview), LatentPreview(for: pipeline))
             if case .linear = live?.preview.method {
                 progress.note(String(format: "preview: latent-to-RGB map fitted to the VAE in %.2f s", Date().timeIntervalSince(start)))
             }
