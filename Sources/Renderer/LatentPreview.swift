@@ -9,7 +9,9 @@ import Tensors
 /// factors are wrong), or the tiny autoencoder's real decode when the pipeline decodes with TAESD.
 ///
 /// `image(_:upscale:)` works on any latents of the UNet's space, e.g. `StepReport.latents`; a
-/// linear preview of a 4096x512 canvas (512x64 latents) takes a few milliseconds, x8 bilinear included.
+/// linear preview of a 4096x512 canvas (512x64 latents) takes 0.2 ms, about 25 ms enlarged x8 bilinear
+/// (2 busy cores). On renders of the bundled model the fitted map is off from the real decode (8x
+/// downsampled) by 12.3 levels of 255 on average (SD 1.5's published factors: 73).
 ///
 /// The result is raw RGB bytes (`PreviewImage`), not Imaging's `RGBImage`: Renderer does not
 /// depend on Imaging (which sits beside it on Tensors), and the bytes have `RGBImage`'s layout, so a
@@ -88,9 +90,11 @@ public struct LatentPreview: Sendable {
     /// defaults (16 samples of 8x8, lattice 2x2, spread 1.3: about the spread of rendered latents) were
     /// the best of those measured at their cost.
     ///
-    /// Cost: one decode of `samples`·(8·`size`)² pixels (0.066 megapixels by default): 0.7 s with
-    /// the bundled model's VAE on 2 busy cores; SD 1.5's VAE decodes at about 22 s per megapixel
-    /// on 2 cores here, so about 1.5 s. `fitted(_:)` caches the result per VAE.
+    /// Cost: one decode of `samples`·(8·`size`)² pixels (0.066 megapixels by default, a quarter of
+    /// a 512x512 decode): 0.5 s with the bundled model's VAE on 2 busy cores; SD 1.5's VAE decodes
+    /// 512x512 in 3.8 s on two Zen 5 cores (`benchmarks/README.md`), so about 1 s (an estimate:
+    /// no SD 1.5 weights here), once per VAE and process (`fitted(_:)` caches it); fewer `samples`
+    /// trade a little accuracy for time (6 of 8x8: 14.1 levels instead of 12.3).
     public static func fit(_ vae: AutoencoderKL, samples: Int = 16, size: Int = 8, grid: Int = 2,
                            spread: Float = 1.3, seed: UInt64 = 0x5EED) -> LatentPreview {
         precondition(samples >= 1 && size >= 4 && grid >= 1, "LatentPreview.fit: at least 1 sample of 4x4 latents")
