@@ -86,7 +86,8 @@ public struct LatentPreview: Sendable {
     ///
     /// Against the real decode of renders of the bundled model (8x downsampled), this fit is off by
     /// 12.3 levels of 255 on average, where the best linear map fitted on those very renders is off
-    /// by 9.8 and a fit on the encodings of colour pictures by 33–54 (`LatentPreviewTests`). The
+    /// by 9.8 (both measured by `LatentPreviewTests`) and a fit on the VAE's encodings of smooth colour
+    /// pictures (this type's first version, which needs the encoder) by 33–54. The
     /// defaults (16 samples of 8x8, lattice 2x2, spread 1.3: about the spread of rendered latents) were
     /// the best of those measured at their cost.
     ///
