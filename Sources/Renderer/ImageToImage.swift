@@ -55,16 +55,7 @@ extension PanoramaPipeline {
             let noise = generator.randn(latents.shape)
             start = scheduler.addNoise(latents, noise: noise, timestep: scheduler.timesteps[first])
         }
-        var loop = DenoisingLoop(unet: model.unet, scheduler: scheduler, guidance: try guidance(settings),
-                                 latents: start,
-                                 tiler: ViewTiler(window: model.latentWindow, stride: settings.stride,
-                                                  circular: settings.circular),
-                                 viewBatchSize: settings.viewBatchSize, generator: generator, firstStep: first,
-                                 shiftSeed: settings.spotDiffusion ? settings.seed : nil,
-                                 noiseFusion: settings.noiseFusion)
-        loop.weightWindows(settings.windowWeighting)
         // an inpainting model sees "nothing known", as A1111's img2img gives it without a mask
-        if model.isInpainting { loop.conditioning = try nothingKnownConditioning(settings) }
-        return loop
+        return try makeLoop(settings, scheduler: scheduler, start: start, generator: generator, firstStep: first)
     }
 }

@@ -159,19 +159,13 @@ extension PanoramaPipeline {
         let noise = generator.randn(input.imageLatents.shape)
         let start = strength == 1 ? noise * scheduler.initNoiseSigma
             : scheduler.addNoise(input.imageLatents, noise: noise, timestep: scheduler.timesteps[first])
-        var loop = DenoisingLoop(unet: model.unet, scheduler: scheduler, guidance: try guidance(settings),
-                                 latents: start,
-                                 tiler: ViewTiler(window: model.latentWindow, stride: settings.stride,
-                                                  circular: settings.circular),
-                                 viewBatchSize: settings.viewBatchSize, generator: generator, firstStep: first,
-                                 shiftSeed: settings.spotDiffusion ? settings.seed : nil,
-                                 noiseFusion: settings.noiseFusion)
-        loop.weightWindows(settings.windowWeighting)
-        if let masked = input.maskedImageLatents, model.isInpainting {
-            loop.conditioning = Tensor.concatenate([input.latentMask, masked], dimension: 1)
-        } else {
-            loop.knownRegion = KnownRegion(imageLatents: input.imageLatents, mask: input.latentMask, noise: noise)
+        if model.isInpainting, let masked = input.maskedImageLatents {
+            let conditioning = Tensor.concatenate([input.latentMask, masked], dimension: 1)
+            return try makeLoop(settings, scheduler: scheduler, start: start, generator: generator, firstStep: first,
+                                conditioning: conditioning)
         }
+        var loop = try makeLoop(settings, scheduler: scheduler, start: start, generator: generator, firstStep: first)
+        loop.knownRegion = KnownRegion(imageLatents: input.imageLatents, mask: input.latentMask, noise: noise)
         return loop
     }
 

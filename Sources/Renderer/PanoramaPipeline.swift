@@ -308,15 +308,23 @@ public struct PanoramaPipeline: Sendable {
         } else {
             (start, generator) = seededLatents(settings, initNoiseSigma: scheduler.initNoiseSigma)
         }
+        return try makeLoop(settings, scheduler: scheduler, start: start, generator: generator)
+    }
+
+    /// The loop over the canvas from `start` (already noised to step `firstStep`) with the
+    /// settings' windows, weights and noise rule. `conditioning`: an inpainting UNet's mask and
+    /// masked-image latents; nil gives such a UNet "nothing known" (`nothingKnownConditioning`).
+    func makeLoop(_ settings: PanoramaSettings, scheduler: AnyScheduler, start: Tensor, generator: TorchGenerator,
+                  firstStep: Int = 0, conditioning: Tensor? = nil) throws -> DenoisingLoop<AnyScheduler> {
         var loop = DenoisingLoop(unet: model.unet, scheduler: scheduler, guidance: try guidance(settings),
                                  latents: start,
                                  tiler: ViewTiler(window: model.latentWindow, stride: settings.stride,
                                                   circular: settings.circular),
-                                 viewBatchSize: settings.viewBatchSize, generator: generator,
+                                 viewBatchSize: settings.viewBatchSize, generator: generator, firstStep: firstStep,
                                  shiftSeed: settings.spotDiffusion ? settings.seed : nil,
                                  noiseFusion: settings.noiseFusion)
         loop.weightWindows(settings.windowWeighting)
-        if model.isInpainting { loop.conditioning = try nothingKnownConditioning(settings) }
+        if model.isInpainting { loop.conditioning = try conditioning ?? nothingKnownConditioning(settings) }
         return loop
     }
 
