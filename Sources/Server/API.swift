@@ -33,7 +33,11 @@ struct API: Sendable {
 
     /// The body as JSON, within the size cap; malformed JSON is FastAPI's 422.
     func jsonBody(_ request: Request) async throws -> JSONValue {
-        let buffer = try await request.body.collect(upTo: engine.configuration.maxBodyBytes)
+        let limit = engine.configuration.maxBodyBytes
+        let tooLarge = APIError.detail(413, "the request body is larger than this server's limit of \(limit) bytes")
+        if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > limit { throw tooLarge }
+        let buffer: ByteBuffer
+        do { buffer = try await request.body.collect(upTo: limit) } catch { throw tooLarge }
         do {
             return try JSONDecoder().decode(JSONValue.self, from: Data(buffer.readableBytesView))
         } catch {

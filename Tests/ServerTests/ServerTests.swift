@@ -320,10 +320,11 @@ final class ServerTests: XCTestCase {
     func testQueueInterruptProgressAndDisconnect() throws {
         let s = try TestServer { $0.queueSize = 1 }
         let long: [String: Any] = ["prompt": "a long job", "steps": 500, "sampler_name": "DDIM", "seed": 1, "width": 512, "height": 512]
+        let longBody = try JSONSerialization.data(withJSONObject: long)
         let first = ResultBox2(), second = ResultBox2()
         let group = DispatchGroup()
         group.enter()
-        DispatchQueue.global().async { first.value = try? s.call("POST", "/sdapi/v1/txt2img", json: long); group.leave() }
+        DispatchQueue.global().async { first.value = try? s.call("POST", "/sdapi/v1/txt2img", body: longBody); group.leave() }
         // wait until it is sampling
         var state: [String: Any] = [:]
         for _ in 0..<300 {
