@@ -186,6 +186,7 @@ public final class Engine: @unchecked Sendable {
                 state.imagesDone = 0
                 state.imagesTotal = 0
                 state.started = nil
+                state.job = ""
             }
             job.done(result)
         }
