@@ -54,14 +54,20 @@ struct Job: Sendable {
 
 /// The progress of the running job, as `/sdapi/v1/progress` reports it.
 public struct ProgressSnapshot: Sendable {
+    /// Jobs running and waiting.
     public var jobCount = 0
+    /// The image of the running job being rendered (0-based), its step and step count.
     public var jobNumber = 0
     public var samplingStep = 0
     public var samplingSteps = 0
+    /// Images of the running job finished, and its image count (n_iter x batch_size).
     public var imagesDone = 0
     public var imagesTotal = 0
+    /// Whether the running job was interrupted.
     public var interrupted = false
+    /// When the running job started (nil when idle).
     public var started: Date?
+    /// "txt2img" or "img2img" while one runs.
     public var job = ""
 
     /// 0–1 over the whole job (all its images).
@@ -247,7 +253,8 @@ public final class Engine: @unchecked Sendable {
             try pipeline.validate(s)
         } catch let error as RenderError {
             switch error {
-            case .invalidSize: throw APIError.validation(field: "width", error.description)
+            case .invalidSize(let message):
+                throw APIError.validation(field: message.hasPrefix("height") ? "height" : "width", message)
             default: throw APIError.a1111(400, error.description, error: "RenderError")
             }
         }

@@ -229,6 +229,17 @@ final class ServerTests: XCTestCase {
             r = try s.call("POST", "/sdapi/v1/options", json: ["sd_model_checkpoint": name])
             XCTAssertEqual(r.status, 404, name)
         }
+        r = try s.call("POST", "/sdapi/v1/txt2img", json: ["prompt": "x", "sampler_name": "../../etc/passwd"])
+        XCTAssertEqual(r.status, 404)
+        r = try s.call("POST", "/sdapi/v1/txt2img", json: ["prompt": "x", "sampler_name": "DDIM", "scheduler": "../../etc/passwd"])
+        XCTAssertEqual(r.status, 422)
+        r = try s.call("POST", "/sdapi/v1/txt2img", json: ["prompt": "x", "panorama_window_weights": "../../etc/passwd"])
+        XCTAssertEqual(r.status, 422)
+        r = try s.call("POST", "/sdapi/v1/txt2img", json: ["prompt": "x", "panorama_timestep_spacing": "/etc/passwd"])
+        XCTAssertEqual(r.status, 422)
+        r = try s.call("POST", "/sdapi/v1/txt2img", json: ["prompt": "x", "height": 256])
+        XCTAssertEqual(r.status, 422)
+        XCTAssertEqual(detail(r).first?["loc"] as? [String], ["body", "height"], "smaller than the model's window")
         r = try s.call("POST", "/sdapi/v1/txt2img", json: ["prompt": "x <lora:../../etc/passwd:1>", "steps": 1])
         XCTAssertEqual(r.status, 422)
         XCTAssertEqual(detail(r).first?["loc"] as? [String], ["body", "prompt"])
@@ -283,6 +294,14 @@ final class ServerTests: XCTestCase {
         XCTAssertEqual(r.status, 404)
         r = try s.call("POST", "/sdapi/v1/options", json: ["sd_model_checkpoint": ["a"]])
         XCTAssertEqual(r.status, 422)
+    }
+
+    func testSingleFileListing() {
+        let catalog = ModelCatalog(defaultModel: nil, modelsDirectory: TestServer.fixtures.appendingPathComponent("models/single-file"))
+        XCTAssertEqual(catalog.entries.map(\.title), ["tiny-pano-vae.safetensors", "tiny-sd1.safetensors"])
+        XCTAssertEqual(catalog.entry(named: "tiny-sd1")?.isSingleFile, true)
+        XCTAssertEqual(catalog.entry(named: "tiny-sd1.safetensors [0123456789]")?.modelName, "tiny-sd1")
+        XCTAssertNil(catalog.entry(named: "../single-file/tiny-sd1.safetensors"))
     }
 
     func testSafetyDefaults() throws {
