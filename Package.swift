@@ -18,6 +18,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
     ],
     targets: [
         .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS",
@@ -37,8 +38,12 @@ let package = Package(
         .target(name: "Schedulers", dependencies: ["Tensors", "Weights"], swiftSettings: optimise),
         .target(name: "Renderer", dependencies: ["Models", "Schedulers", "Tensors", "Tokenization", "Weights"],
                 swiftSettings: optimise),
-        .executableTarget(name: "PanoramaCLI", dependencies: [
+        .target(name: "Server", dependencies: [
             "Renderer", "Imaging", "Models", "Schedulers", "Tokenization", "Weights", "Tensors",
+            .product(name: "Hummingbird", package: "hummingbird"),
+        ], swiftSettings: optimise),
+        .executableTarget(name: "PanoramaCLI", dependencies: [
+            "Server", "Renderer", "Imaging", "Models", "Schedulers", "Tokenization", "Weights", "Tensors",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: optimise),
         .executableTarget(name: "PanoramaBenchmarks",
@@ -51,6 +56,9 @@ let package = Package(
         .testTarget(name: "SchedulersTests", dependencies: ["Schedulers", "Weights"]),
         .testTarget(name: "ImagingTests", dependencies: ["Imaging", "Tensors"]),
         .testTarget(name: "RendererTests", dependencies: ["Renderer", "Imaging", "Models", "Schedulers", "Tokenization", "Weights"]),
+        .testTarget(name: "ServerTests", dependencies: [
+            "Server", "Renderer", "Imaging", "Weights",
+        ]),
         .testTarget(name: "PanoramaCLITests", dependencies: ["PanoramaCLI", "Imaging", "Weights", "Tensors"]),
     ]
 )

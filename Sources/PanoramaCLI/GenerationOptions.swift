@@ -325,32 +325,12 @@ struct GenerationOptions: ParsableArguments {
     /// `TI hashes` name the embeddings that the prompts (and `otherPrompts`, e.g. regions') call.
     func parameters(_ s: PanoramaSettings, model: StableDiffusionModel, extra: [Infotext.Field] = [],
                     otherPrompts: [String] = []) throws -> String {
-        var embeddingHashes: [(name: String, hash: String)] = []
-        for (name, url) in try PanoramaPipeline(model: model).embeddingFiles(s, prompts: [s.prompt, s.negativePrompt] + otherPrompts) {
-            embeddingHashes.append((name, try FileHash.embeddingShortHash(of: url)))
-        }
-        let emphasis: String? = s.emphasis == .none ? "none" : nil
         let hash = (try? modelLocation()).flatMap { try? FileHash.modelHash(ofModelAt: $0) } ?? nil
-        var loraHashes: [(name: String, hash: String)] = []
-        for application in model.loras where !loraHashes.contains(where: { $0.name == application.name }) {
-            // a file that vanished since it loaded leaves its hash out rather than failing the render
-            guard let short = try? FileHash.loraShortHash(of: application.url) else { continue }
-            loraHashes.append((application.name, short))
-        }
-        // A LoRA given by --lora is written into the prompt as a tag, as A1111 records the LoRAs its
-        // settings add, so the parameters reproduce the picture (with --lora-dir finding the file).
-        var s = s
-        for application in model.loras.prefix(lora.count) {
-            let weights = application.textEncoderWeight == application.unetWeight ? "\(application.unetWeight)"
-                : "\(application.textEncoderWeight):\(application.unetWeight)"
-            s.prompt += "<lora:\(application.name):\(weights)>"
-        }
         // A1111 names a replacement VAE in `VAE`; a tiny decoder gets its own field
         let tiny = taesd.map { [Infotext.Field("TAESD", URL(fileURLWithPath: $0).lastPathComponent)] } ?? []
-        return Infotext(settings: s, model: model.name, modelHash: hash,
-                        vae: vae.map { URL(fileURLWithPath: $0).lastPathComponent }, extra: extra + tiny,
-                        loraHashes: loraHashes, embeddingHashes: embeddingHashes, emphasis: emphasis,
-                        precision: Compute.precision.rawValue).text
+        return try PanoramaPipeline(model: model).parameters(
+            s, modelHash: hash, vae: vae.map { URL(fileURLWithPath: $0).lastPathComponent }, extra: extra + tiny,
+            otherPrompts: otherPrompts, taggedLoRAs: lora.count, precision: Compute.precision.rawValue)
     }
 
     private func modelLocation() throws -> URL {

@@ -1,0 +1,358 @@
+import Foundation
+import Imaging
+import Models
+import Renderer
+import Schedulers
+import Tensors
+import Weights
+
+/// Where the server finds and keeps things, and its limits.
+public struct ServerConfiguration: Sendable {
+    public var host = "127.0.0.1"
+    public var port = 7860
+    /// "USER:PASS" for HTTP basic authentication (nil: none).
+    public var apiAuth: String?
+    /// The model loaded at start (the bundled one by default).
+    public var defaultModel: URL?
+    /// Diffusers folders and single files offered besides the default model.
+    public var modelsDirectory: URL?
+    /// CLIP tokenizer files for single-file checkpoints (the bundled model's `tokenizer`).
+    public var tokenizer: URL?
+    public var loraDirectory: URL?
+    public var embeddingsDirectory: URL?
+    /// Where every job's PNGs are written.
+    public var outputs = URL(fileURLWithPath: "outputs")
+    /// Jobs waiting beyond the running one; one more is answered with 429.
+    public var queueSize = 16
+    public var limits = SizeLimits()
+    /// Largest request body (413 beyond).
+    public var maxBodyBytes = 64 << 20
+
+    public init() {}
+}
+
+/// What a finished job returns.
+struct JobResult: Sendable {
+    var images: [Data]
+    var seeds: [UInt64]
+    var infotexts: [String]
+    var settings: PanoramaSettings
+    var denoisingStrength: Double?
+    var modelName: String
+    var modelHash: String?
+}
+
+/// A queued piece of work.
+struct Job: Sendable {
+    enum Kind: Sendable {
+        case generate(GenerationRequest, image: RGBImage?, mask: Tensor?)
+        case loadModel(ModelCatalog.Entry)
+    }
+    let kind: Kind
+    let done: @Sendable (Result<JobResult?, Error>) -> Void
+}
+
+/// The progress of the running job, as `/sdapi/v1/progress` reports it.
+public struct ProgressSnapshot: Sendable {
+    /// Jobs running and waiting.
+    public var jobCount = 0
+    /// The image of the running job being rendered (0-based), its step and step count.
+    public var jobNumber = 0
+    public var samplingStep = 0
+    public var samplingSteps = 0
+    /// Images of the running job finished, and its image count (n_iter x batch_size).
+    public var imagesDone = 0
+    public var imagesTotal = 0
+    /// Whether the running job was interrupted.
+    public var interrupted = false
+    /// When the running job started (nil when idle).
+    public var started: Date?
+    /// "txt2img" or "img2img" while one runs.
+    public var job = ""
+
+    /// 0–1 over the whole job (all its images).
+    public var progress: Double {
+        guard imagesTotal > 0, samplingSteps > 0 else { return 0 }
+        return min(1, (Double(imagesDone) + Double(samplingStep) / Double(samplingSteps)) / Double(imagesTotal))
+    }
+
+    /// Seconds left, estimated as A1111 does from the time spent so far.
+    public var etaRelative: Double {
+        guard let started, progress > 0 else { return 0 }
+        let elapsed = Date().timeIntervalSince(started)
+        return elapsed / progress - elapsed
+    }
+}
+
+/// One model kept loaded, and one job at a time from a bounded FIFO queue on a thread of its own
+/// (the denoising loops are CPU-bound and synchronous).
+public final class Engine: @unchecked Sendable {
+    public let configuration: ServerConfiguration
+    public let catalog: ModelCatalog
+    private let condition = NSCondition()
+    private var queue: [Job] = []
+    private var running = false
+    private var state = ProgressSnapshot()
+    private var interruptRequested = false
+    private var pipeline: PanoramaPipeline?
+    private var loadedEntry: ModelCatalog.Entry?
+    private var loadedLoRAs: [LoRARequest] = []
+    private var modelHashes: [URL: String] = [:]
+    private var outputCounter = 0
+    private var worker: Thread?
+
+    /// Loads the default model (the first in the catalog) and starts the worker.
+    public init(configuration: ServerConfiguration) throws {
+        self.configuration = configuration
+        catalog = ModelCatalog(defaultModel: configuration.defaultModel, modelsDirectory: configuration.modelsDirectory)
+        guard let first = catalog.entries.first else {
+            throw APIError.detail(500, "no model: the default model was not found and --models-dir holds none")
+        }
+        try FileManager.default.createDirectory(at: configuration.outputs, withIntermediateDirectories: true)
+        outputCounter = Self.nextOutputNumber(in: configuration.outputs)
+        try load(first, loras: [])
+        let thread = Thread { [weak self] in self?.work() }
+        thread.name = "panorama-engine"
+        thread.stackSize = 16 << 20
+        worker = thread
+        thread.start()
+    }
+
+    // MARK: state read by the API
+
+    /// The loaded model's catalog entry.
+    public var currentModel: ModelCatalog.Entry? { condition.withLock { loadedEntry } }
+
+    var currentPipeline: PanoramaPipeline? { condition.withLock { pipeline } }
+
+    public var progress: ProgressSnapshot { condition.withLock { state } }
+
+    /// Stops the running job after its current step (its picture so far is returned) and sets
+    /// `interrupted`, as A1111's interrupt does.
+    public func interrupt() {
+        condition.withLock {
+            if running {
+                interruptRequested = true
+                state.interrupted = true
+            }
+        }
+    }
+
+    /// Queues `job`, or throws 429 when the queue is full.
+    func submit(_ job: Job) throws {
+        try condition.withLock {
+            guard queue.count < configuration.queueSize else {
+                throw APIError.detail(429, "the queue is full (\(configuration.queueSize) jobs waiting); try again later")
+            }
+            queue.append(job)
+            state.jobCount = queue.count + (running ? 1 : 0)
+            condition.signal()
+        }
+    }
+
+    /// Runs `kind` through the queue and waits for it.
+    func run(_ kind: Job.Kind) async throws -> JobResult? {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<JobResult?, Error>) in
+            do {
+                try submit(Job(kind: kind) { continuation.resume(with: $0) })
+            } catch {
+                continuation.resume(throwing: error)
+            }
+        }
+    }
+
+    private func work() {
+        while true {
+            condition.lock()
+            while queue.isEmpty { condition.wait() }
+            let job = queue.removeFirst()
+            running = true
+            interruptRequested = false
+            state = ProgressSnapshot()
+            state.jobCount = queue.count + 1
+            state.started = Date()
+            condition.unlock()
+            let result: Result<JobResult?, Error>
+            do {
+                switch job.kind {
+                case .loadModel(let entry):
+                    try load(entry, loras: [])
+                    result = .success(nil)
+                case let .generate(request, image, mask):
+                    result = .success(try generate(request, image: image, mask: mask))
+                }
+            } catch {
+                result = .failure(error)
+            }
+            condition.withLock {
+                running = false
+                state.jobCount = queue.count
+                state.samplingStep = 0
+                state.samplingSteps = 0
+                state.imagesDone = 0
+                state.imagesTotal = 0
+                state.started = nil
+                state.job = ""
+            }
+            job.done(result)
+        }
+    }
+
+    // MARK: models
+
+    private func load(_ entry: ModelCatalog.Entry, loras: [LoRARequest]) throws {
+        if condition.withLock({ loadedEntry == entry && loadedLoRAs == loras && pipeline != nil }) { return }
+        let applications = try LoRARequest.resolve(loras, library: loraLibrary)
+        let model: StableDiffusionModel
+        if entry.isSingleFile {
+            guard let tokenizer = configuration.tokenizer else {
+                throw APIError.detail(500, "single-file checkpoints need CLIP's tokenizer files (the bundled model's), which were not found")
+            }
+            model = try StableDiffusionModel(checkpoint: entry.url, configuration: .standard(tokenizer: tokenizer, predictionType: nil),
+                                             loras: applications)
+        } else {
+            model = try StableDiffusionModel(folder: entry.url, loras: applications)
+        }
+        let hash = condition.withLock { modelHashes[entry.url] } ?? ((try? FileHash.modelHash(ofModelAt: entry.url)) ?? nil)
+        condition.withLock {
+            pipeline = PanoramaPipeline(model: model)
+            loadedEntry = entry
+            loadedLoRAs = loras
+            if let hash { modelHashes[entry.url] = hash }
+        }
+    }
+
+    /// The folders `<lora:NAME>` tags are looked up in (by listing, never by joining the name).
+    var loraLibrary: LoRALibrary {
+        LoRALibrary(folders: configuration.loraDirectory.map { [$0] } ?? [])
+    }
+
+    var embeddingDirectories: [URL] { configuration.embeddingsDirectory.map { [$0] } ?? [] }
+
+    // MARK: requests
+
+    /// The settings of the first image of `request` on `pipeline`, checked against the model, the
+    /// memory estimate and this request's LoRA names: everything that can fail before any work.
+    func settings(_ request: GenerationRequest, pipeline: PanoramaPipeline) throws -> PanoramaSettings {
+        let (sampler, spacing) = try request.sampler()
+        var s = PanoramaSettings(prompt: request.prompt, width: request.width, height: request.height)
+        s.negativePrompt = request.negativePrompt
+        s.steps = request.steps
+        s.guidanceScale = Float(request.cfgScale)
+        s.seed = request.seed < 0 ? UInt64.random(in: 0..<(1 << 32)) : UInt64(request.seed)
+        s.sampler = sampler
+        s.timestepSpacing = spacing
+        // A1111 sends eta to every sampler; only DDIM's and TCD's apply here
+        if let eta = request.eta, sampler.acceptsEta { s.eta = Float(eta) }
+        s.circular = request.circular
+        s.spotDiffusion = request.spot
+        s.stride = request.stride
+        s.windowWeighting = request.spot ? .uniform : (WindowWeighting(name: request.windowWeights) ?? .uniform)
+        s.embeddingDirectories = embeddingDirectories
+        do {
+            try pipeline.validate(s)
+        } catch let error as RenderError {
+            switch error {
+            case .invalidSize(let message):
+                throw APIError.validation(field: message.hasPrefix("height") ? "height" : "width", message)
+            default: throw APIError.a1111(400, error.description, error: "RenderError")
+            }
+        }
+        for request in try loraRequests(request) {
+            if case .name(let name) = request.source {
+                do { _ = try loraLibrary.file(named: name) } catch {
+                    throw APIError.validation(field: "prompt", "no LoRA named \"\(name)\" on this server (see /sdapi/v1/loras)")
+                }
+            }
+        }
+        do {
+            _ = try pipeline.embeddingFiles(s, prompts: [s.prompt, s.negativePrompt])
+        } catch {
+            throw APIError.validation(field: "prompt", "\(error)")
+        }
+        return s
+    }
+
+    func loraRequests(_ request: GenerationRequest) throws -> [LoRARequest] {
+        do {
+            return try LoRARequest.fromPrompts([request.prompt, request.negativePrompt])
+        } catch {
+            throw APIError.validation(field: "prompt", "\(error)")
+        }
+    }
+
+    private func generate(_ request: GenerationRequest, image: RGBImage?, mask: Tensor?) throws -> JobResult {
+        guard let entry = currentModel else { throw APIError.detail(500, "no model loaded") }
+        try load(entry, loras: try loraRequests(request))
+        guard let pipeline = currentPipeline else { throw APIError.detail(500, "no model loaded") }
+        var first = try settings(request, pipeline: pipeline)
+        try pipeline.fitTemporaryFiles(&first, encoding: image != nil)
+        let count = request.nIter * request.batchSize
+        condition.withLock {
+            state.imagesTotal = count
+            state.job = image == nil ? "txt2img" : "img2img"
+        }
+        let hash = condition.withLock { modelHashes[entry.url] }
+        var result = JobResult(images: [], seeds: [], infotexts: [], settings: first,
+                               denoisingStrength: image == nil ? nil : request.denoisingStrength,
+                               modelName: pipeline.model.name, modelHash: hash)
+        for index in 0..<count {
+            if condition.withLock({ interruptRequested }) { break }
+            var s = first
+            s.seed = first.seed &+ UInt64(index)
+            var extra: [Infotext.Field] = []
+            var loop: DenoisingLoop<AnyScheduler>
+            var overlay: Tensor?
+            if let image {
+                extra.append(Infotext.Field("Denoising strength", String(request.denoisingStrength)))
+                if let mask {
+                    extra.append(Infotext.Field("Mask blur", String(Int(request.maskBlur))))
+                    let blurred = Mask.blurred(mask, radius: request.maskBlur)
+                    overlay = blurred
+                    loop = try pipeline.inpaintingLoop(s, image: image.tensor(), mask: blurred, strength: request.denoisingStrength)
+                } else {
+                    loop = try pipeline.imageToImageLoop(s, image: image.tensor(), strength: request.denoisingStrength)
+                }
+            } else {
+                loop = try pipeline.denoisingLoop(s)
+            }
+            condition.withLock {
+                state.jobNumber = index
+                state.samplingStep = 0
+                state.samplingSteps = loop.stepCount
+            }
+            while let report = loop.next() {
+                let stop = condition.withLock {
+                    state.samplingStep = report.index + 1
+                    return interruptRequested
+                }
+                if stop { break }
+            }
+            var picture = RGBImage(decoded: try pipeline.decode(loop.latents, circular: s.circular, method: s.decodeMethod))
+            if let image, let overlay {
+                picture = Mask.composite(generated: picture, original: image, mask: overlay)
+            }
+            let text = try pipeline.parameters(s, modelHash: hash, extra: extra)
+            let url = condition.withLock { () -> URL in
+                defer { outputCounter += 1 }
+                return configuration.outputs.appendingPathComponent(String(format: "%05d-%llu.png", outputCounter, s.seed))
+            }
+            try PNG.write(picture, to: url, text: [(key: "parameters", value: text)])
+            result.images.append(request.sendImages ? try Data(contentsOf: url) : Data())
+            result.seeds.append(s.seed)
+            result.infotexts.append(text)
+            condition.withLock { state.imagesDone = index + 1 }
+        }
+        return result
+    }
+
+    /// One past the highest `NNNNN-` prefix in `folder`, as A1111 numbers its outputs.
+    static func nextOutputNumber(in folder: URL) -> Int {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? []
+        let numbers = names.compactMap { name -> Int? in
+            guard let dash = name.firstIndex(of: "-") else { return nil }
+            return Int(name[..<dash])
+        }
+        return (numbers.max() ?? -1) + 1
+    }
+}

@@ -1,0 +1,176 @@
+import Foundation
+import Renderer
+import Schedulers
+
+/// A txt2img or img2img request with A1111's field names and defaults
+/// (`StableDiffusionTxt2ImgProcessingAPI` / `StableDiffusionImg2ImgProcessingAPI`), plus this
+/// program's own fields, which A1111 clients never send:
+///
+/// - `panorama_circular` (bool): a 360° panorama whose right edge wraps to the left.
+/// - `panorama_spot` (bool): SpotDiffusion windows instead of MultiDiffusion's overlapping ones.
+/// - `panorama_window_weights` (string): "uniform" (default), "gaussian" or "gaussian:SIGMA".
+/// - `panorama_stride` (int): window stride in latent pixels (default 8).
+/// - `panorama_timestep_spacing` (string): "leading", "linspace" or "trailing".
+///
+/// Fields A1111 has that do not apply here (`restore_faces`, `tiling`, `subseed`, `hr_*`,
+/// `override_settings`, `script_name`, …) are accepted and ignored, as are unknown fields.
+public struct GenerationRequest: Sendable {
+    public var prompt = ""
+    public var negativePrompt = ""
+    public var steps = 50
+    public var cfgScale: Double = 7
+    public var width = 512
+    public var height = 512
+    /// -1: random.
+    public var seed: Int64 = -1
+    public var samplerName = "Euler"
+    public var scheduler: String?
+    public var nIter = 1
+    public var batchSize = 1
+    public var eta: Double?
+    public var sendImages = true
+    // img2img
+    public var initImages: [String] = []
+    public var mask: String?
+    public var denoisingStrength: Double = 0.75
+    public var maskBlur: Double = 4
+    public var inpaintingMaskInvert = false
+    // this program's own
+    public var circular = false
+    public var spot = false
+    public var windowWeights = "uniform"
+    public var stride = 8
+    public var timestepSpacing: String?
+    /// What the request asked for, as A1111 echoes it in `parameters`.
+    public var echo: JSONValue = .object([:])
+
+    /// Reads and validates `body`; a bad field throws a 422 naming it, an unknown sampler A1111's
+    /// 404 "Sampler not found". `limits` bounds the size before any work.
+    public init(json body: JSONValue, img2img: Bool, limits: SizeLimits) throws {
+        var r = try FieldReader(body)
+        prompt = r.string("prompt", "") ?? ""
+        negativePrompt = r.string("negative_prompt", "") ?? ""
+        steps = r.int("steps", 50)
+        cfgScale = r.double("cfg_scale", 7) ?? 7
+        width = r.int("width", 512)
+        height = r.int("height", 512)
+        seed = Int64(clamping: r.int("seed", -1))
+        let samplerIndex = r.string("sampler_index", nil)
+        samplerName = r.string("sampler_name", nil) ?? samplerIndex ?? "Euler"
+        scheduler = r.string("scheduler", nil)
+        nIter = r.int("n_iter", 1)
+        batchSize = r.int("batch_size", 1)
+        eta = r.double("eta", nil)
+        sendImages = r.bool("send_images", true)
+        _ = r.bool("save_images", false)
+        denoisingStrength = r.double("denoising_strength", img2img ? 0.75 : 0) ?? 0
+        if img2img {
+            initImages = r.strings("init_images")
+            mask = r.string("mask", nil)
+            maskBlur = Double(r.int("mask_blur", 4))
+            inpaintingMaskInvert = r.int("inpainting_mask_invert", 0) != 0
+        }
+        circular = r.bool("panorama_circular", false)
+        spot = r.bool("panorama_spot", false)
+        windowWeights = r.string("panorama_window_weights", "uniform") ?? "uniform"
+        stride = r.int("panorama_stride", 8)
+        timestepSpacing = r.string("panorama_timestep_spacing", nil)
+
+        r.check(steps >= 1 && steps <= 1000, "steps", "steps must be between 1 and 1000")
+        r.check(cfgScale.isFinite && cfgScale >= 0 && cfgScale <= 100, "cfg_scale", "cfg_scale must be between 0 and 100")
+        r.check(width >= 8, "width", "width must be at least 8")
+        r.check(height >= 8, "height", "height must be at least 8")
+        if width >= 8 && height >= 8 {
+            r.check(width <= limits.maxSide, "width", "width \(width) exceeds this server's limit of \(limits.maxSide) pixels a side")
+            r.check(height <= limits.maxSide, "height", "height \(height) exceeds this server's limit of \(limits.maxSide) pixels a side")
+            r.check(width * height <= limits.maxPixels, "width",
+                    "\(width)x\(height) is \(width * height) pixels, more than this server's limit of \(limits.maxPixels)")
+        }
+        r.check(seed >= -1, "seed", "seed must be -1 (random) or a whole number from 0 up")
+        r.check(nIter >= 1 && nIter <= 100, "n_iter", "n_iter must be between 1 and 100")
+        r.check(batchSize >= 1 && batchSize <= 8, "batch_size", "batch_size must be between 1 and 8")
+        r.check(nIter * batchSize <= 100, "n_iter", "n_iter x batch_size must be at most 100 images")
+        if let eta { r.check(eta.isFinite && eta >= 0 && eta <= 1, "eta", "eta must be between 0 and 1") }
+        r.check(stride >= 1 && stride <= 256, "panorama_stride", "panorama_stride must be between 1 and 256 latent pixels")
+        r.check(WindowWeighting(name: windowWeights) != nil, "panorama_window_weights",
+                "panorama_window_weights must be uniform, gaussian or gaussian:SIGMA")
+        if let spacing = timestepSpacing {
+            r.check(Sampler.timestepSpacings.contains(spacing), "panorama_timestep_spacing",
+                    "panorama_timestep_spacing must be one of \(Sampler.timestepSpacings.joined(separator: ", "))")
+        }
+        if img2img {
+            r.check(denoisingStrength.isFinite && denoisingStrength > 0 && denoisingStrength <= 1, "denoising_strength",
+                    "denoising_strength must be more than 0 and at most 1")
+            r.check(!initImages.isEmpty, "init_images", "init_images must hold one base64 image")
+            r.check(maskBlur >= 0 && maskBlur <= 256, "mask_blur", "mask_blur must be between 0 and 256 pixels")
+        }
+        try r.finish()
+        echo = body
+    }
+
+    /// The sampler, from A1111's name (and schedule type), or A1111's 404 "Sampler not found".
+    public func sampler() throws -> (Sampler, timestepSpacing: String?) {
+        try Self.sampler(name: samplerName, scheduler: scheduler, timestepSpacing: timestepSpacing)
+    }
+
+    /// Maps A1111's sampler and schedule type names to this program's samplers: "DPM++ 2M" with
+    /// "Karras" (or the older "DPM++ 2M Karras"), "Euler" and "Euler a" with "SGM Uniform"
+    /// (trailing timesteps), "DDIM", "LCM", "TCD". "Automatic" or no schedule type: the sampler's own.
+    public static func sampler(name: String, scheduler: String?, timestepSpacing: String?) throws -> (Sampler, timestepSpacing: String?) {
+        guard let base = APICatalog.samplers.first(where: { $0.name == name || $0.aliases.contains(name) })?.sampler else {
+            throw APIError.a1111(404, "Sampler not found")
+        }
+        var sampler = base
+        var spacing = timestepSpacing
+        let isDPM = base == .dpmSolver2M || base == .dpmSolver2MKarras
+        let isEuler = base == .euler || base == .eulerAncestral
+        switch scheduler?.lowercased() ?? "automatic" {
+        case "automatic", "":
+            if name == "DPM++ 2M Karras" { sampler = .dpmSolver2MKarras }
+        case "uniform":
+            if isDPM { sampler = .dpmSolver2M }
+        case "karras" where isDPM:
+            sampler = .dpmSolver2MKarras
+        case "sgm_uniform" where isEuler, "sgm uniform" where isEuler:
+            spacing = "trailing"
+        default:
+            let available = APICatalog.schedulers.map(\.name).joined(separator: ", ")
+            throw APIError.validation(field: "scheduler", "schedule type \(scheduler!) is not available for \(name) here (schedule types: \(available); Karras with DPM++ 2M only, SGM Uniform with Euler and Euler a only)")
+        }
+        return (sampler, spacing)
+    }
+}
+
+/// The largest canvas a request may ask for.
+public struct SizeLimits: Sendable {
+    public var maxSide: Int
+    public var maxPixels: Int
+    public init(maxSide: Int = 16384, maxPixels: Int = 64_000_000) {
+        self.maxSide = maxSide
+        self.maxPixels = maxPixels
+    }
+}
+
+/// The fixed lists of the API: samplers and schedule types as A1111 names them.
+public enum APICatalog {
+    public struct SamplerEntry: Sendable {
+        public let name: String
+        public let aliases: [String]
+        public let sampler: Sampler
+    }
+
+    /// A1111's names ("DPM++ 2M Karras" is A1111's older name, kept as an alias).
+    public static let samplers: [SamplerEntry] = [
+        SamplerEntry(name: "DPM++ 2M", aliases: ["k_dpmpp_2m", "DPM++ 2M Karras"], sampler: .dpmSolver2M),
+        SamplerEntry(name: "Euler a", aliases: ["k_euler_a", "k_euler_ancestral"], sampler: .eulerAncestral),
+        SamplerEntry(name: "Euler", aliases: ["k_euler"], sampler: .euler),
+        SamplerEntry(name: "DDIM", aliases: [], sampler: .ddim),
+        SamplerEntry(name: "LCM", aliases: ["k_lcm"], sampler: .lcm),
+        SamplerEntry(name: "TCD", aliases: [], sampler: .tcd),
+    ]
+
+    /// Schedule types (A1111 1.9+): name, label.
+    public static let schedulers: [(name: String, label: String)] = [
+        ("automatic", "Automatic"), ("uniform", "Uniform"), ("karras", "Karras"), ("sgm_uniform", "SGM Uniform"),
+    ]
+}

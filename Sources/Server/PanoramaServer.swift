@@ -1,0 +1,96 @@
+import Foundation
+import Hummingbird
+import Imaging
+import Renderer
+import Tensors
+import Weights
+
+/// `panorama serve`: AUTOMATIC1111's HTTP API (the subset clients use) on one engine.
+///
+/// Endpoints: `POST /sdapi/v1/txt2img`, `POST /sdapi/v1/img2img`, `GET /sdapi/v1/sd-models`,
+/// `GET`/`POST /sdapi/v1/options`, `GET /sdapi/v1/samplers`, `GET /sdapi/v1/schedulers`,
+/// `GET /sdapi/v1/loras`, `GET /sdapi/v1/embeddings`, `GET /sdapi/v1/progress`,
+/// `POST /sdapi/v1/interrupt`, `POST /sdapi/v1/png-info`.
+public struct PanoramaServer: Sendable {
+    public let engine: Engine
+
+    public init(engine: Engine) {
+        self.engine = engine
+    }
+
+    /// Refuses to expose the server beyond this machine without authentication or an explicit
+    /// `insecure`: the message says what to pass.
+    public static func checkExposure(host: String, apiAuth: String?, insecure: Bool) throws {
+        if let apiAuth {
+            let parts = apiAuth.split(separator: ":", maxSplits: 1)
+            guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty else {
+                throw APIError.detail(500, "--api-auth must be USER:PASSWORD, both non-empty")
+            }
+        }
+        guard !isLoopback(host) && apiAuth == nil && !insecure else { return }
+        throw APIError.detail(500, "refusing to listen on \(host) without authentication: anyone who can reach it could run jobs and fill the disk; pass --api-auth USER:PASSWORD, or --insecure if the network is trusted")
+    }
+
+    /// Whether `host` is this machine only (127.0.0.0/8, ::1, localhost).
+    public static func isLoopback(_ host: String) -> Bool {
+        host == "localhost" || host == "::1" || host == "[::1]" || host.hasPrefix("127.")
+    }
+
+    /// The router with every endpoint, behind basic authentication when configured.
+    public func makeRouter() -> Router<BasicRequestContext> {
+        let router = Router()
+        if let auth = engine.configuration.apiAuth { router.add(middleware: BasicAuthentication(credentials: auth)) }
+        let api = API(engine: engine)
+        router.post("/sdapi/v1/txt2img") { request, _ in await api.respond { try await api.generate(request, img2img: false) } }
+        router.post("/sdapi/v1/img2img") { request, _ in await api.respond { try await api.generate(request, img2img: true) } }
+        router.get("/sdapi/v1/sd-models") { _, _ in await api.respond { api.sdModels() } }
+        router.get("/sdapi/v1/options") { _, _ in await api.respond { api.options() } }
+        router.post("/sdapi/v1/options") { request, _ in await api.respond { try await api.setOptions(request) } }
+        router.get("/sdapi/v1/samplers") { _, _ in await api.respond { API.samplers() } }
+        router.get("/sdapi/v1/schedulers") { _, _ in await api.respond { API.schedulers() } }
+        router.get("/sdapi/v1/loras") { _, _ in await api.respond { api.loras() } }
+        router.get("/sdapi/v1/embeddings") { _, _ in await api.respond { api.embeddings() } }
+        router.get("/sdapi/v1/progress") { _, _ in await api.respond { api.progress() } }
+        router.post("/sdapi/v1/interrupt") { _, _ in await api.respond { api.engine.interrupt(); return [:] } }
+        router.post("/sdapi/v1/png-info") { request, _ in await api.respond { try await api.pngInfo(request) } }
+        return router
+    }
+
+    /// The application on the configured host and port; `onRunning` gets the bound port (useful
+    /// with port 0).
+    public func makeApplication(onRunning: @escaping @Sendable (Int) async -> Void = { _ in })
+        -> some ApplicationProtocol {
+        let configuration = engine.configuration
+        return Application(router: makeRouter(),
+                           configuration: .init(address: .hostname(configuration.host, port: configuration.port),
+                                                serverName: "panorama"),
+                           onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? configuration.port) })
+    }
+
+    /// Serves until SIGINT or SIGTERM.
+    public func run(onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
+        try await makeApplication(onRunning: onRunning).runService()
+    }
+}
+
+/// HTTP basic authentication, as A1111's `--api-auth`: 401 with A1111's message otherwise.
+struct BasicAuthentication<Context: RequestContext>: RouterMiddleware {
+    let expected: [UInt8]
+
+    init(credentials: String) {
+        expected = Array(("Basic " + Data(credentials.utf8).base64EncodedString()).utf8)
+    }
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let given = Array((request.headers[.authorization] ?? "").utf8)
+        // constant time in the length of the expected value
+        var difference = given.count == expected.count ? 0 : 1
+        for i in 0..<expected.count { difference |= Int(expected[i] ^ (i < given.count ? given[i] : 0)) }
+        guard difference == 0 else {
+            var response = API.json(APIError.detail(401, "Incorrect username or password").body, status: 401)
+            response.headers[.wwwAuthenticate] = "Basic"
+            return response
+        }
+        return try await next(request, context)
+    }
+}
