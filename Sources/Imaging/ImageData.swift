@@ -43,3 +43,15 @@ extension PNG {
         try ImageFile.withTemporaryFile(data, name: name, maxBytes: maxBytes) { try textChunks(of: $0) }
     }
 }
+
+extension PNG {
+    /// `image` as PNG bytes (written through a private temporary file, as `write(_:to:text:)`
+    /// writes), e.g. for an HTTP reply.
+    public static func encoded(_ image: RGBImage, text: [(key: String, value: String)] = []) throws -> Data {
+        let directory = URL(fileURLWithPath: NSTemporaryDirectory())
+        let url = directory.appendingPathComponent("panorama-encode-\(getpid())-\(UUID().uuidString).png")
+        defer { unlink(url.path) }
+        try write(image, to: url, text: text)
+        return try Data(contentsOf: url)
+    }
+}

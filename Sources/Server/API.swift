@@ -202,8 +202,10 @@ struct API: Sendable {
         return ["loaded": .object(loaded), "skipped": .object(skipped)]
     }
 
-    func progress() -> JSONValue {
+    /// `skipCurrentImage`: A1111's `skip_current_image` query parameter.
+    func progress(skipCurrentImage: Bool = false) -> JSONValue {
         let p = engine.progress
+        let image = skipCurrentImage ? nil : engine.currentImagePNG()
         let formatter = DateFormatter()
         formatter.dateFormat = "yyyyMMddHHmmss"
         return ["progress": JSONValue(p.progress), "eta_relative": JSONValue(p.etaRelative),
@@ -212,7 +214,7 @@ struct API: Sendable {
                           "job_timestamp": .string(p.started.map(formatter.string(from:)) ?? "0"),
                           "job_no": JSONValue(p.jobNumber), "sampling_step": JSONValue(p.samplingStep),
                           "sampling_steps": JSONValue(p.samplingSteps)],
-                "current_image": nil, "textinfo": nil]
+                "current_image": image.map { .string($0.base64EncodedString()) } ?? nil, "textinfo": nil]
     }
 
     /// `{"image": base64}` → `{"info", "items", "parameters"}` as A1111's png-info: the

@@ -69,6 +69,9 @@ public struct ProgressSnapshot: Sendable {
     public var started: Date?
     /// "txt2img" or "img2img" while one runs.
     public var job = ""
+    /// The running job's canvas after its last step, and whether it wraps around (360°).
+    public var latents: Tensor?
+    public var circular = false
 
     /// 0–1 over the whole job (all its images).
     public var progress: Double {
@@ -93,6 +96,7 @@ public final class Engine: @unchecked Sendable {
     private var queue: [Job] = []
     private var running = false
     private var state = ProgressSnapshot()
+    private var previewCache: (key: [Int], started: Date?, data: Data)?
     private var interruptRequested = false
     private var pipeline: PanoramaPipeline?
     private var loadedEntry: ModelCatalog.Entry?
@@ -126,6 +130,23 @@ public final class Engine: @unchecked Sendable {
     var currentPipeline: PanoramaPipeline? { condition.withLock { pipeline } }
 
     public var progress: ProgressSnapshot { condition.withLock { state } }
+
+    /// The running job's canvas after its last step as a PNG, A1111's `current_image`: the latent
+    /// preview (`LatentPreview`: a map fitted to the model's VAE, or TAESD) at the picture's size,
+    /// made once per step however often it is asked for. nil when no job is sampling.
+    public func currentImagePNG() -> Data? {
+        let (snapshot, pipeline, cached) = condition.withLock { (state, self.pipeline, previewCache) }
+        guard let latents = snapshot.latents, let pipeline else { return nil }
+        let key = [snapshot.jobCount, snapshot.jobNumber, snapshot.imagesDone, snapshot.samplingStep]
+        if let cached, cached.key == key, cached.started == snapshot.started { return cached.data }
+        let preview = LatentPreview(for: pipeline).image(latents, upscale: .nearest(factor: pipeline.vaeScale),
+                                                         circular: snapshot.circular)
+        guard let data = try? PNG.encoded(RGBImage(width: preview.width, height: preview.height, pixels: preview.pixels)) else {
+            return nil
+        }
+        condition.withLock { previewCache = (key, snapshot.started, data) }
+        return data
+    }
 
     /// Stops the running job after its current step (its picture so far is returned) and sets
     /// `interrupted`, as A1111's interrupt does.
@@ -324,6 +345,8 @@ public final class Engine: @unchecked Sendable {
             while let report = loop.next() {
                 let stop = condition.withLock {
                     state.samplingStep = report.index + 1
+                    state.latents = report.latents
+                    state.circular = s.circular
                     return interruptRequested
                 }
                 if stop { break }

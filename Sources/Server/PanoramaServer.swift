@@ -50,7 +50,10 @@ public struct PanoramaServer: Sendable {
         router.get("/sdapi/v1/schedulers") { _, _ in await api.respond { API.schedulers() } }
         router.get("/sdapi/v1/loras") { _, _ in await api.respond { api.loras() } }
         router.get("/sdapi/v1/embeddings") { _, _ in await api.respond { api.embeddings() } }
-        router.get("/sdapi/v1/progress") { _, _ in await api.respond { api.progress() } }
+        router.get("/sdapi/v1/progress") { request, _ in
+            let skip = ["true", "1"].contains(request.uri.queryParameters.get("skip_current_image")?.lowercased() ?? "")
+            return await api.respond { api.progress(skipCurrentImage: skip) }
+        }
         router.post("/sdapi/v1/interrupt") { _, _ in await api.respond { api.engine.interrupt(); return [:] } }
         router.post("/sdapi/v1/png-info") { request, _ in await api.respond { try await api.pngInfo(request) } }
         return router

@@ -357,6 +357,12 @@ final class ServerTests: XCTestCase {
         XCTAssertEqual(state["sampling_steps"] as? Int, 500)
         let progress = try s.call("GET", "/sdapi/v1/progress").json as? [String: Any]
         XCTAssertGreaterThan(progress?["progress"] as? Double ?? 0, 0)
+        // the live preview of the canvas, at the picture's size, unless skipped
+        let current = try XCTUnwrap((progress?["current_image"] as? String).flatMap { Data(base64Encoded: $0) })
+        let preview = try ImageFile.read(data: current, name: "current_image")
+        XCTAssertEqual([preview.width, preview.height], [512, 512])
+        let skipped = try s.call("GET", "/sdapi/v1/progress?skip_current_image=true").json as? [String: Any]
+        XCTAssertTrue(skipped?["current_image"] is NSNull, "\(String(describing: skipped?["current_image"]))")
 
         group.enter()
         DispatchQueue.global().async {
