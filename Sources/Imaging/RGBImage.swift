@@ -16,20 +16,8 @@ public struct RGBImage: Sendable, Equatable {
     /// Converts a VAE output [1, 3, H, W] in [-1, 1] as the diffusers pipelines do:
     /// (x / 2 + 0.5) clamped to [0, 1], times 255, rounded.
     public init(decoded image: Tensor) {
-        precondition(image.rank == 4 && image.shape[0] == 1 && image.shape[1] == 3,
-                     "RGBImage: expected [1, 3, H, W], got \(image.shape)")
-        let (h, w) = (image.shape[2], image.shape[3])
-        let plane = h * w
-        var pixels = [UInt8](repeating: 0, count: plane * 3)
-        image.withUnsafeBufferPointer { p in
-            for c in 0..<3 {
-                for i in 0..<plane {
-                    let v = min(1, max(0, p[c * plane + i] / 2 + 0.5))
-                    pixels[i * 3 + c] = UInt8((v * 255).rounded(.toNearestOrEven))
-                }
-            }
-        }
-        self.init(width: w, height: h, pixels: pixels)
+        let pixels = image.interleavedRGBBytes()  // checks the shape first
+        self.init(width: image.shape[3], height: image.shape[2], pixels: pixels)
     }
 
     /// The image as a VAE input [1, 3, H, W] in [-1, 1].

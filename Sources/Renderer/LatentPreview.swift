@@ -257,7 +257,7 @@ public struct LatentPreview: Sendable {
                     for i in 0..<plane {
                         var v = b
                         for k in 0..<c { v += matrix[ch * c + k] * p[k * plane + i] }
-                        out[i * 3 + ch] = PreviewImage.byte(v)
+                        out[i * 3 + ch] = pixelByte(v)
                     }
                 }
             }
@@ -281,17 +281,8 @@ public struct PreviewImage: Sendable, Equatable {
 
     /// A decoder's output [1, 3, H, W] in [-1, 1], as the pipelines convert it (`RGBImage(decoded:)`).
     public init(decoded image: Tensor) {
-        let (h, w) = (image.shape[2], image.shape[3]), plane = h * w
-        var pixels = [UInt8](repeating: 0, count: plane * 3)
-        image.withUnsafeBufferPointer { p in
-            for c in 0..<3 { for i in 0..<plane { pixels[i * 3 + c] = Self.byte(p[c * plane + i]) } }
-        }
-        self.init(width: w, height: h, pixels: pixels)
-    }
-
-    /// [-1, 1] to 0…255 as `RGBImage(decoded:)`: (v / 2 + 0.5) clamped, times 255, rounded.
-    @inline(__always) static func byte(_ v: Float) -> UInt8 {
-        UInt8((min(1, max(0, v / 2 + 0.5)) * 255).rounded(.toNearestOrEven))
+        let pixels = image.interleavedRGBBytes()  // checks the shape first
+        self.init(width: image.shape[3], height: image.shape[2], pixels: pixels)
     }
 
     /// `factor` x larger, each pixel a block.
