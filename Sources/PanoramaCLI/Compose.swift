@@ -124,25 +124,27 @@ struct Compose: ParsableCommand {
         let usesFewStep = composition.usesFewStep(steps: settings.steps)
         composition.bootstrapSteps = bootstrapSteps ?? png?.settings.bootstrapSteps
             ?? Composition.defaultBootstrapSteps(steps: settings.steps, fewStep: usesFewStep)
-        let outputURL = try options.outputLocation(defaultBase: "composition-\(settings.width)x\(settings.height)-\(settings.seed)")
+        let size = "\(settings.width)x\(settings.height)"
+        let outputs = try options.batchOutputs(seed: settings.seed) { "composition-\(size)-\($0)" }
+        let regionPrompts = composition.regions.flatMap { [$0.prompt.prompt, $0.prompt.negativePrompt] }
 
         let pipeline = try options.loadPipeline(
             modelURL, settings: &settings,
-            prompts: [settings.prompt, settings.negativePrompt] + composition.regions.flatMap { [$0.prompt.prompt, $0.prompt.negativePrompt] },
-            progress: progress)
+            prompts: [settings.prompt, settings.negativePrompt] + regionPrompts, progress: progress)
         let model = pipeline.model
         try pipeline.validate(composition, for: settings)
 
-        var loop = try pipeline.regionLoop(settings, composition: composition)
-        progress.note("\(settings.width)x\(settings.height): \(composition.regions.count) regions, \(loop.views.count) windows, "
-                      + "\(usesFewStep ? "up to " : "")\(loop.denoisesPerStep) denoises per step x \(loop.stepCount) steps (\(composition.bootstrapSteps) bootstrapped"
-                      + (usesFewStep ? "; few-step regions, mask std \(composition.fewStep.maskStd)" : "") + ")")
         let extra = composition.infotextFields(steps: settings.steps)
-        try options.finish(&loop, pipeline: pipeline, settings: settings, progress: &progress, output: outputURL,
-                           parameters: try options.parameters(settings, model: model, extra: extra,
-                                                              otherPrompts: composition.regions.flatMap { [$0.prompt.prompt, $0.prompt.negativePrompt] }),
-                           extraText: [(key: "regions", value: try regionsText(specs))])
-        print(outputURL.path)
+        try options.forEachPicture(settings, outputs: outputs, progress: &progress) { settings, outputURL, progress in
+            var loop = try pipeline.regionLoop(settings, composition: composition)
+            progress.note("\(settings.width)x\(settings.height): \(composition.regions.count) regions, \(loop.views.count) windows, "
+                          + "\(usesFewStep ? "up to " : "")\(loop.denoisesPerStep) denoises per step x \(loop.stepCount) steps (\(composition.bootstrapSteps) bootstrapped"
+                          + (usesFewStep ? "; few-step regions, mask std \(composition.fewStep.maskStd)" : "") + ")")
+            let parameters = try options.parameters(settings, model: model, extra: extra, otherPrompts: regionPrompts)
+            let picture = try options.finish(&loop, pipeline: pipeline, settings: settings, progress: &progress, output: outputURL,
+                                             parameters: parameters, extraText: [(key: "regions", value: try regionsText(specs))])
+            return (picture, parameters)
+        }
     }
 
     /// "X,Y,W,H:PROMPT".

@@ -123,6 +123,14 @@ struct GenerationOptions: ParsableArguments {
     var quiet = false
 
     @Option(name: .long, help: ArgumentHelp(
+        "Render N pictures with seeds SEED, SEED+1, … (AUTOMATIC1111's batch count), loading the model once; with --output NAME.png they are NAME-SEED.png (default 1).",
+        valueName: "N"))
+    var count = 1
+
+    @Flag(name: .long, help: "With --count: also write a contact sheet of the pictures (NAME-grid.png).")
+    var grid = false
+
+    @Option(name: .long, help: ArgumentHelp(
         "Write a preview of the canvas to this PNG after every step (replaced atomically), to watch in an image viewer.",
         discussion: "The preview is the output's size: a linear latent-to-RGB map fitted to the model's VAE (milliseconds a step, after a fit of about 0.5 s for the bundled model and 1 s for SD 1.5), or the --taesd decoder's picture (slower).",
         valueName: "file.png"))
@@ -377,13 +385,14 @@ struct GenerationOptions: ParsableArguments {
     }
 
     /// Runs `loop` to the end with progress, hands the final latents to `denoised`, then decodes,
-    /// passes the picture through `composite` (inpainting blends it over its input) and writes
-    /// the PNG with `parameters`.
+    /// passes the picture through `composite` (inpainting blends it over its input), writes the
+    /// PNG with `parameters` and returns the picture.
+    @discardableResult
     func finish<L: DenoisingProcess>(_ loop: inout L, pipeline: PanoramaPipeline, settings: PanoramaSettings,
                                      progress: inout ProgressReporter, output: URL, parameters: String,
                                      extraText: [(key: String, value: String)] = [],
                                      composite: (RGBImage) throws -> RGBImage = { $0 },
-                                     denoised: (Tensor) throws -> Void = { _ in }) throws {
+                                     denoised: (Tensor) throws -> Void = { _ in }) throws -> RGBImage {
         var live: (url: URL, preview: LatentPreview)?
         if let preview {
             let start = Date()
@@ -405,6 +414,7 @@ struct GenerationOptions: ParsableArguments {
         let image = try composite(RGBImage(decoded: try pipeline.decode(loop.latents, circular: settings.circular,
                                                                          method: settings.decodeMethod)))
         try PNG.write(image, to: output, text: [(key: "parameters", value: parameters)] + extraText)
+        return image
     }
 }
 

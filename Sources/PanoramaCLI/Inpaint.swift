@@ -186,24 +186,25 @@ struct MaskedRender {
         let (width, height) = (picture.width, picture.height)
         let (paddedWidth, paddedHeight) = ((width + 7) / 8 * 8, (height + 7) / 8 * 8)
         var settings = try options.settings(width: paddedWidth, height: paddedHeight, circular: circular, preset: preset)
-        let outputURL = try options.outputLocation(defaultBase: outputBase(settings.seed))
+        let outputs = try options.batchOutputs(seed: settings.seed, defaultBase: outputBase)
         let pipeline = try options.loadPipeline(modelURL, settings: &settings, prompts: [settings.prompt, settings.negativePrompt],
                                                 encoding: true, progress: progress)
         let canvas = picture.padded(width: paddedWidth, height: paddedHeight)
         let paintMask = Mask.blurred(mask, radius: maskBlur).paddedWithZeros(height: paddedHeight, width: paddedWidth)
         let strength = self.strength ?? (pipeline.model.isInpainting ? 1 : defaultStrength)
         progress.note("\(width)x\(height): encoding the picture\(pipeline.model.isInpainting ? " and the masked picture (inpainting model)" : "")")
-        var loop = try pipeline.inpaintingLoop(settings, image: canvas.tensor(), mask: paintMask, strength: strength)
-        progress.note("\(settings.spotDiffusion ? "about " : "")\(loop.views.count) windows x \(loop.stepCount) of \(settings.steps) steps"
-                      + (strength < 1 ? " (strength \(strength))" : ""))
-        try options.finish(&loop, pipeline: pipeline, settings: settings, progress: &progress, output: outputURL,
-                           parameters: try options.parameters(settings, model: pipeline.model,
-                                                              extra: [Infotext.Field("Denoising strength", String(strength))] + extra),
-                           composite: { generated in
-                               Mask.composite(generated: generated.cropped(width: width, height: height), original: picture,
-                                              mask: overlay)
-                           })
-        print(outputURL.path)
+        try options.forEachPicture(settings, outputs: outputs, progress: &progress) { settings, outputURL, progress in
+            var loop = try pipeline.inpaintingLoop(settings, image: canvas.tensor(), mask: paintMask, strength: strength)
+            progress.note("\(settings.spotDiffusion ? "about " : "")\(loop.views.count) windows x \(loop.stepCount) of \(settings.steps) steps"
+                          + (strength < 1 ? " (strength \(strength))" : ""))
+            let parameters = try options.parameters(settings, model: pipeline.model,
+                                                    extra: [Infotext.Field("Denoising strength", String(strength))] + extra)
+            let result = try options.finish(&loop, pipeline: pipeline, settings: settings, progress: &progress, output: outputURL,
+                                            parameters: parameters, composite: { generated in
+                Mask.composite(generated: generated.cropped(width: width, height: height), original: picture, mask: overlay)
+            })
+            return (result, parameters)
+        }
     }
 
     /// The first 10 hex digits of a file's SHA-256, as A1111 shortens hashes.

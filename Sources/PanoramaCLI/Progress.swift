@@ -7,6 +7,9 @@ struct ProgressReporter {
     private let interactive: Bool
     private var start = Date()
     private var lastStep = Date()
+    /// In a batch (`--count`): the picture being rendered (0-based) and the number of pictures,
+    /// whose remaining steps the ETA includes.
+    var picture: (index: Int, count: Int)?
 
     init(quiet: Bool) {
         self.quiet = quiet
@@ -25,8 +28,10 @@ struct ProgressReporter {
         let perStep = now.timeIntervalSince(lastStep)
         lastStep = now
         let elapsed = now.timeIntervalSince(start)
-        let eta = elapsed / Double(index) * Double(count - index)
-        let text = "step \(index)/\(count) · \(views) views · \(String(format: "%.1f", perStep)) s/step · ETA \(Self.clock(eta))"
+        let laterPictures = picture.map { $0.count - 1 - $0.index } ?? 0
+        let eta = elapsed / Double(index) * Double(count - index + laterPictures * count)
+        let which = picture.map { "picture \($0.index + 1)/\($0.count) · " } ?? ""
+        let text = "\(which)step \(index)/\(count) · \(views) views · \(String(format: "%.1f", perStep)) s/step · ETA \(Self.clock(eta))"
         if interactive {
             let width = 24, filled = width * index / count
             let bar = String(repeating: "█", count: filled) + String(repeating: "░", count: width - filled)

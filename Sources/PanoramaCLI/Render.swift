@@ -44,8 +44,13 @@ struct Render: ParsableCommand {
         var settings = try options.settings(width: width ?? png?.width ?? preset?.width ?? 2048,
                                             height: height ?? png?.height ?? preset?.height ?? 512,
                                             circular: circular || (preset?.circular ?? false), preset: preset)
-        let outputURL = try options.outputLocation(defaultBase: "panorama-\(settings.width)x\(settings.height)-\(settings.seed)")
+        let size = "\(settings.width)x\(settings.height)"
+        let outputs = try options.batchOutputs(seed: settings.seed) { "panorama-\(size)-\($0)" }
+        guard latentsIn == nil || outputs.count == 1 else {
+            throw ValidationError("--latents-in gives every picture of a batch the same start; use --count 1")
+        }
         let latentsOutURL = try latentsOut.map { try options.checkedWritable(URL(fileURLWithPath: $0), replace: true) }
+        guard latentsOutURL == nil || outputs.count == 1 else { throw ValidationError("--latents-out saves one picture's latents; use --count 1") }
 
         let pipeline = try options.loadPipeline(modelURL, settings: &settings, prompts: [settings.prompt, settings.negativePrompt],
                                                 progress: progress)
@@ -53,16 +58,19 @@ struct Render: ParsableCommand {
         let startLatents = try latentsIn.map { try readLatents($0) }
         if let startLatents { try pipeline.checkLatents(startLatents, for: settings) }
 
-        var loop = try pipeline.denoisingLoop(settings, latents: startLatents)
-        progress.note("\(settings.width)x\(settings.height): \(settings.spotDiffusion ? "about " : "")\(loop.views.count) windows x \(loop.stepCount) steps")
-        try options.finish(&loop, pipeline: pipeline, settings: settings, progress: &progress, output: outputURL,
-                           parameters: try options.parameters(settings, model: model), denoised: { latents in
-            guard let latentsOutURL else { return }
-            try SafeTensorsWriter.write([(name: "latents", tensor: latents)], dtype: .f32,
-                                        metadata: ["seed": String(settings.seed), "prompt": settings.prompt],
-                                        to: latentsOutURL)
-        })
-        print(outputURL.path)
+        try options.forEachPicture(settings, outputs: outputs, progress: &progress) { settings, outputURL, progress in
+            var loop = try pipeline.denoisingLoop(settings, latents: startLatents)
+            progress.note("\(size): \(settings.spotDiffusion ? "about " : "")\(loop.views.count) windows x \(loop.stepCount) steps")
+            let parameters = try options.parameters(settings, model: model)
+            let picture = try options.finish(&loop, pipeline: pipeline, settings: settings, progress: &progress, output: outputURL,
+                                             parameters: parameters, denoised: { latents in
+                guard let latentsOutURL else { return }
+                try SafeTensorsWriter.write([(name: "latents", tensor: latents)], dtype: .f32,
+                                            metadata: ["seed": String(settings.seed), "prompt": settings.prompt],
+                                            to: latentsOutURL)
+            })
+            return (picture, parameters)
+        }
     }
 
     private func readLatents(_ path: String) throws -> Tensor {

@@ -53,7 +53,7 @@ struct Upscale: ParsableCommand {
         let (targetWidth, targetHeight) = targetSize(source)
         var settings = try options.settings(width: targetWidth, height: targetHeight, circular: circular, preset: preset)
         let stem = inputURL.deletingPathExtension().lastPathComponent
-        let outputURL = try options.outputLocation(defaultBase: "\(stem)-upscaled-\(targetWidth)x\(targetHeight)-\(settings.seed)")
+        let outputs = try options.batchOutputs(seed: settings.seed) { "\(stem)-upscaled-\(targetWidth)x\(targetHeight)-\($0)" }
 
         let pipeline = try options.loadPipeline(modelURL, settings: &settings, prompts: [settings.prompt, settings.negativePrompt],
                                                 encoding: true, progress: progress)
@@ -61,13 +61,16 @@ struct Upscale: ParsableCommand {
 
         progress.note("\(source.width)x\(source.height) -> \(targetWidth)x\(targetHeight): resizing and encoding")
         let image = source.resized(width: targetWidth, height: targetHeight).tensor()
-        var loop = try pipeline.imageToImageLoop(settings, image: image, strength: strength)
-        progress.note("\(settings.spotDiffusion ? "about " : "")\(loop.views.count) windows x \(loop.stepCount) of \(settings.steps) steps (strength \(strength))")
         let extra = [Infotext.Field("Denoising strength", String(strength)),
                      Infotext.Field("Upscaled from", "\(source.width)x\(source.height)")]
-        try options.finish(&loop, pipeline: pipeline, settings: settings, progress: &progress, output: outputURL,
-                           parameters: try options.parameters(settings, model: model, extra: extra))
-        print(outputURL.path)
+        try options.forEachPicture(settings, outputs: outputs, progress: &progress) { settings, outputURL, progress in
+            var loop = try pipeline.imageToImageLoop(settings, image: image, strength: strength)
+            progress.note("\(settings.spotDiffusion ? "about " : "")\(loop.views.count) windows x \(loop.stepCount) of \(settings.steps) steps (strength \(strength))")
+            let parameters = try options.parameters(settings, model: model, extra: extra)
+            let picture = try options.finish(&loop, pipeline: pipeline, settings: settings, progress: &progress, output: outputURL,
+                                             parameters: parameters)
+            return (picture, parameters)
+        }
     }
 
     /// --W/--H when given (one of them: the other from the aspect ratio), else the input times
