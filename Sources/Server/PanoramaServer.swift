@@ -56,6 +56,7 @@ public struct PanoramaServer: Sendable {
         }
         router.post("/sdapi/v1/interrupt") { _, _ in await api.respond { api.engine.interrupt(); return [:] } }
         router.post("/sdapi/v1/png-info") { request, _ in await api.respond { try await api.pngInfo(request) } }
+        addStudioRoutes(to: router)
         return router
     }
 
