@@ -146,15 +146,15 @@ enum StudioPage {
       </div>
     </div>
     <ol class="region-list" id="region-list" data-testid="region-list"></ol>
+    <div class="queue-panel">
+      <h2>Queue</h2>
+      <ol class="queue" id="queue-list" data-testid="queue"></ol>
+      <p class="hint" id="queue-empty">Nothing queued.</p>
+    </div>
   </section>
 </main>
 
 <section class="lower">
-  <div class="queue-panel">
-    <h2>Queue</h2>
-    <ol class="queue" id="queue-list" data-testid="queue"></ol>
-    <p class="hint" id="queue-empty">Nothing queued.</p>
-  </div>
   <div class="gallery-panel">
     <div class="gallery-head">
       <h2>Gallery <span class="hint" id="gallery-count"></span></h2>
@@ -186,6 +186,7 @@ enum StudioPage {
 </body>
 </html>
 """#
+}
 
 extension StudioPage {
     static let css = #"""
@@ -318,9 +319,9 @@ label.slider output { grid-column: 2; grid-row: 1 / span 2; align-self: end; tex
 .region-item .opts input[type="number"] { width: 64px; }
 .region-item .opts .file-button { font-size: 12px; padding: 2px 8px; }
 
-.lower { display: grid; grid-template-columns: 340px minmax(0, 1fr); gap: 14px; padding: 14px 16px 24px; }
+.lower { padding: 14px 16px 24px; }
 .queue-panel, .gallery-panel { background: var(--panel); border: 1px solid var(--line); border-radius: 8px; padding: 12px; min-width: 0; }
-.queue { list-style: none; margin: 0; padding: 0; display: flex; flex-direction: column; gap: 6px; max-height: 420px; overflow: auto; }
+.queue { list-style: none; margin: 0; padding: 0; display: grid; grid-template-columns: repeat(auto-fill, minmax(300px, 1fr)); gap: 6px; max-height: 300px; overflow: auto; }
 .job { border: 1px solid var(--line); border-radius: 6px; padding: 7px 8px; background: var(--panel2); display: grid; grid-template-columns: 1fr auto; gap: 3px 8px; font-size: 12px; }
 .job.mine { border-left: 3px solid var(--accent); }
 .job .prompt { grid-column: 1 / -1; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; color: var(--text); font-size: 13px; }
@@ -357,7 +358,7 @@ dialog::backdrop { background: rgba(0,0,0,.65); }
 .drop-hint[hidden] { display: none; }
 [hidden] { display: none !important; }
 @media (max-width: 900px) {
-  .layout, .lower { grid-template-columns: 1fr; }
+  .layout { grid-template-columns: 1fr; }
 }
 """#
 }

@@ -32,10 +32,8 @@ struct StudioAsset: Sendable {
     }
 
     var response: Response {
-        var headers: HTTPFields = [.contentType: contentType, .cacheControl: "no-cache"]
-        headers[HTTPField.Name("Content-Security-Policy")!] = Self.contentSecurityPolicy
-        headers[HTTPField.Name("X-Content-Type-Options")!] = "nosniff"
-        headers[HTTPField.Name("Referrer-Policy")!] = "no-referrer"
+        let headers: HTTPFields = [.contentType: contentType, .cacheControl: "no-cache",
+                                   .contentSecurityPolicy: Self.contentSecurityPolicy, .xContentTypeOptions: "nosniff"]
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: body))
     }
 }
