@@ -29,6 +29,7 @@ enum StudioPage {
       <button type="button" role="tab" data-mode="txt2img" id="mode-txt2img" title="Text to image: render from the prompts alone">txt2img</button>
       <button type="button" role="tab" data-mode="img2img" id="mode-img2img" title="Image to image: start from an uploaded picture">img2img</button>
       <button type="button" role="tab" data-mode="inpaint" id="mode-inpaint" title="Repaint the parts of a picture you paint over">Inpaint</button>
+      <button type="button" role="tab" data-mode="outpaint" id="mode-outpaint" title="Place a picture on a larger canvas and paint the rest around it">Outpaint</button>
     </div>
 
     <section class="field">
@@ -55,8 +56,18 @@ enum StudioPage {
       <label class="slider" title="How much of the picture is repainted: 0 keeps it, 1 ignores it">Denoising strength
         <input type="range" id="denoising" min="0.05" max="1" step="0.05" value="0.6"><output id="denoising-value">0.60</output>
       </label>
+      <div id="outpaint-tools" hidden>
+        <label title="Where the picture sits on the canvas; the rest is painted">Place the picture
+          <select id="outpaint-place">
+            <option value="center">In the middle</option><option value="left">At the left</option>
+            <option value="right">At the right</option><option value="top">At the top</option><option value="bottom">At the bottom</option>
+          </select>
+        </label>
+        <label class="slider" title="How far the new painting reaches into the picture, to blend the seam">Overlap<input type="range" id="outpaint-overlap" min="0" max="128" step="8" value="32"><output id="outpaint-overlap-value">32</output></label>
+        <p class="hint">Make the canvas larger than the picture (e.g. a 4:1 preset): the area around it is painted.</p>
+      </div>
       <div id="mask-tools" hidden>
-        <label class="slider">Brush size<input type="range" id="brush-size" min="4" max="256" step="4" value="48"><output id="brush-size-value">48</output></label>
+        <label class="slider" id="brush-size-label">Brush size<input type="range" id="brush-size" min="4" max="256" step="4" value="48"><output id="brush-size-value">48</output></label>
         <label class="slider" title="Blur of the mask's edge, in pixels">Mask blur<input type="range" id="mask-blur" min="0" max="64" step="1" value="4"><output id="mask-blur-value">4</output></label>
         <div class="row">
           <button type="button" id="mask-erase" aria-pressed="false" title="Paint to remove mask">Eraser</button>
@@ -232,7 +243,7 @@ input[type="range"] { accent-color: var(--accent); padding: 0; background: none;
 
 .layout { display: grid; grid-template-columns: 340px minmax(0, 1fr); gap: 14px; padding: 14px 16px 0; }
 .controls { background: var(--panel); border: 1px solid var(--line); border-radius: 8px; padding: 12px; display: flex; flex-direction: column; gap: 12px; align-self: start; }
-.tabs { display: grid; grid-template-columns: repeat(3, 1fr); gap: 4px; background: var(--bg); padding: 3px; border-radius: 8px; }
+.tabs { display: grid; grid-template-columns: repeat(4, 1fr); gap: 4px; background: var(--bg); padding: 3px; border-radius: 8px; }
 .tabs button { border: 0; background: transparent; padding: 6px 4px; font-size: 13px; }
 .tabs button[aria-selected="true"] { background: var(--panel2); color: #fff; box-shadow: inset 0 -2px 0 var(--accent); }
 .field { display: flex; flex-direction: column; gap: 4px; }
@@ -300,6 +311,8 @@ label.slider output { grid-column: 2; grid-row: 1 / span 2; align-self: end; tex
 .handle[data-corner="ne"] { right: -6px; top: -6px; cursor: nesw-resize; }
 .handle[data-corner="sw"] { left: -6px; bottom: -6px; cursor: nesw-resize; }
 .handle[data-corner="se"] { right: -6px; bottom: -6px; cursor: nwse-resize; }
+.outpaint-box { position: absolute; border: 2px dashed #fff; box-shadow: 0 0 0 1px #000; pointer-events: none; }
+#outpaint-tools label:not(.slider) { display: flex; flex-direction: column; gap: 3px; font-size: 12px; color: var(--muted); }
 .region-mask { position: absolute; inset: 0; width: 100%; height: 100%; pointer-events: none; opacity: .35; mix-blend-mode: screen; }
 .brush-cursor { position: absolute; border: 1px solid #fff; border-radius: 50%; pointer-events: none; box-shadow: 0 0 0 1px #000; transform: translate(-50%, -50%); }
 .regions-head { display: flex; justify-content: space-between; align-items: center; flex-wrap: wrap; gap: 6px; }

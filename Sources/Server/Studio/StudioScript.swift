@@ -12,7 +12,8 @@ const SNAP = 8;
 const FINAL_STATES = new Set(['done', 'failed', 'cancelled', 'interrupted']);
 /** Form controls kept in localStorage, by id. */
 const SAVED_FIELDS = ['prompt', 'negative-prompt', 'width', 'height', 'steps', 'cfg', 'seed', 'n-iter', 'sampler',
-  'scheduler', 'circular', 'denoising', 'mask-blur', 'brush-size', 'window-weights', 'few-step', 'bootstrap-steps', 'spot'];
+  'scheduler', 'circular', 'denoising', 'mask-blur', 'brush-size', 'window-weights', 'few-step', 'bootstrap-steps', 'spot',
+  'outpaint-place', 'outpaint-overlap'];
 
 const state = {
   config: null,
@@ -44,7 +45,7 @@ class ApiError extends Error {
 }
 
 /** The messages of an error body: FastAPI's `detail` string or list of field problems. */
-function errorMessages(data, response) {
+function errorMessages(data, response, what) {
   const detail = data && data.detail;
   if (Array.isArray(detail)) {
     return detail.map((problem) => {
@@ -54,7 +55,7 @@ function errorMessages(data, response) {
   }
   if (typeof detail === 'string' && detail) return [detail];
   if (response.status === 429) return ['The queue is full: wait for a job to finish.'];
-  return [`The server answered ${response.status} ${response.statusText}`.trim()];
+  return [`${what} answered ${response.status} ${response.statusText}`.trim()];
 }
 
 async function api(method, path, body) {
@@ -67,7 +68,7 @@ async function api(method, path, body) {
   const text = await response.text();
   let data = null;
   try { data = text ? JSON.parse(text) : null; } catch { data = null; }
-  if (!response.ok) throw new ApiError(response.status, errorMessages(data, response));
+  if (!response.ok) throw new ApiError(response.status, errorMessages(data, response, `${method} ${path.split('?')[0]}`));
   return data;
 }
 
@@ -314,6 +315,7 @@ function applySize() {
   layoutCanvas();
   renderRegions();
   updateSizeInfo();
+  if (state.mode === 'outpaint') showSourceOrNothing();
   saveSoon();
 }
 
@@ -359,7 +361,9 @@ function showCanvasImage(src, kind) {
 }
 
 function showSourceOrNothing() {
-  if (state.mode !== 'txt2img' && state.initImage) showCanvasImage(state.initImage.src, 'source');
+  renderOutpaintBox();
+  if (state.mode === 'outpaint' && state.initImage) showCanvasImage(outpaintPicture().toDataURL('image/png'), 'source');
+  else if (state.mode !== 'txt2img' && state.initImage) showCanvasImage(state.initImage.src, 'source');
   else if (state.canvasSource === 'source') showCanvasImage(null, null);
 }
 
@@ -369,7 +373,10 @@ function setMode(mode) {
   state.mode = mode;
   for (const tab of document.querySelectorAll('#mode-tabs button')) tab.setAttribute('aria-selected', String(tab.dataset.mode === mode));
   $('image-group').hidden = mode === 'txt2img';
-  $('mask-tools').hidden = mode !== 'inpaint';
+  $('mask-tools').hidden = mode !== 'inpaint' && mode !== 'outpaint';
+  $('outpaint-tools').hidden = mode !== 'outpaint';
+  for (const id of ['brush-size-label', 'mask-erase', 'mask-clear']) $(id).hidden = mode !== 'inpaint';
+  $('mask-tools').querySelector('.hint').hidden = mode !== 'inpaint';
   $('tool-mask').hidden = mode !== 'inpaint';
   $('mask-canvas').hidden = mode !== 'inpaint';
   setTool(mode === 'inpaint' ? 'mask' : 'regions');
@@ -388,6 +395,10 @@ function setTool(tool) {
 
 async function setInitImage(src, name) {
   const image = await loadImage(src);
+  image.id = 'outpaint-source';
+  document.getElementById('outpaint-source')?.remove();
+  image.hidden = true;
+  document.body.append(image);
   state.initImage = { src, name, width: image.naturalWidth, height: image.naturalHeight };
   $('init-info').textContent = `${name}: ${image.naturalWidth} × ${image.naturalHeight}`;
   if (state.mode === 'txt2img') setMode('img2img');
@@ -404,6 +415,7 @@ async function chooseInitImage(file) {
 
 function clearInitImage() {
   state.initImage = null;
+  document.getElementById('outpaint-source')?.remove();
   $('init-info').textContent = 'No picture yet: choose one or drop it on the canvas.';
   $('init-image').value = '';
   showSourceOrNothing();
@@ -488,6 +500,67 @@ function updateBrushCursor(point) {
     brushCursor.style.top = `${point.y * scale}px`;
     brushCursor.hidden = false;
   }
+}
+
+// ---------------------------------------------------------------- outpaint
+
+/** Where the source picture sits on the canvas: its natural size, shrunk to fit when larger. */
+function outpaintPlacement() {
+  const { w: W, h: H } = state.size;
+  const image = state.initImage;
+  const fit = Math.min(1, W / image.width, H / image.height);
+  const w = Math.round(image.width * fit), h = Math.round(image.height * fit);
+  const place = $('outpaint-place').value;
+  const x = place === 'left' ? 0 : place === 'right' ? W - w : Math.round((W - w) / 2);
+  const y = place === 'top' ? 0 : place === 'bottom' ? H - h : Math.round((H - h) / 2);
+  return { x, y, w, h };
+}
+
+/** The picture to start from: the source in place over a blurred stretch of itself, so the new
+ *  area starts from the picture's colours rather than from grey. */
+function outpaintPicture() {
+  const { w: W, h: H } = state.size;
+  const canvas = document.createElement('canvas');
+  canvas.width = W;
+  canvas.height = H;
+  const context = canvas.getContext('2d');
+  const image = $('outpaint-source');
+  context.filter = 'blur(24px)';
+  // drawn beyond the edges so the blur does not darken them
+  context.drawImage(image, -48, -48, W + 96, H + 96);
+  context.filter = 'none';
+  const p = outpaintPlacement();
+  context.drawImage(image, p.x, p.y, p.w, p.h);
+  return canvas;
+}
+
+/** White (repaint) everywhere but the picture, which the overlap eats into on its inner sides. */
+function outpaintMask() {
+  const { w: W, h: H } = state.size;
+  const canvas = document.createElement('canvas');
+  canvas.width = W;
+  canvas.height = H;
+  const context = canvas.getContext('2d');
+  context.fillStyle = '#fff';
+  context.fillRect(0, 0, W, H);
+  const p = outpaintPlacement();
+  const overlap = intOf('outpaint-overlap', 32);
+  const left = p.x > 0 ? overlap : 0, right = p.x + p.w < W ? overlap : 0;
+  const top = p.y > 0 ? overlap : 0, bottom = p.y + p.h < H ? overlap : 0;
+  context.fillStyle = '#000';
+  context.fillRect(p.x + left, p.y + top, Math.max(0, p.w - left - right), Math.max(0, p.h - top - bottom));
+  return canvas;
+}
+
+function renderOutpaintBox() {
+  let box = document.querySelector('.outpaint-box');
+  if (state.mode !== 'outpaint' || !state.initImage) { if (box) box.remove(); return; }
+  if (!box) {
+    box = el('div', { className: 'outpaint-box', title: 'The picture; the rest is painted' });
+    $('canvas-frame').append(box);
+  }
+  const p = outpaintPlacement();
+  positionRegion(p, box);
 }
 
 // ---------------------------------------------------------------- regions
@@ -751,9 +824,16 @@ function buildRequest() {
     });
   }
   if (state.mode !== 'txt2img') {
-    if (!state.initImage) problems.push('Choose a source picture for image to image.');
+    if (!state.initImage) problems.push('Choose a source picture first.');
+    else if (state.mode === 'outpaint') body.init_images = [stripDataURL(outpaintPicture().toDataURL('image/png'))];
     else body.init_images = [stripDataURL(state.initImage.src)];
     body.denoising_strength = numberOf('denoising', 0.6);
+  }
+  if (state.mode === 'outpaint' && state.initImage) {
+    const place = outpaintPlacement();
+    if (place.w >= w && place.h >= h) problems.push('Make the canvas larger than the picture: there is nothing around it to paint.');
+    body.mask = stripDataURL(outpaintMask().toDataURL('image/png'));
+    body.mask_blur = intOf('mask-blur', 4);
   }
   if (state.mode === 'inpaint') {
     const mask = maskPNG();
@@ -963,10 +1043,25 @@ async function readPNGInfo(file) {
   try {
     const src = await readFile(file);
     const result = await api('POST', '/sdapi/v1/png-info', { image: stripDataURL(src) });
-    openDetail({ title: file.name, src, info: result.info || '', parameters: result.parameters || {}, regions: null, download: file.name });
+    openDetail({ title: file.name, src, info: result.info || '', parameters: result.parameters || {}, regions: storedRegions(result), download: file.name });
   } catch (error) {
     showErrors([`${file.name}: ${error.message}`]);
   }
+}
+
+/** The rectangle regions of a picture's "regions" text chunk (as `panorama compose` and the
+ *  server write it), in pixels; rectangles given as fractions are scaled to the picture's size. */
+function storedRegions(result) {
+  let regions;
+  try { regions = JSON.parse((result.items || {}).regions || 'null'); } catch { return null; }
+  if (!Array.isArray(regions)) return null;
+  const p = result.parameters || {};
+  const w = parseInt(p['Size-1'], 10), h = parseInt(p['Size-2'], 10);
+  return regions.filter((r) => Array.isArray(r.rect) && r.rect.length === 4).map((r) => {
+    const fractions = r.rect.every((v) => v <= 1);
+    const rect = fractions && w && h ? [r.rect[0] * w, r.rect[1] * h, r.rect[2] * w, r.rect[3] * h] : r.rect;
+    return { ...r, rect };
+  });
 }
 
 /** Fills the form from A1111's parsed parameters (and the regions stored with a picture). */
@@ -1037,7 +1132,13 @@ function setUpDrop() {
 // ---------------------------------------------------------------- wiring
 
 function bind() {
-  for (const tab of document.querySelectorAll('#mode-tabs button')) tab.addEventListener('click', () => setMode(tab.dataset.mode));
+  for (const tab of document.querySelectorAll('#mode-tabs button')) {
+    tab.addEventListener('click', () => {
+      // new area starts from a blur of the picture: it needs (nearly) full strength
+      if (tab.dataset.mode === 'outpaint' && state.mode !== 'outpaint') setValue('denoising', 1);
+      setMode(tab.dataset.mode);
+    });
+  }
   for (const button of document.querySelectorAll('#presets button')) button.addEventListener('click', () => applyPreset(button.dataset.preset));
   $('width').addEventListener('change', applySize);
   $('height').addEventListener('change', applySize);
@@ -1059,7 +1160,7 @@ function bind() {
   });
   $('seed-random').addEventListener('click', () => setValue('seed', -1));
   $('seed-reuse').addEventListener('click', () => { if (state.lastSeed !== null) setValue('seed', state.lastSeed); });
-  for (const [input, output, digits] of [['denoising', 'denoising-value', 2], ['brush-size', 'brush-size-value', 0], ['mask-blur', 'mask-blur-value', 0]]) {
+  for (const [input, output, digits] of [['denoising', 'denoising-value', 2], ['brush-size', 'brush-size-value', 0], ['mask-blur', 'mask-blur-value', 0], ['outpaint-overlap', 'outpaint-overlap-value', 0]]) {
     const show = () => { $(output).textContent = Number($(input).value).toFixed(digits); };
     $(input).addEventListener('input', show);
     show();
@@ -1069,6 +1170,7 @@ function bind() {
   $('init-match').addEventListener('click', matchInitSize);
   $('init-clear').addEventListener('click', clearInitImage);
   $('mask-clear').addEventListener('click', clearMask);
+  $('outpaint-place').addEventListener('change', showSourceOrNothing);
   $('mask-erase').addEventListener('click', () => {
     const on = $('mask-erase').getAttribute('aria-pressed') !== 'true';
     $('mask-erase').setAttribute('aria-pressed', String(on));
