@@ -148,6 +148,8 @@ enum StudioPage {
         <span class="canvas-size" id="canvas-size"></span>
       </div>
     </div>
+    <p class="hint" id="regions-off" hidden>Regions apply to txt2img only: they are kept for when you switch back.</p>
+    <div class="regions-panel" id="regions-panel">
     <div class="regions-head">
       <h2>Regions <span class="hint">each region gets its own prompt; the main prompt covers the rest</span></h2>
       <div class="row">
@@ -157,6 +159,7 @@ enum StudioPage {
       </div>
     </div>
     <ol class="region-list" id="region-list" data-testid="region-list"></ol>
+    </div>
     <div class="queue-panel">
       <h2>Queue</h2>
       <ol class="queue" id="queue-list" data-testid="queue"></ol>
@@ -317,6 +320,9 @@ label.slider output { grid-column: 2; grid-row: 1 / span 2; align-self: end; tex
 .brush-cursor { position: absolute; border: 1px solid #fff; border-radius: 50%; pointer-events: none; box-shadow: 0 0 0 1px #000; transform: translate(-50%, -50%); }
 .regions-head { display: flex; justify-content: space-between; align-items: center; flex-wrap: wrap; gap: 6px; }
 .regions-head h2 { margin: 0; }
+.regions-panel { display: flex; flex-direction: column; gap: 10px; }
+.canvas-frame.regions-off .region, .canvas-frame.regions-off .region-mask { display: none; }
+.region-layer.inert { cursor: default; }
 .region-list { list-style: none; margin: 0; padding: 0; display: grid; grid-template-columns: repeat(auto-fill, minmax(300px, 1fr)); gap: 8px; }
 .region-list:empty::before { content: "No regions: drag on the canvas to draw one."; color: var(--muted); font-size: 12px; }
 .region-item { background: var(--panel); border: 1px solid var(--line); border-left: 4px solid var(--c); border-radius: 6px; padding: 8px; display: flex; flex-direction: column; gap: 6px; }

@@ -379,7 +379,13 @@ function setMode(mode) {
   $('mask-tools').querySelector('.hint').hidden = mode !== 'inpaint';
   $('tool-mask').hidden = mode !== 'inpaint';
   $('mask-canvas').hidden = mode !== 'inpaint';
-  setTool(mode === 'inpaint' ? 'mask' : 'regions');
+  // the server takes regions with txt2img only: other modes keep them, hidden, for later
+  const regionsOn = mode === 'txt2img';
+  $('regions-panel').hidden = !regionsOn;
+  $('regions-off').hidden = regionsOn || !state.regions.length;
+  $('tool-regions').hidden = !regionsOn;
+  $('canvas-frame').classList.toggle('regions-off', !regionsOn);
+  setTool(mode === 'inpaint' ? 'mask' : regionsOn ? 'regions' : 'none');
   showSourceOrNothing();
   saveSoon();
 }
@@ -389,7 +395,8 @@ function setTool(tool) {
   $('tool-regions').setAttribute('aria-pressed', String(tool === 'regions'));
   $('tool-mask').setAttribute('aria-pressed', String(tool === 'mask'));
   $('region-layer').classList.toggle('painting', tool === 'mask');
-  if (tool === 'mask') selectRegion(null);
+  $('region-layer').classList.toggle('inert', tool === 'none');
+  if (tool !== 'regions') selectRegion(null);
   updateBrushCursor();
 }
 
@@ -573,7 +580,7 @@ function addRegion(spec, select = true) {
     id,
     x: snap(x), y: snap(y), w: Math.max(SNAP * 2, snap(w)), h: Math.max(SNAP * 2, snap(h)),
     prompt: spec.prompt || '', negative: spec.negative ?? spec.negative_prompt ?? '',
-    weight: spec.weight ?? 1, feather: spec.feather ?? '', mask: spec.mask || null,
+    weight: spec.weight ?? 1, feather: spec.feather ?? '', guidance: spec.guidance ?? '', mask: spec.mask || null,
   };
   if (region.mask && !region.mask.startsWith('data:')) region.mask = `data:image/png;base64,${region.mask}`;
   state.regions.push(region);
@@ -657,6 +664,10 @@ function regionItem(region, index) {
     type: 'number', value: region.weight, min: 0, max: 10, step: 0.1, title: 'How strongly this region\'s prompt counts where regions overlap',
     oninput: () => { region.weight = parseFloat(weight.value); saveSoon(); },
   });
+  const guidance = el('input', {
+    type: 'number', value: region.guidance, min: 0, max: 30, step: 0.5, placeholder: 'same', title: 'This region\'s own CFG scale (empty: the main one)',
+    oninput: () => { region.guidance = guidance.value; saveSoon(); },
+  });
   const feather = el('input', {
     type: 'number', value: region.feather, min: 0, step: 8, placeholder: 'auto', title: 'Soft edge width in pixels',
     oninput: () => { region.feather = feather.value; saveSoon(); },
@@ -669,7 +680,8 @@ function regionItem(region, index) {
     ]),
     prompt, negative,
     el('div', { className: 'opts' }, [
-      el('label', { text: 'Weight ' }, [weight]), el('label', { text: 'Feather ' }, [feather]), el('span', { className: 'spacer' }),
+      el('label', { text: 'Weight ' }, [weight]), el('label', { text: 'CFG ' }, [guidance]), el('label', { text: 'Feather ' }, [feather]),
+      el('span', { className: 'spacer' }),
       region.mask
         ? el('button', { type: 'button', text: 'Use a rectangle', onclick: () => { region.mask = null; renderRegions(); saveSoon(); } })
         : el('label', { className: 'file-button', text: 'Mask…', title: 'Use a mask picture (white = inside) instead of the rectangle' }, [maskInput]),
@@ -720,6 +732,7 @@ function onPointerDown(event) {
   const point = canvasPoint(event);
   $('region-layer').setPointerCapture(event.pointerId);
   event.preventDefault();
+  if (state.tool === 'none') return;
   if (state.tool === 'mask') {
     drag = { kind: 'paint', last: point };
     paintStroke(point, point);
@@ -811,7 +824,7 @@ function buildRequest() {
   };
   const bootstrap = parseInt($('bootstrap-steps').value, 10);
   if (Number.isFinite(bootstrap)) body.panorama_bootstrap_steps = bootstrap;
-  if (state.regions.length) {
+  if (state.regions.length && state.mode === 'txt2img') {
     body.panorama_regions = state.regions.map((region, index) => {
       if (!region.prompt.trim()) problems.push(`Region ${index + 1} has no prompt.`);
       const spec = region.mask ? { mask: stripDataURL(region.mask) } : { rect: [region.x, region.y, region.w, region.h] };
@@ -820,6 +833,8 @@ function buildRequest() {
       if (Number.isFinite(region.weight) && region.weight !== 1) spec.weight = region.weight;
       const feather = parseInt(region.feather, 10);
       if (Number.isFinite(feather)) spec.feather = feather;
+      const guidance = parseFloat(region.guidance);
+      if (Number.isFinite(guidance)) spec.guidance = guidance;
       return spec;
     });
   }
@@ -944,9 +959,21 @@ async function handleFinished() {
   if (refresh) { saveSoon(); await loadGallery(true); }
 }
 
+const jobNodes = new Map();
+/** Rebuilds only the jobs that changed, so a Cancel button is not replaced under the pointer. */
 function renderQueue() {
   const shown = state.jobs.slice(0, 20);
-  $('queue-list').replaceChildren(...shown.map(jobItem));
+  const nodes = shown.map((job) => {
+    const signature = JSON.stringify(job) + state.myJobs.has(job.id);
+    const known = jobNodes.get(job.id);
+    if (known && known.signature === signature) return known.node;
+    const node = jobItem(job);
+    jobNodes.set(job.id, { signature, node });
+    return node;
+  });
+  for (const id of [...jobNodes.keys()]) if (!shown.some((job) => job.id === id)) jobNodes.delete(id);
+  const list = $('queue-list');
+  if (nodes.length !== list.children.length || nodes.some((node, i) => list.children[i] !== node)) list.replaceChildren(...nodes);
   $('queue-empty').hidden = shown.length > 0;
 }
 
@@ -1055,17 +1082,34 @@ function storedRegions(result) {
   let regions;
   try { regions = JSON.parse((result.items || {}).regions || 'null'); } catch { return null; }
   if (!Array.isArray(regions)) return null;
-  const p = result.parameters || {};
-  const w = parseInt(p['Size-1'], 10), h = parseInt(p['Size-2'], 10);
-  return regions.filter((r) => Array.isArray(r.rect) && r.rect.length === 4).map((r) => {
-    const fractions = r.rect.every((v) => v <= 1);
-    const rect = fractions && w && h ? [r.rect[0] * w, r.rect[1] * h, r.rect[2] * w, r.rect[3] * h] : r.rect;
-    return { ...r, rect };
-  });
+  // a dropped file's mask regions name files beside it, which the page cannot read
+  return regions.filter((r) => Array.isArray(r.rect));
+}
+
+/** Regions as stored with a picture, ready for the editor: rectangles given as fractions scaled
+ *  to the picture's size, masks named as gallery files (`NAME-regionK.png`) read as data URLs. */
+async function loadStoredRegions(regions, w, h) {
+  const ready = [];
+  for (const region of regions) {
+    if (Array.isArray(region.rect) && region.rect.length === 4) {
+      const r = region.rect;
+      const rect = r.every((v) => v <= 1) && w && h ? [r[0] * w, r[1] * h, r[2] * w, r[3] * h] : r;
+      ready.push({ ...region, rect });
+    } else if (typeof region.mask === 'string') {
+      let mask = region.mask;
+      if (/^\d+-\d+-region\d+\.png$/.test(mask)) {
+        const response = await fetch(galleryURL(mask));
+        if (!response.ok) continue;
+        mask = await readFile(await response.blob());
+      }
+      ready.push({ ...region, mask });
+    }
+  }
+  return ready;
 }
 
 /** Fills the form from A1111's parsed parameters (and the regions stored with a picture). */
-function useParameters(p, regions) {
+async function useParameters(p, regions) {
   const has = (key) => p[key] !== undefined && p[key] !== null && p[key] !== '';
   setValue('prompt', p.Prompt ?? '');
   setValue('negative-prompt', p['Negative prompt'] ?? '');
@@ -1098,9 +1142,10 @@ function useParameters(p, regions) {
     resizeMask(state.size.w, state.size.h);
   }
   if (Array.isArray(regions)) {
+    const ready = await loadStoredRegions(regions, state.size.w, state.size.h);
     state.regions = [];
     state.selected = null;
-    for (const region of regions) addRegion(region, false);
+    for (const region of ready) addRegion(region, false);
   }
   applySize();
   renderRegions();
@@ -1201,10 +1246,10 @@ function bind() {
   $('png-info-file').addEventListener('change', (event) => { if (event.target.files[0]) readPNGInfo(event.target.files[0]); event.target.value = ''; });
   $('detail-close').addEventListener('click', () => $('detail-dialog').close());
   $('detail-dialog').addEventListener('click', (event) => { if (event.target === $('detail-dialog')) $('detail-dialog').close(); });
-  $('detail-use').addEventListener('click', () => {
+  $('detail-use').addEventListener('click', async () => {
     if (!state.detail) return;
-    useParameters(state.detail.parameters, state.detail.regions);
     $('detail-dialog').close();
+    await useParameters(state.detail.parameters, state.detail.regions);
   });
   $('detail-canvas').addEventListener('click', () => {
     if (state.detail) showCanvasImage(state.detail.src, 'result');
