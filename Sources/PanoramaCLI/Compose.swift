@@ -122,9 +122,8 @@ struct Compose: ParsableCommand {
                                       bootstrapSteps: 0, fewStepMode: fewStep ?? recalledFewStep ?? .automatic,
                                       fewStep: fewStepSettings)
         let usesFewStep = composition.usesFewStep(steps: settings.steps)
-        // StreamMultiDiffusion bootstraps one step; MultiDiffusion a fifth of them.
         composition.bootstrapSteps = bootstrapSteps ?? png?.settings.bootstrapSteps
-            ?? (usesFewStep ? min(1, settings.steps - 1) : Int((Double(settings.steps) * 0.2).rounded()))
+            ?? Composition.defaultBootstrapSteps(steps: settings.steps, fewStep: usesFewStep)
         let outputURL = try options.outputLocation(defaultBase: "composition-\(settings.width)x\(settings.height)-\(settings.seed)")
 
         let pipeline = try options.loadPipeline(
@@ -138,14 +137,7 @@ struct Compose: ParsableCommand {
         progress.note("\(settings.width)x\(settings.height): \(composition.regions.count) regions, \(loop.views.count) windows, "
                       + "\(usesFewStep ? "up to " : "")\(loop.denoisesPerStep) denoises per step x \(loop.stepCount) steps (\(composition.bootstrapSteps) bootstrapped"
                       + (usesFewStep ? "; few-step regions, mask std \(composition.fewStep.maskStd)" : "") + ")")
-        var extra = [Infotext.Field("Regions", String(composition.regions.count)),
-                     Infotext.Field("Bootstrap steps", String(composition.bootstrapSteps))]
-        if usesFewStep {
-            extra += [Infotext.Field("Few-step regions", "on"),
-                      Infotext.Field("Mask std", String(composition.fewStep.maskStd)),
-                      Infotext.Field("Bootstrap background", composition.fewStep.bootstrapBackground.rawValue)]
-            if !composition.fewStep.centredBootstrap { extra.append(Infotext.Field("Centred bootstrap", "off")) }
-        }
+        let extra = composition.infotextFields(steps: settings.steps)
         try options.finish(&loop, pipeline: pipeline, settings: settings, progress: &progress, output: outputURL,
                            parameters: try options.parameters(settings, model: model, extra: extra,
                                                               otherPrompts: composition.regions.flatMap { [$0.prompt.prompt, $0.prompt.negativePrompt] }),

@@ -338,6 +338,28 @@ public struct Composition: Sendable, Equatable {
     }
 }
 
+extension Composition {
+    /// Bootstrapped steps when none are asked for: StreamMultiDiffusion bootstraps one step,
+    /// MultiDiffusion a fifth of them.
+    public static func defaultBootstrapSteps(steps: Int, fewStep: Bool) -> Int {
+        fewStep ? min(1, steps - 1) : Int((Double(steps) * 0.2).rounded())
+    }
+
+    /// The PNG parameters fields that describe the composition beyond its prompts (the few-step
+    /// fields only when the fixes apply to `steps`).
+    public func infotextFields(steps: Int) -> [Infotext.Field] {
+        var fields = [Infotext.Field("Regions", String(regions.count)),
+                      Infotext.Field("Bootstrap steps", String(bootstrapSteps))]
+        if usesFewStep(steps: steps) {
+            fields += [Infotext.Field("Few-step regions", "on"),
+                       Infotext.Field("Mask std", String(fewStep.maskStd)),
+                       Infotext.Field("Bootstrap background", fewStep.bootstrapBackground.rawValue)]
+            if !fewStep.centredBootstrap { fields.append(Infotext.Field("Centred bootstrap", "off")) }
+        }
+        return fields
+    }
+}
+
 extension PanoramaPipeline {
     /// Side of the constant-colour image encoded for a bootstrap background; its centre latent
     /// pixel is the background (a larger image gives the same value there, at more cost).

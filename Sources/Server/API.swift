@@ -11,8 +11,13 @@ struct API: Sendable {
 
     /// Runs `body` and answers its JSON, or the error's status and JSON body.
     func respond(_ body: () async throws -> JSONValue) async -> Response {
+        await respondRaw { Self.json(try await body()) }
+    }
+
+    /// Runs `body` and answers its response, or the error's status and JSON body.
+    func respondRaw(_ body: () async throws -> Response) async -> Response {
         do {
-            return Self.json(try await body())
+            return try await body()
         } catch let error as APIError {
             return Self.json(error.body, status: error.status)
         } catch let error as HTTPError where error.status == .contentTooLarge {
@@ -65,6 +70,16 @@ struct API: Sendable {
 
     func generate(_ request: Request, img2img: Bool) async throws -> JSONValue {
         let body = try await jsonBody(request)
+        let (g, first, kind) = try prepare(body, img2img: img2img)
+        guard let result = try await engine.run(kind) else {
+            throw APIError.detail(500, "the job returned nothing")
+        }
+        return response(g, first: first, result: result, body: body)
+    }
+
+    /// A txt2img or img2img body read, checked and turned into the engine's job: everything that
+    /// can fail does so here, before the job is queued.
+    func prepare(_ body: JSONValue, img2img: Bool) throws -> (GenerationRequest, PanoramaSettings, Job.Kind) {
         var g = try GenerationRequest(json: body, img2img: img2img, limits: engine.configuration.limits)
         if g.seed < 0 { g.seed = Int64(UInt64.random(in: 0..<(1 << 32))) }
         guard let pipeline = engine.currentPipeline else { throw APIError.detail(503, "no model loaded") }
@@ -89,10 +104,42 @@ struct API: Sendable {
                 mask = m
             }
         }
-        guard let result = try await engine.run(.generate(g, image: picture, mask: mask)) else {
-            throw APIError.detail(500, "the job returned nothing")
+        let regions = try regionInput(g, settings: first, pipeline: pipeline)
+        return (g, first, .generate(g, image: picture, mask: mask, regions: regions))
+    }
+
+    /// The request's regions as the renderer's, uploaded masks decoded and scaled to the canvas,
+    /// checked against it.
+    func regionInput(_ g: GenerationRequest, settings: PanoramaSettings, pipeline: PanoramaPipeline) throws -> RegionInput {
+        guard !g.regions.isEmpty else { return RegionInput() }
+        guard !pipeline.model.isInpainting else {
+            throw APIError.validation(field: "panorama_regions", "region prompts are not supported with an inpainting model")
         }
-        return response(g, first: first, result: result, body: body)
+        var input = RegionInput()
+        for (k, spec) in g.regions.enumerated() {
+            let prompt = RegionPrompt(prompt: spec.prompt, negativePrompt: spec.negativePrompt,
+                                      guidanceScale: spec.guidance.map(Float.init), weight: Float(spec.weight))
+            if let rect = spec.rect {
+                let fractions = rect.allSatisfy { $0 <= 1 }
+                let (sx, sy) = fractions ? (Double(g.width), Double(g.height)) : (1, 1)
+                input.regions.append(Region(shape: .rectangle(x: rect[0] * sx, y: rect[1] * sy, width: rect[2] * sx,
+                                                              height: rect[3] * sy, feather: spec.feather), prompt: prompt))
+            } else if let text = spec.mask {
+                var picture = try image(text, field: "panorama_regions")
+                if picture.width != g.width || picture.height != g.height {
+                    picture = picture.resizedNearest(width: g.width, height: g.height)
+                }
+                input.masks[k] = picture
+                input.regions.append(Region(shape: .mask(width: picture.width, height: picture.height,
+                                                         values: picture.maskTensor().data), prompt: prompt))
+            }
+        }
+        do {
+            try pipeline.validate(engine.composition(g, regions: input.regions, steps: settings.steps), for: settings)
+        } catch let error as RenderError {
+            throw APIError.validation(field: "panorama_regions", error.description)
+        }
+        return input
     }
 
     private func response(_ g: GenerationRequest, first: PanoramaSettings, result: JobResult, body: JSONValue) -> JSONValue {

@@ -45,11 +45,39 @@ struct JobResult: Sendable {
 /// A queued piece of work.
 struct Job: Sendable {
     enum Kind: Sendable {
-        case generate(GenerationRequest, image: RGBImage?, mask: Tensor?)
+        case generate(GenerationRequest, image: RGBImage?, mask: Tensor?, regions: RegionInput = RegionInput())
         case loadModel(ModelCatalog.Entry)
     }
     let kind: Kind
     let done: @Sendable (Result<JobResult?, Error>) -> Void
+    var id = ""
+}
+
+/// A request's regions, their uploaded masks decoded (by region index), ready for the engine.
+struct RegionInput: Sendable {
+    var regions: [Region] = []
+    var masks: [Int: RGBImage] = [:]
+}
+
+/// A job as the studio's queue shows it.
+public struct JobRecord: Sendable {
+    public enum State: String, Sendable {
+        case queued, running, done, failed, cancelled, interrupted
+        var isFinished: Bool { self != .queued && self != .running }
+    }
+    /// "j1", "j2", … in order of submission.
+    public let id: String
+    /// "txt2img", "img2img" or "load-model".
+    public let mode: String
+    public var state = State.queued
+    public var prompt = ""
+    public var width = 0
+    public var height = 0
+    public var steps = 0
+    /// The gallery ids (output file names) of its pictures so far.
+    public var images: [String] = []
+    public var error: String?
+    public let submitted: Date
 }
 
 /// The progress of the running job, as `/sdapi/v1/progress` reports it.
@@ -94,6 +122,9 @@ public final class Engine: @unchecked Sendable {
     public let catalog: ModelCatalog
     private let condition = NSCondition()
     private var queue: [Job] = []
+    private var records: [JobRecord] = []
+    private var jobCounter = 0
+    private var runningID: String?
     private var running = false
     private var state = ProgressSnapshot()
     private var previewCache: (key: [Int], started: Date?, data: Data)?
@@ -159,15 +190,37 @@ public final class Engine: @unchecked Sendable {
         }
     }
 
-    /// Queues `job`, or throws 429 when the queue is full.
-    func submit(_ job: Job) throws {
+    /// Finished jobs kept for the studio's queue view.
+    static let finishedRecordsKept = 100
+
+    /// Queues `job` and returns its record, or throws 429 when the queue is full.
+    @discardableResult
+    func submit(_ job: Job) throws -> JobRecord {
         try condition.withLock {
             guard queue.count < configuration.queueSize else {
                 throw APIError.detail(429, "the queue is full (\(configuration.queueSize) jobs waiting); try again later")
             }
+            jobCounter += 1
+            var job = job
+            job.id = "j\(jobCounter)"
+            var record = JobRecord(id: job.id, mode: "load-model", submitted: Date())
+            if case let .generate(request, image, _, _) = job.kind {
+                record = JobRecord(id: job.id, mode: image == nil ? "txt2img" : "img2img", submitted: record.submitted)
+                record.prompt = request.prompt
+                record.width = request.width
+                record.height = request.height
+                record.steps = request.steps
+            }
+            records.append(record)
+            let finished = records.indices.filter { records[$0].state.isFinished }
+            if finished.count > Self.finishedRecordsKept {
+                let drop = Set(finished.prefix(finished.count - Self.finishedRecordsKept))
+                records = records.enumerated().filter { !drop.contains($0.offset) }.map(\.element)
+            }
             queue.append(job)
             state.jobCount = queue.count + (running ? 1 : 0)
             condition.signal()
+            return record
         }
     }
 
@@ -182,12 +235,57 @@ public final class Engine: @unchecked Sendable {
         }
     }
 
+    /// The jobs running and waiting, in queue order, then the finished ones kept, newest first.
+    public var jobs: [JobRecord] {
+        condition.withLock {
+            let order = Dictionary(uniqueKeysWithValues: queue.enumerated().map { ($0.element.id, $0.offset) })
+            let active = records.filter { !$0.state.isFinished }
+                .sorted { (order[$0.id] ?? -1) < (order[$1.id] ?? -1) }
+            return active + records.filter(\.state.isFinished).reversed()
+        }
+    }
+
+    /// The job `id`, with its place in the queue (1-based; nil unless waiting).
+    public func job(_ id: String) -> (record: JobRecord, position: Int?)? {
+        condition.withLock {
+            guard let record = records.first(where: { $0.id == id }) else { return nil }
+            return (record, queue.firstIndex { $0.id == id }.map { $0 + 1 })
+        }
+    }
+
+    /// Cancels job `id`: a waiting job leaves the queue (its caller gets a 409), the running one is
+    /// interrupted after its current step. nil when there is no such job.
+    @discardableResult
+    public func cancel(_ id: String) -> JobRecord? {
+        let removed: Job? = condition.withLock {
+            guard let index = queue.firstIndex(where: { $0.id == id }) else { return nil }
+            let job = queue.remove(at: index)
+            state.jobCount = queue.count + (running ? 1 : 0)
+            updateRecord(id) { $0.state = .cancelled }
+            return job
+        }
+        if let removed {
+            removed.done(.failure(APIError.detail(409, "job \(id) was cancelled before it started")))
+        } else if condition.withLock({ runningID == id }) {
+            interrupt()
+        }
+        return condition.withLock { records.first { $0.id == id } }
+    }
+
+    /// Applies `change` to the record of job `id`; call with the lock held.
+    private func updateRecord(_ id: String?, _ change: (inout JobRecord) -> Void) {
+        guard let id, let index = records.firstIndex(where: { $0.id == id }) else { return }
+        change(&records[index])
+    }
+
     private func work() {
         while true {
             condition.lock()
             while queue.isEmpty { condition.wait() }
             let job = queue.removeFirst()
             running = true
+            runningID = job.id
+            updateRecord(job.id) { $0.state = .running }
             interruptRequested = false
             state = ProgressSnapshot()
             state.jobCount = queue.count + 1
@@ -199,13 +297,23 @@ public final class Engine: @unchecked Sendable {
                 case .loadModel(let entry):
                     try load(entry, loras: [])
                     result = .success(nil)
-                case let .generate(request, image, mask):
-                    result = .success(try generate(request, image: image, mask: mask))
+                case let .generate(request, image, mask, regions):
+                    result = .success(try generate(request, image: image, mask: mask, regions: regions))
                 }
             } catch {
                 result = .failure(error)
             }
             condition.withLock {
+                let interrupted = state.interrupted
+                updateRecord(job.id) { record in
+                    switch result {
+                    case .success: record.state = interrupted ? .interrupted : .done
+                    case .failure(let error):
+                        record.state = .failed
+                        record.error = Self.message(error)
+                    }
+                }
+                runningID = nil
                 running = false
                 state.jobCount = queue.count
                 state.samplingStep = 0
@@ -287,7 +395,7 @@ public final class Engine: @unchecked Sendable {
             }
         }
         do {
-            _ = try pipeline.embeddingFiles(s, prompts: [s.prompt, s.negativePrompt])
+            _ = try pipeline.embeddingFiles(s, prompts: request.allPrompts)
         } catch {
             throw APIError.validation(field: "prompt", "\(error)")
         }
@@ -296,13 +404,36 @@ public final class Engine: @unchecked Sendable {
 
     func loraRequests(_ request: GenerationRequest) throws -> [LoRARequest] {
         do {
-            return try LoRARequest.fromPrompts([request.prompt, request.negativePrompt])
+            return try LoRARequest.fromPrompts(request.allPrompts)
         } catch {
             throw APIError.validation(field: "prompt", "\(error)")
         }
     }
 
-    private func generate(_ request: GenerationRequest, image: RGBImage?, mask: Tensor?) throws -> JobResult {
+    /// The text of an error as the studio shows it: an API error's detail, else its description.
+    static func message(_ error: Error) -> String {
+        guard let error = error as? APIError else { return "\(error)" }
+        switch error.body["detail"] {
+        case .string(let text)?: return text
+        case .array(let problems)?:
+            return problems.compactMap { problem -> String? in
+                guard case .string(let message)? = problem["msg"] else { return nil }
+                if case .array(let location)? = problem["loc"], case .string(let field)? = location.last { return "\(field): \(message)" }
+                return message
+            }.joined(separator: "; ")
+        default: return error.description
+        }
+    }
+
+    /// The composition of a request's regions over its prompt.
+    func composition(_ request: GenerationRequest, regions: [Region], steps: Int) -> Composition {
+        var composition = Composition(regions: regions, bootstrapSteps: 0, fewStepMode: request.fewStep)
+        composition.bootstrapSteps = request.bootstrapSteps
+            ?? Composition.defaultBootstrapSteps(steps: steps, fewStep: composition.usesFewStep(steps: steps))
+        return composition
+    }
+
+    private func generate(_ request: GenerationRequest, image: RGBImage?, mask: Tensor?, regions: RegionInput) throws -> JobResult {
         guard let entry = currentModel else { throw APIError.detail(500, "no model loaded") }
         try load(entry, loras: try loraRequests(request))
         guard let pipeline = currentPipeline else { throw APIError.detail(500, "no model loaded") }
@@ -322,9 +453,13 @@ public final class Engine: @unchecked Sendable {
             var s = first
             s.seed = first.seed &+ UInt64(index)
             var extra: [Infotext.Field] = []
-            var loop: DenoisingLoop<AnyScheduler>
+            var loop: any DenoisingProcess
             var overlay: Tensor?
-            if let image {
+            if !regions.regions.isEmpty {
+                let composition = composition(request, regions: regions.regions, steps: s.steps)
+                extra += composition.infotextFields(steps: s.steps)
+                loop = try pipeline.regionLoop(s, composition: composition)
+            } else if let image {
                 extra.append(Infotext.Field("Denoising strength", String(request.denoisingStrength)))
                 if let mask {
                     extra.append(Infotext.Field("Mask blur", String(Int(request.maskBlur))))
@@ -355,18 +490,48 @@ public final class Engine: @unchecked Sendable {
             if let image, let overlay {
                 picture = Mask.composite(generated: picture, original: image, mask: overlay)
             }
-            let text = try pipeline.parameters(s, modelHash: hash, extra: extra)
+            let text = try pipeline.parameters(s, modelHash: hash, extra: extra,
+                                               otherPrompts: request.regions.flatMap { [$0.prompt, $0.negativePrompt] })
             let url = condition.withLock { () -> URL in
                 defer { outputCounter += 1 }
                 return configuration.outputs.appendingPathComponent(String(format: "%05d-%llu.png", outputCounter, s.seed))
             }
-            try PNG.write(picture, to: url, text: [(key: "parameters", value: text)])
+            var chunks = [(key: "parameters", value: text)]
+            if !request.regions.isEmpty {
+                chunks.append((key: "regions", value: try regionsText(request, masks: regions.masks, output: url)))
+            }
+            try PNG.write(picture, to: url, text: chunks)
             result.images.append(request.sendImages ? try Data(contentsOf: url) : Data())
             result.seeds.append(s.seed)
             result.infotexts.append(text)
-            condition.withLock { state.imagesDone = index + 1 }
+            condition.withLock {
+                state.imagesDone = index + 1
+                updateRecord(runningID) { $0.images.append(url.lastPathComponent) }
+            }
         }
         return result
+    }
+
+    /// The regions as `panorama compose` records them in the PNG's "regions" chunk; an uploaded
+    /// mask is written beside the picture (`NAME-regionK.png`) and named relative to it, so
+    /// `panorama compose --from-png` and the studio's "use these parameters" find it.
+    private func regionsText(_ request: GenerationRequest, masks: [Int: RGBImage], output: URL) throws -> String {
+        var objects: [JSONValue] = []
+        for (k, region) in request.regions.enumerated() {
+            var o: [String: JSONValue] = ["prompt": .string(region.prompt)]
+            if let rect = region.rect { o["rect"] = .array(rect.map(JSONValue.number)) }
+            if let mask = masks[k] {
+                let name = output.deletingPathExtension().lastPathComponent + "-region\(k + 1).png"
+                try PNG.write(mask, to: output.deletingLastPathComponent().appendingPathComponent(name))
+                o["mask"] = .string(name)
+            }
+            if !region.negativePrompt.isEmpty { o["negative_prompt"] = .string(region.negativePrompt) }
+            if let g = region.guidance { o["guidance"] = .number(g) }
+            if region.weight != 1 { o["weight"] = .number(region.weight) }
+            if region.feather > 0 { o["feather"] = .number(region.feather) }
+            objects.append(.object(o))
+        }
+        return JSONValue.array(objects).text
     }
 
     /// One past the highest `NNNNN-` prefix in `folder`, as A1111 numbers its outputs.

@@ -11,6 +11,12 @@ import Schedulers
 /// - `panorama_window_weights` (string): "uniform" (default), "gaussian" or "gaussian:SIGMA".
 /// - `panorama_stride` (int): window stride in latent pixels (default 8).
 /// - `panorama_timestep_spacing` (string): "leading", "linspace" or "trailing".
+/// - `panorama_regions` (list): a prompt per region over `prompt` as the background, as
+///   `panorama compose` (see `RegionRequest`).
+/// - `panorama_bootstrap_steps` (int): steps with bootstrapping (default: a fifth of the steps; 1
+///   with the few-step fixes).
+/// - `panorama_few_step` (string): StreamMultiDiffusion's few-step fixes for regions: "auto"
+///   (default: below 8 steps), "on" or "off".
 ///
 /// Fields A1111 has that do not apply here (`restore_faces`, `tiling`, `subseed`, `hr_*`,
 /// `override_settings`, `script_name`, …) are accepted and ignored, as are unknown fields.
@@ -41,6 +47,9 @@ public struct GenerationRequest: Sendable {
     public var windowWeights = "uniform"
     public var stride = 8
     public var timestepSpacing: String?
+    public var regions: [RegionRequest] = []
+    public var bootstrapSteps: Int?
+    public var fewStep: FewStepMode = .automatic
     /// What the request asked for, as A1111 echoes it in `parameters`.
     public var echo: JSONValue = .object([:])
 
@@ -75,6 +84,11 @@ public struct GenerationRequest: Sendable {
         windowWeights = r.string("panorama_window_weights", "uniform") ?? "uniform"
         stride = r.int("panorama_stride", 8)
         timestepSpacing = r.string("panorama_timestep_spacing", nil)
+        regions = r.regions("panorama_regions")
+        bootstrapSteps = r.object["panorama_bootstrap_steps"].map { _ in r.int("panorama_bootstrap_steps", 0) }
+        let fewStepName = r.string("panorama_few_step", "auto") ?? "auto"
+        fewStep = FewStepMode(rawValue: fewStepName.lowercased()) ?? .automatic
+        r.check(FewStepMode(rawValue: fewStepName.lowercased()) != nil, "panorama_few_step", "panorama_few_step must be auto, on or off")
 
         r.check(steps >= 1 && steps <= 1000, "steps", "steps must be between 1 and 1000")
         r.check(cfgScale.isFinite && cfgScale >= 0 && cfgScale <= 100, "cfg_scale", "cfg_scale must be between 0 and 100")
@@ -98,6 +112,14 @@ public struct GenerationRequest: Sendable {
             r.check(Sampler.timestepSpacings.contains(spacing), "panorama_timestep_spacing",
                     "panorama_timestep_spacing must be one of \(Sampler.timestepSpacings.joined(separator: ", "))")
         }
+        if let bootstrapSteps {
+            r.check(bootstrapSteps >= 0 && bootstrapSteps <= steps, "panorama_bootstrap_steps",
+                    "panorama_bootstrap_steps must be between 0 and the \(steps) steps")
+        }
+        if !regions.isEmpty {
+            r.check(!spot, "panorama_spot", "SpotDiffusion windows are not available with panorama_regions")
+            r.check(!img2img, "panorama_regions", "panorama_regions apply to txt2img only")
+        }
         if img2img {
             r.check(denoisingStrength.isFinite && denoisingStrength > 0 && denoisingStrength <= 1, "denoising_strength",
                     "denoising_strength must be more than 0 and at most 1")
@@ -106,6 +128,12 @@ public struct GenerationRequest: Sendable {
         }
         try r.finish()
         echo = body
+    }
+
+    /// The prompt, the negative prompt and every region's prompts (LoRA tags and embeddings are
+    /// looked for in all of them).
+    public var allPrompts: [String] {
+        [prompt, negativePrompt] + regions.flatMap { [$0.prompt, $0.negativePrompt] }
     }
 
     /// The sampler, from A1111's name (and schedule type), or A1111's 404 "Sampler not found".
@@ -138,6 +166,72 @@ public struct GenerationRequest: Sendable {
             throw APIError.validation(field: "scheduler", "schedule type \(scheduler!) is not available for \(name) here (schedule types: \(available); Karras with DPM++ 2M only, SGM Uniform with Euler and Euler a only)")
         }
         return (sampler, spacing)
+    }
+}
+
+/// One entry of `panorama_regions`: `{"rect": [x, y, w, h]}` in canvas pixels (fractions of the
+/// canvas when all four are at most 1) or `{"mask": base64 image}` (white inside, scaled to the
+/// canvas), with `"prompt"` and optionally `"negative_prompt"`, `"guidance"`, `"weight"` (default 1)
+/// and `"feather"` (pixels of soft rectangle edge).
+public struct RegionRequest: Sendable, Equatable {
+    public var rect: [Double]?
+    public var mask: String?
+    public var prompt: String
+    public var negativePrompt = ""
+    public var guidance: Double?
+    public var weight: Double = 1
+    public var feather: Double = 0
+
+    /// The most regions a request may hold (each costs a denoise per window it touches).
+    public static let maximumCount = 32
+}
+
+extension FieldReader {
+    /// `panorama_regions`: every problem is located at its entry and field.
+    mutating func regions(_ key: String) -> [RegionRequest] {
+        switch object[key] {
+        case nil, .null?: return []
+        case .array(let items)?:
+            guard items.count <= RegionRequest.maximumCount else {
+                check(false, key, "at most \(RegionRequest.maximumCount) regions")
+                return []
+            }
+            var result: [RegionRequest] = []
+            for (i, item) in items.enumerated() {
+                let at = [key, String(i)]
+                guard case .object = item, var entry = try? FieldReader(item) else {
+                    problems.append(FieldProblem(location: ["body"] + at, message: "value is not a valid dict", type: "type_error.dict"))
+                    continue
+                }
+                var region = RegionRequest(prompt: entry.string("prompt", "") ?? "")
+                if let value = entry.object["rect"] {
+                    if case .array(let numbers) = value, numbers.count == 4,
+                       case let parsed = numbers.compactMap({ if case .number(let n) = $0, n.isFinite { n } else { nil } }), parsed.count == 4 {
+                        region.rect = parsed
+                    } else {
+                        entry.check(false, "rect", "rect must be four numbers [x, y, w, h]")
+                    }
+                }
+                region.mask = entry.string("mask", nil)
+                region.negativePrompt = entry.string("negative_prompt", "") ?? ""
+                region.guidance = entry.double("guidance", nil)
+                region.weight = entry.double("weight", 1) ?? 1
+                region.feather = entry.double("feather", 0) ?? 0
+                entry.check((region.rect == nil) != (region.mask == nil), "rect", "give exactly one of rect and mask")
+                entry.check(!region.prompt.trimmingCharacters(in: .whitespaces).isEmpty, "prompt", "a region needs a prompt")
+                entry.check(region.weight.isFinite && region.weight > 0 && region.weight <= 100, "weight", "weight must be more than 0 and at most 100")
+                entry.check(region.feather.isFinite && region.feather >= 0 && region.feather <= 4096, "feather", "feather must be between 0 and 4096 pixels")
+                if let g = region.guidance { entry.check(g.isFinite && g >= 0 && g <= 100, "guidance", "guidance must be between 0 and 100") }
+                for p in entry.problems {
+                    problems.append(FieldProblem(location: ["body"] + at + p.location.dropFirst(), message: p.message, type: p.type))
+                }
+                result.append(region)
+            }
+            return result
+        default:
+            check(false, key, "value is not a valid list")
+            return []
+        }
     }
 }
 

@@ -10,7 +10,8 @@ import Weights
 /// Endpoints: `POST /sdapi/v1/txt2img`, `POST /sdapi/v1/img2img`, `GET /sdapi/v1/sd-models`,
 /// `GET`/`POST /sdapi/v1/options`, `GET /sdapi/v1/samplers`, `GET /sdapi/v1/schedulers`,
 /// `GET /sdapi/v1/loras`, `GET /sdapi/v1/embeddings`, `GET /sdapi/v1/progress`,
-/// `POST /sdapi/v1/interrupt`, `POST /sdapi/v1/png-info`.
+/// `POST /sdapi/v1/interrupt`, `POST /sdapi/v1/png-info`; and the studio's own under
+/// `/panorama/v1` (`StudioAPI`).
 public struct PanoramaServer: Sendable {
     public let engine: Engine
 
@@ -56,6 +57,22 @@ public struct PanoramaServer: Sendable {
         }
         router.post("/sdapi/v1/interrupt") { _, _ in await api.respond { api.engine.interrupt(); return [:] } }
         router.post("/sdapi/v1/png-info") { request, _ in await api.respond { try await api.pngInfo(request) } }
+
+        let studio = StudioAPI(api: api)
+        router.get("/panorama/v1/config") { _, _ in await api.respond { try studio.config() } }
+        router.post("/panorama/v1/tokens") { request, _ in await api.respond { try await studio.tokens(request) } }
+        router.post("/panorama/v1/jobs") { request, _ in await api.respondRaw { try await studio.submit(request) } }
+        router.get("/panorama/v1/jobs") { _, _ in await api.respond { studio.jobs() } }
+        router.get("/panorama/v1/jobs/:id") { _, context in
+            await api.respond { try studio.job(context.parameters.get("id") ?? "") }
+        }
+        router.delete("/panorama/v1/jobs/:id") { _, context in
+            await api.respond { try studio.cancel(context.parameters.get("id") ?? "") }
+        }
+        router.get("/panorama/v1/gallery") { request, _ in await api.respond { try studio.galleryList(request) } }
+        router.get("/panorama/v1/gallery/:id") { _, context in
+            await api.respondRaw { try studio.galleryImage(context.parameters.get("id") ?? "") }
+        }
         addStudioRoutes(to: router)
         return router
     }
