@@ -334,8 +334,9 @@ label.slider output { grid-column: 2; grid-row: 1 / span 2; align-self: end; tex
 .region-item .head .spacer { flex: 1; }
 .region-item .head button { padding: 1px 7px; font-size: 12px; }
 .region-item textarea { font-size: 13px; }
-.region-item .opts { display: flex; gap: 6px; align-items: center; font-size: 12px; color: var(--muted); }
-.region-item .opts input[type="number"] { width: 64px; }
+.region-item .opts { display: flex; flex-wrap: wrap; gap: 6px 10px; align-items: center; font-size: 12px; color: var(--muted); }
+.region-item .opts label:not(.file-button) { display: flex; align-items: center; gap: 4px; white-space: nowrap; }
+.region-item .opts input[type="number"] { width: 58px; padding: 3px 5px; }
 .region-item .opts .file-button { font-size: 12px; padding: 2px 8px; }
 
 .lower { padding: 14px 16px 24px; }
@@ -353,7 +354,7 @@ label.slider output { grid-column: 2; grid-row: 1 / span 2; align-self: end; tex
 .job .bar { grid-column: 1 / -1; height: 4px; background: var(--bg); border-radius: 2px; overflow: hidden; }
 .job .bar div { height: 100%; background: var(--accent); }
 .job .error { grid-column: 1 / -1; color: var(--danger); white-space: pre-wrap; }
-.job button { padding: 1px 8px; font-size: 12px; }
+.job button { padding: 1px 8px; font-size: 12px; align-self: start; }
 .job .thumbs { grid-column: 1 / -1; display: flex; gap: 4px; overflow: hidden; }
 .job .thumbs img { height: 36px; border-radius: 3px; cursor: pointer; border: 1px solid var(--line); }
 .gallery-head { display: flex; align-items: center; gap: 8px; margin-bottom: 8px; }

@@ -960,16 +960,18 @@ async function handleFinished() {
 }
 
 const jobNodes = new Map();
-/** Rebuilds only the jobs that changed, so a Cancel button is not replaced under the pointer. */
+/** Keeps one element per job and updates it in place, so a Cancel button is never replaced
+ *  under the pointer while its job's progress moves. */
 function renderQueue() {
   const shown = state.jobs.slice(0, 20);
   const nodes = shown.map((job) => {
-    const signature = JSON.stringify(job) + state.myJobs.has(job.id);
-    const known = jobNodes.get(job.id);
-    if (known && known.signature === signature) return known.node;
-    const node = jobItem(job);
-    jobNodes.set(job.id, { signature, node });
-    return node;
+    let entry = jobNodes.get(job.id);
+    if (!entry) {
+      entry = jobItem(job);
+      jobNodes.set(job.id, entry);
+    }
+    updateJobItem(entry, job);
+    return entry.node;
   });
   for (const id of [...jobNodes.keys()]) if (!shown.some((job) => job.id === id)) jobNodes.delete(id);
   const list = $('queue-list');
@@ -977,30 +979,47 @@ function renderQueue() {
   $('queue-empty').hidden = shown.length > 0;
 }
 
+/** A job's element and the parts that change. */
 function jobItem(job) {
-  const item = el('li', { className: `job${state.myJobs.has(job.id) ? ' mine' : ''}`, dataset: { state: job.state, job: job.id, testid: `job-${job.id}` } });
-  const meta = [`${job.width} × ${job.height}`, `${job.steps} steps`, job.mode];
+  const parts = {
+    state: el('span', { className: 'state' }),
+    meta: el('span', { text: ` · ${job.width} × ${job.height} · ${job.steps} steps · ${job.mode}` }),
+    cancel: el('button', { type: 'button', className: 'danger', text: 'Cancel', dataset: { testid: `cancel-${job.id}` }, onclick: () => cancelJob(job.id) }),
+    time: el('span', { className: 'meta', text: job.submitted ? new Date(job.submitted * 1000).toLocaleTimeString() : '' }),
+    fill: el('div'),
+    error: el('span', { className: 'error' }),
+    thumbs: el('div', { className: 'thumbs' }),
+  };
+  parts.bar = el('div', { className: 'bar' }, [parts.fill]);
+  const node = el('li', { className: `job${state.myJobs.has(job.id) ? ' mine' : ''}`, dataset: { job: job.id, testid: `job-${job.id}` } }, [
+    el('span', { className: 'prompt', text: job.prompt || '(no prompt)', title: job.prompt || '' }),
+    el('span', { className: 'meta' }, [parts.state, parts.meta]),
+    parts.cancel, parts.time, parts.bar, parts.error, parts.thumbs,
+  ]);
+  return { node, parts, images: '' };
+}
+
+function updateJobItem(entry, job) {
+  const { node, parts } = entry;
+  node.dataset.state = job.state;
   let stateText = job.state;
   if (job.state === 'queued' && job.position) stateText = `queued #${job.position}`;
-  if (job.state === 'running') stateText = `running ${Math.round((job.progress || 0) * 100)} %${Number.isFinite(job.eta) ? ` · ETA ${formatDuration(job.eta)}` : ''}`;
+  if (job.state === 'running') stateText = `running ${Math.round((job.progress || 0) * 100)} %${job.eta > 0 ? ` · ETA ${formatDuration(job.eta)}` : ''}`;
+  parts.state.textContent = stateText;
   const live = !FINAL_STATES.has(job.state);
-  item.append(
-    el('span', { className: 'prompt', text: job.prompt || '(no prompt)', title: job.prompt || '' }),
-    el('span', { className: 'meta' }, [el('span', { className: 'state', text: stateText }), ` · ${meta.join(' · ')}`]),
-    live ? el('button', { type: 'button', className: 'danger', text: 'Cancel', dataset: { testid: `cancel-${job.id}` }, onclick: () => cancelJob(job.id) })
-         : el('span', { className: 'meta', text: job.submitted ? new Date(job.submitted * 1000).toLocaleTimeString() : '' }),
-  );
-  if (job.state === 'running') {
-    const fill = el('div');
-    fill.style.width = `${(job.progress || 0) * 100}%`;
-    item.append(el('div', { className: 'bar' }, [fill]));
+  parts.cancel.hidden = !live;
+  parts.time.hidden = live;
+  parts.bar.hidden = job.state !== 'running';
+  parts.fill.style.width = `${(job.progress || 0) * 100}%`;
+  parts.error.textContent = job.error || '';
+  parts.error.hidden = !job.error;
+  const images = (job.images || []).join('/');
+  if (images !== entry.images) {
+    entry.images = images;
+    parts.thumbs.replaceChildren(...(job.images || []).slice(0, 8).map((id) =>
+      el('img', { src: galleryURL(id), alt: id, title: id, loading: 'lazy', onclick: () => openGalleryItem(id) })));
   }
-  if (job.error) item.append(el('span', { className: 'error', text: job.error }));
-  if (job.images && job.images.length) {
-    item.append(el('div', { className: 'thumbs' }, job.images.slice(0, 8).map((id) =>
-      el('img', { src: galleryURL(id), alt: id, title: id, loading: 'lazy', onclick: () => openGalleryItem(id) }))));
-  }
-  return item;
+  parts.thumbs.hidden = !images;
 }
 
 async function cancelJob(id) {
