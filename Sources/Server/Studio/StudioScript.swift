@@ -32,6 +32,7 @@ const state = {
   canvasSource: null,
   previews: 0,
   detail: null,
+  finishedSignature: '',
 };
 
 // ---------------------------------------------------------------- API
@@ -152,7 +153,9 @@ function save() {
   const fields = {};
   for (const id of SAVED_FIELDS) fields[id] = $(id).type === 'checkbox' ? $(id).checked : $(id).value;
   const regions = state.regions.map(({ id, ...region }) => region);
-  const saved = { fields, mode: state.mode, regions, size: state.size, lastSeed: state.lastSeed };
+  // jobs still to finish, so a reload goes on showing their previews and results
+  const pending = [...state.myJobs].filter((id) => !state.handledJobs.has(id));
+  const saved = { fields, mode: state.mode, regions, size: state.size, lastSeed: state.lastSeed, pending };
   try {
     localStorage.setItem(STORAGE_KEY, JSON.stringify(saved));
   } catch {
@@ -174,6 +177,7 @@ function restore() {
   }
   if (saved.size) state.size = { w: saved.size.w, h: saved.size.h };
   state.lastSeed = saved.lastSeed ?? null;
+  for (const id of saved.pending || []) state.myJobs.add(id);
   state.regions = [];
   for (const region of saved.regions || []) addRegion(region, false);
   setMode(saved.mode || 'txt2img');
@@ -730,6 +734,8 @@ function canvasPoint(event) {
 function onPointerDown(event) {
   if (event.button !== 0) return;
   const point = canvasPoint(event);
+  // leave any text field, so Delete then removes the selected region
+  if (document.activeElement instanceof HTMLElement) document.activeElement.blur();
   $('region-layer').setPointerCapture(event.pointerId);
   event.preventDefault();
   if (state.tool === 'none') return;
@@ -952,9 +958,17 @@ async function handleFinished() {
       if (state.canvasSource === 'preview') showSourceOrNothing();
     }
   }
+  // a job the server no longer lists (it restarted, or the job aged out) will not finish here
+  for (const id of state.myJobs) if (!state.jobs.some((job) => job.id === id)) state.handledJobs.add(id);
   const anyRunning = state.jobs.some((job) => job.state === 'running');
   if (!anyRunning && $('progress').dataset.state === 'running' && ![...state.myJobs].some((id) => !state.handledJobs.has(id))) {
     setProgress(0, 'Idle', 'idle');
+  }
+  // any job finishing (this page's or another client's) adds pictures to the gallery
+  const finished = state.jobs.filter((job) => job.state === 'done').map((job) => job.id).join(',');
+  if (finished !== state.finishedSignature) {
+    refresh = refresh || state.finishedSignature !== '';
+    state.finishedSignature = finished;
   }
   if (refresh) { saveSoon(); await loadGallery(true); }
 }

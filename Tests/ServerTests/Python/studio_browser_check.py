@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Drives the studio page in headless Chromium through Selenium, as a user would.
 
-Opens the page, types a prompt, sets a small size, draws two regions with the mouse (and
-moves and resizes one), gives each a prompt, generates, watches the live preview arrive, waits
-for the result, opens it in the gallery, checks its PNG Info, and puts its parameters back in
-the form with "Use these parameters". Screenshots of each stage go to --screenshots.
+Opens the page, inserts a LoRA from the picker, types a prompt, sets a small size, draws two
+regions with the mouse (moves and resizes one, deletes a third with the Delete key), gives each
+a prompt, generates with Ctrl+Enter, watches the live preview arrive, waits for the result,
+reuses its seed, opens it in the gallery, checks its PNG Info, puts its parameters back in the
+form with "Use these parameters", and reloads to see the form kept. Screenshots of each stage
+go to --screenshots.
 
 Exit status 0 on success; 1 with a message naming the failed step otherwise.
 Uses Debian's /usr/bin/chromium and /usr/bin/chromedriver: Selenium Manager never runs (there
@@ -22,7 +24,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 PROMPT = "snowy mountains at sunset"
 REGION_PROMPTS = ["a calm sea under a starry night sky", "snowy mountains at noon"]
@@ -128,6 +130,11 @@ class Check:
             raise CheckFailed("the page loads something from another origin")
         self.shot("01-loaded")
 
+        loras = [o.get_attribute("value") for o in self.finds("#lora-picker option") if o.get_attribute("value")]
+        if loras:
+            Select(self.find("#lora-picker")).select_by_value(loras[0])
+            if f"<lora:{loras[0]}:1>" not in self.find("#prompt").get_attribute("value"):
+                raise CheckFailed(f"choosing LoRA {loras[0]} left the prompt {self.find('#prompt').get_attribute('value')!r}")
         self.type_into("#prompt", PROMPT)
         self.wait("the prompt's token count", lambda: self.find("#prompt-tokens").text not in ("", "0/75", "–"), timeout=5)
         self.log(f"token counter: {self.find('#prompt-tokens').text}")
@@ -146,6 +153,13 @@ class Check:
         self.drag(layer, (0.55, 0.15), (0.9, 0.8))
         self.wait("two regions on the canvas", lambda: len(self.finds("#region-layer .region")) == 2, timeout=3)
         before = self.regions()
+        # a third region, deleted again with the Delete key
+        self.drag(layer, (0.47, 0.3), (0.53, 0.7))
+        self.wait("a third region", lambda: len(self.finds("#region-layer .region")) == 3, timeout=3)
+        ActionChains(d).send_keys(Keys.DELETE).perform()
+        self.wait("the Delete key to remove the selected region", lambda: len(self.finds("#region-layer .region")) == 2, timeout=3)
+        if self.regions() != before:
+            raise CheckFailed(f"Delete removed the wrong region: {before} -> {self.regions()}")
         # move the second region right, then resize it by its bottom-right corner
         self.drag(layer, (0.7, 0.5), (0.75, 0.5))
         handle = self.find("#region-layer .region.selected .handle[data-corner='se']")
@@ -158,8 +172,8 @@ class Check:
             self.type_into(f"[data-testid='region-prompt-{index}']", text)
         self.shot("02-regions")
 
-        self.find("#generate").click()
-        self.wait("the job in the queue", lambda: len(self.finds("#queue-list .job.mine")) > 0, timeout=10)
+        ActionChains(d).key_down(Keys.CONTROL).send_keys(Keys.ENTER).key_up(Keys.CONTROL).perform()
+        self.wait("the job in the queue (after Ctrl+Enter)", lambda: len(self.finds("#queue-list .job.mine")) > 0, timeout=10)
         self.log(f"queued: {self.find('#queue-list .job.mine').text!r}")
         self.wait("a live preview on the canvas", lambda: int(self.find("#canvas-image").get_attribute("data-previews") or 0) > 0
                   or self.find("#progress-text").text.startswith(("Done", "Failed", "Interrupted")), timeout=60, poll=0.05)
@@ -177,6 +191,10 @@ class Check:
         self.wait("the result to load", lambda: d.execute_script("const i = document.getElementById('canvas-image'); return i.complete && i.naturalWidth > 0"))
         self.log(f"done: {self.find('#progress-text').text!r}")
         self.shot("04-done")
+        self.find("#seed-random").click()
+        self.find("#seed-reuse").click()
+        if self.find("#seed").get_attribute("value") != "42":
+            raise CheckFailed(f"the last-seed button set the seed to {self.find('#seed').get_attribute('value')!r}, not 42")
 
         # change the form, then get the picture's parameters back from the gallery
         self.type_into("#prompt", "something else")
