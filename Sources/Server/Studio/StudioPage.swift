@@ -116,7 +116,7 @@ enum StudioPage {
         <div class="grid2">
           <label title="How overlapping windows are blended">Window weights<select id="window-weights"><option value="uniform">Uniform</option><option value="gaussian">Gaussian</option></select></label>
           <label title="Few-step handling of regions for LCM / TCD models">Few-step regions<select id="few-step"><option value="auto">Auto</option><option value="on">On</option><option value="off">Off</option></select></label>
-          <label class="num" title="Steps at the start where each region is denoised on its own before blending">Bootstrap steps<input type="number" id="bootstrap-steps" min="0" max="50" value=""></label>
+          <label class="num" title="Steps at the start where each region is denoised on its own before blending">Bootstrap steps<input type="number" id="bootstrap-steps" min="0" max="50" value="" placeholder="auto"></label>
           <label class="check" title="SpotDiffusion: shifting non-overlapping windows (faster, rougher)"><input type="checkbox" id="spot"> Spot windows</label>
         </div>
       </details>

@@ -995,9 +995,11 @@ function renderQueue() {
 
 /** A job's element and the parts that change. */
 function jobItem(job) {
+  // a model switch goes through the queue too, as a job without a picture
+  const loading = job.mode === 'load-model';
   const parts = {
     state: el('span', { className: 'state' }),
-    meta: el('span', { text: ` · ${job.width} × ${job.height} · ${job.steps} steps · ${job.mode}` }),
+    meta: el('span', { text: loading ? ' · model switch' : ` · ${job.width} × ${job.height} · ${job.steps} steps · ${job.mode}` }),
     cancel: el('button', { type: 'button', className: 'danger', text: 'Cancel', dataset: { testid: `cancel-${job.id}` }, onclick: () => cancelJob(job.id) }),
     time: el('span', { className: 'meta', text: job.submitted ? new Date(job.submitted * 1000).toLocaleTimeString() : '' }),
     fill: el('div'),
@@ -1006,7 +1008,7 @@ function jobItem(job) {
   };
   parts.bar = el('div', { className: 'bar' }, [parts.fill]);
   const node = el('li', { className: `job${state.myJobs.has(job.id) ? ' mine' : ''}`, dataset: { job: job.id, testid: `job-${job.id}` } }, [
-    el('span', { className: 'prompt', text: job.prompt || '(no prompt)', title: job.prompt || '' }),
+    el('span', { className: 'prompt', text: loading ? `Loading ${job.prompt || 'a model'}` : job.prompt || '(no prompt)', title: job.prompt || '' }),
     el('span', { className: 'meta' }, [parts.state, parts.meta]),
     parts.cancel, parts.time, parts.bar, parts.error, parts.thumbs,
   ]);
