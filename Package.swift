@@ -19,6 +19,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
         .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS",
@@ -41,6 +42,7 @@ let package = Package(
         .target(name: "Server", dependencies: [
             "Renderer", "Imaging", "Models", "Schedulers", "Tokenization", "Weights", "Tensors",
             .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: optimise),
         .executableTarget(name: "PanoramaCLI", dependencies: [
             "Server", "Renderer", "Imaging", "Models", "Schedulers", "Tokenization", "Weights", "Tensors",

@@ -1,5 +1,6 @@
 import Foundation
 import Imaging
+import Logging
 import Models
 import Renderer
 import Schedulers
@@ -27,6 +28,8 @@ public struct ServerConfiguration: Sendable {
     public var limits = SizeLimits()
     /// Largest request body (413 beyond).
     public var maxBodyBytes = 64 << 20
+    /// The HTTP server's log level (tests that stop servers by cancelling them use `.critical`).
+    public var logLevel = Logger.Level.info
 
     public init() {}
 }

@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import Imaging
+import Logging
 import Renderer
 import Tensors
 import Weights
@@ -82,10 +83,13 @@ public struct PanoramaServer: Sendable {
     public func makeApplication(onRunning: @escaping @Sendable (Int) async -> Void = { _ in })
         -> some ApplicationProtocol {
         let configuration = engine.configuration
+        var logger = Logger(label: "panorama")
+        logger.logLevel = configuration.logLevel
         return Application(router: makeRouter(),
                            configuration: .init(address: .hostname(configuration.host, port: configuration.port),
                                                 serverName: "panorama"),
-                           onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? configuration.port) })
+                           onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? configuration.port) },
+                           logger: logger)
     }
 
     /// Serves until SIGINT or SIGTERM.

@@ -113,6 +113,14 @@ public struct CLIPTextConfig: JSONConfiguration, Equatable {
 
 extension CLIPTextConfig: ConsistencyChecked {
     func inconsistency() -> (key: String, problem: String)? {
+        // Sizes from a file are bounded before anything is allocated from them (a layer count of
+        // 10⁹ would otherwise reserve that many layers); the bounds are far above any CLIP.
+        for (key, value, limit) in [("num_hidden_layers", numHiddenLayers, 256), ("hidden_size", hiddenSize, 1 << 16),
+                                    ("intermediate_size", intermediateSize, 1 << 18), ("num_attention_heads", numAttentionHeads, 1024),
+                                    ("vocab_size", vocabSize, 1 << 22), ("max_position_embeddings", maxPositionEmbeddings, 1 << 16)]
+            where value < 1 || value > limit {
+            return (key, "is \(value); it must be between 1 and \(limit)")
+        }
         guard numAttentionHeads > 0, hiddenSize % numAttentionHeads == 0 else {
             return ("num_attention_heads", "is \(numAttentionHeads), which does not divide hidden_size "
                 + "\(hiddenSize)")

@@ -358,6 +358,24 @@ public final class SafeTensorsFile: @unchecked Sendable {
             entries[name] = TensorInfo(name: name, dtype: dtype, shape: shape,
                                        byteRange: (dataStart + begin)..<(dataStart + end))
         }
+        // The format (as its reference reader enforces) indexes the data buffer entirely: sorted by
+        // offset, each tensor starts where the one before ends, and the last ends at the file's end.
+        // Overlapping tensors would alias each other's bytes.
+        var expected = dataStart
+        for info in entries.values.sorted(by: { ($0.byteRange.lowerBound, $0.byteRange.upperBound) < ($1.byteRange.lowerBound, $1.byteRange.upperBound) }) {
+            let (begin, end) = (info.byteRange.lowerBound - dataStart, info.byteRange.upperBound - dataStart)
+            guard info.byteRange.lowerBound == expected else {
+                let problem = info.byteRange.lowerBound < expected
+                    ? "has data_offsets [\(begin), \(end)], which overlap another tensor's bytes; the file is corrupt"
+                    : "has data_offsets [\(begin), \(end)], which leave bytes \(expected - dataStart)..<\(begin) of the data unused; the file is corrupt"
+                throw WeightsError.corruptTensor(path: path, tensor: info.name, problem: problem)
+            }
+            expected = info.byteRange.upperBound
+        }
+        guard expected == size else {
+            throw WeightsError.corruptFile(path: path, problem: "the tensors' data ends at byte \(expected - dataStart) of the \(dataSize) "
+                + "bytes after the header; the file has trailing bytes or is corrupt")
+        }
         return (entries, metadata)
     }
 

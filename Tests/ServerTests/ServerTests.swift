@@ -27,6 +27,8 @@ final class TestServer: @unchecked Sendable {
         configuration.embeddingsDirectory = Self.fixtures.appendingPathComponent("golden/prompts/embeddings")
         outputs = FileManager.default.temporaryDirectory.appendingPathComponent("panorama-serve-\(UUID().uuidString)")
         configuration.outputs = outputs
+        // each test's server is stopped by cancelling its task, which HummingbirdCore logs as errors
+        configuration.logLevel = .critical
         adjust(&configuration)
         engine = try Engine(configuration: configuration)
         let server = PanoramaServer(engine: engine)

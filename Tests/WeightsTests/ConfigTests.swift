@@ -75,6 +75,15 @@ final class ConfigTests: XCTestCase {
                             contains: ["num_attention_heads"])
     }
 
+    /// Sizes are bounded before the model allocates from them: a text encoder config claiming
+    /// 10⁹ layers once killed the process.
+    func testHostileSizesAreRefused() {
+        for (key, value) in [("num_hidden_layers", "1000000000"), ("num_hidden_layers", "0"), ("hidden_size", "-64"),
+                             ("vocab_size", "9223372036854775807"), ("max_position_embeddings", "0")] {
+            assertThrowsMessage(try decode(CLIPTextConfig.self, "{\"\(key)\": \(value)}"), contains: [key, "must be between 1 and"])
+        }
+    }
+
     func testLoadMissingFile() {
         let url = URL(fileURLWithPath: "/nonexistent/unet/config.json")
         assertThrowsMessage(try UNetConfig.load(from: url), contains: [url.path, "no such file"])

@@ -112,7 +112,32 @@ final class SafeTensorsValidationTests: XCTestCase {
         // Offsets need not be aligned; the header is 7 bytes off alignment and the tensor starts at 1.
         var data: [UInt8] = [0xAA]
         for v in [Float(1.5), -2] { withUnsafeBytes(of: v.bitPattern.littleEndian) { data.append(contentsOf: $0) } }
-        let url = try file(rawSafetensors(header: "{" + entry("u", "F32", "[2]", 1, 9) + "}", data: data))
+        let url = try file(rawSafetensors(header: "{" + entry("pad", "U8", "[1]", 0, 1) + "," + entry("u", "F32", "[2]", 1, 9) + "}",
+                                          data: data))
         XCTAssertEqual(try SafeTensorsFile(url: url).tensor("u").data, [1.5, -2])
+    }
+
+    /// The format indexes the data entirely: overlapping tensors (which would alias each other's
+    /// bytes), holes and trailing bytes are refused, as the reference reader refuses them.
+    func testOverlapsHolesAndTrailingBytes() throws {
+        let data = [UInt8](repeating: 0, count: 32)
+        let cases: [(String, [UInt8], [String])] = [
+            ("{" + entry("a", "F32", "[4]", 0, 16) + "," + entry("b", "F32", "[4]", 8, 24) + "}", Array(data[0..<24]),
+             ["tensor \"b\"", "[8, 24]", "overlap another tensor"]),
+            ("{" + entry("a", "F32", "[8]", 0, 32) + "," + entry("b", "F32", "[4]", 0, 16) + "}", data,
+             ["[0, 32]", "overlap another tensor"]),
+            ("{" + entry("a", "F32", "[4]", 0, 16) + "," + entry("b", "F32", "[2]", 24, 32) + "}", data,
+             ["tensor \"b\"", "leave bytes 16..<24 of the data unused"]),
+            ("{" + entry("a", "F32", "[4]", 0, 16) + "}", data, ["ends at byte 16 of the 32 bytes", "trailing bytes"]),
+            ("{}", [1], ["ends at byte 0 of the 1 bytes"]),
+        ]
+        for (i, (header, bytes, fragments)) in cases.enumerated() {
+            let url = try file(rawSafetensors(header: header, data: bytes), name: "layout\(i).safetensors")
+            assertThrowsMessage(try SafeTensorsFile(url: url), contains: [url.path] + fragments)
+        }
+        // zero-size tensors may sit anywhere in the sequence
+        let empty = try file(rawSafetensors(header: "{" + entry("e", "F32", "[0]", 16, 16) + "," + entry("a", "F32", "[4]", 0, 16) + "}",
+                                            data: Array(data[0..<16])), name: "empty.safetensors")
+        XCTAssertEqual(try SafeTensorsFile(url: empty).tensor("a").data, [0, 0, 0, 0])
     }
 }
