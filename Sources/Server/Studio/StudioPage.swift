@@ -189,7 +189,7 @@ enum StudioPage {
       <div class="row">
         <button type="button" id="detail-use" class="primary" data-testid="use-parameters">Use these parameters</button>
         <button type="button" id="detail-canvas" title="Show the picture on the canvas">Show on canvas</button>
-        <button type="button" id="detail-source" title="Use the picture as the source of image to image">Send to img2img</button>
+        <button type="button" id="detail-source" title="Start img2img, inpaint or outpaint from this picture">Use as source</button>
         <a id="detail-download" class="button" download>Download</a>
         <button type="button" id="detail-close">Close</button>
       </div>
