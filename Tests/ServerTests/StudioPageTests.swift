@@ -46,6 +46,20 @@ final class StudioPageTests: XCTestCase {
         }
     }
 
+    /// Every element the script looks up by id is in the page (a renamed id fails here, not in
+    /// a user's browser).
+    func testScriptIDsExistInThePage() throws {
+        let s = try server
+        let page = try s.fetch("/").text
+        let script = try s.fetch("/studio/studio.js").text
+        let lookup = try NSRegularExpression(pattern: #"\$\('([A-Za-z0-9-]+)'\)"#)
+        let ids = Set(lookup.matches(in: script, range: NSRange(script.startIndex..., in: script)).compactMap {
+            Range($0.range(at: 1), in: script).map { String(script[$0]) }
+        })
+        XCTAssertGreaterThan(ids.count, 40)
+        for id in ids.sorted() { XCTAssertTrue(page.contains(#"id="\#(id)""#), "the script uses #\(id), which the page lacks") }
+    }
+
     /// No CDN, font service or any other origin: the page works offline and leaks nothing.
     func testNoExternalURLs() throws {
         let s = try server

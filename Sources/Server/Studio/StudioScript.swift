@@ -406,11 +406,7 @@ function setTool(tool) {
 
 async function setInitImage(src, name) {
   const image = await loadImage(src);
-  image.id = 'outpaint-source';
-  document.getElementById('outpaint-source')?.remove();
-  image.hidden = true;
-  document.body.append(image);
-  state.initImage = { src, name, width: image.naturalWidth, height: image.naturalHeight };
+  state.initImage = { src, name, image, width: image.naturalWidth, height: image.naturalHeight };
   $('init-info').textContent = `${name}: ${image.naturalWidth} × ${image.naturalHeight}`;
   if (state.mode === 'txt2img') setMode('img2img');
   else showSourceOrNothing();
@@ -426,7 +422,6 @@ async function chooseInitImage(file) {
 
 function clearInitImage() {
   state.initImage = null;
-  document.getElementById('outpaint-source')?.remove();
   $('init-info').textContent = 'No picture yet: choose one or drop it on the canvas.';
   $('init-image').value = '';
   showSourceOrNothing();
@@ -535,7 +530,7 @@ function outpaintPicture() {
   canvas.width = W;
   canvas.height = H;
   const context = canvas.getContext('2d');
-  const image = $('outpaint-source');
+  const { image } = state.initImage;
   context.filter = 'blur(24px)';
   // drawn beyond the edges so the blur does not darken them
   context.drawImage(image, -48, -48, W + 96, H + 96);
