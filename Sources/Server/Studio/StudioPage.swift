@@ -104,12 +104,14 @@ enum StudioPage {
         <label title="How the noise levels are spaced over the steps">Schedule type<select id="scheduler"></select></label>
         <label class="num">Steps<input type="number" id="steps" min="1" max="150" value="20"></label>
         <label class="num" title="Classifier-free guidance: how strongly the prompt is followed">CFG scale<input type="number" id="cfg" min="0" max="30" step="0.5" value="7"></label>
-        <label class="num seed">Seed
-          <span class="seed-row"><input type="number" id="seed" min="-1" step="1" value="-1">
-          <button type="button" id="seed-random" title="Random seed (-1)">⚄</button>
-          <button type="button" id="seed-reuse" title="The last picture's seed">♻</button></span>
-        </label>
-        <label class="num" title="How many pictures, one after another">Batch count<input type="number" id="n-iter" min="1" max="100" value="1"></label>
+        <div class="seed-line">
+          <label class="num seed">Seed
+            <span class="seed-row"><input type="number" id="seed" min="-1" step="1" value="-1">
+            <button type="button" id="seed-random" title="Random seed (-1)">⚄</button>
+            <button type="button" id="seed-reuse" title="The last picture's seed">♻</button></span>
+          </label>
+          <label class="num batch" title="How many pictures, one after another">Batch count<input type="number" id="n-iter" min="1" max="100" value="1"></label>
+        </div>
       </div>
       <details class="advanced">
         <summary>Panorama options</summary>
@@ -265,6 +267,10 @@ label.num input { width: 100%; }
 #swap-size { margin-top: 16px; }
 .grid2 { display: grid; grid-template-columns: 1fr 1fr; gap: 8px; }
 .grid2 select, .grid2 input { color: var(--text); }
+.seed-line { grid-column: 1 / -1; display: flex; gap: 8px; }
+.seed-line .seed { flex: 2.2; }
+.seed-line .batch { flex: 1; }
+label.num { font-size: 12px; color: var(--muted); }
 .seed-row { display: flex; gap: 4px; }
 .seed-row input { flex: 1; }
 .seed-row button { padding: 4px 7px; }

@@ -301,6 +301,8 @@ function updateSizeInfo() {
 
 /** Applies width and height from the inputs (multiples of 8), scaling regions and the mask. */
 function applySize() {
+  // a field being retyped: wait for its number
+  if ($('width').value.trim() === '' || $('height').value.trim() === '') return;
   const limits = (state.config && state.config.limits) || {};
   const maxSide = limits.max_side || 16384;
   const w = clamp(snap(intOf('width', state.size.w)), SNAP, maxSide);
