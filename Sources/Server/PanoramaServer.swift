@@ -74,6 +74,7 @@ public struct PanoramaServer: Sendable {
         router.get("/panorama/v1/gallery/:id") { _, context in
             await api.respondRaw { try studio.galleryImage(context.parameters.get("id") ?? "") }
         }
+        addStudioRoutes(to: router)
         return router
     }
 
