@@ -60,7 +60,7 @@ let package = Package(
         .testTarget(name: "RendererTests", dependencies: ["Renderer", "Imaging", "Models", "Schedulers", "Tokenization", "Weights"]),
         .testTarget(name: "ServerTests", dependencies: [
             "Server", "Renderer", "Imaging", "Weights",
-        ]),
+        ], exclude: ["Python"]),
         .testTarget(name: "PanoramaCLITests", dependencies: ["PanoramaCLI", "Imaging", "Weights", "Tensors"]),
     ]
 )
