@@ -139,10 +139,12 @@ struct API: Sendable {
 
     // MARK: listings and options
 
+    /// `hash` and `sha256` as `ModelCatalog.hashes(of:)` decides (never a large file hashed here).
     func sdModels() -> JSONValue {
         .array(engine.catalog.entries.map { entry in
-            ["title": .string(entry.title), "model_name": .string(entry.modelName), "hash": nil, "sha256": nil,
-             "filename": .string(entry.url.lastPathComponent), "config": nil]
+            let (hash, sha256) = engine.catalog.hashes(of: entry)
+            return ["title": .string(entry.title), "model_name": .string(entry.modelName), "hash": JSONValue(hash),
+                    "sha256": JSONValue(sha256), "filename": .string(entry.url.lastPathComponent), "config": nil]
         })
     }
 
