@@ -24,6 +24,26 @@ final class A1111ClientTests: XCTestCase {
         print("a1111_client_check.py: \(String(format: "%.1f", Date().timeIntervalSince(start))) s")
         XCTAssertEqual(run.status, 0, "a1111_client_check.py failed:\n\(run.output)")
     }
+
+    /// Base64 wrapped in lines (MIME encoders, `base64` on the command line) is taken, as
+    /// A1111's b64decode takes it; other characters are not.
+    func testWrappedBase64() throws {
+        let s = try TestServer { $0.defaultModel = TestServer.fixtures.appendingPathComponent("models/tiny-sd2") }
+        let picture = try base64PNG(width: 256, height: 256, text: [(key: "parameters", value: "a hill\nSteps: 3")]) { x, y in
+            [UInt8(x), UInt8(y), 50]
+        }
+        let wrapped = Data(base64Encoded: picture)!.base64EncodedString(options: [.lineLength76Characters, .endLineWithCarriageReturn, .endLineWithLineFeed])
+        XCTAssertTrue(wrapped.contains("\r\n"))
+        var r = try s.call("POST", "/sdapi/v1/png-info", json: ["image": "data:image/png;base64," + wrapped])
+        XCTAssertEqual(r.status, 200, "\(r.json ?? "")")
+        XCTAssertEqual((r.json as? [String: Any])?["info"] as? String, "a hill\nSteps: 3")
+        r = try s.call("POST", "/sdapi/v1/img2img", json: ["prompt": "x", "init_images": [" " + wrapped + "\n"], "steps": 1, "seed": 1,
+                                                         "width": 256, "height": 256, "denoising_strength": 0.5])
+        XCTAssertEqual(r.status, 200, "\(r.json ?? "")")
+        let spaced = picture.prefix(8) + "!" + picture.dropFirst(8)
+        r = try s.call("POST", "/sdapi/v1/png-info", json: ["image": spaced])
+        XCTAssertEqual(r.status, 422)
+    }
 }
 
 /// `hash` and `sha256` of `/sdapi/v1/sd-models` (see `ModelCatalog.hashes(of:)`).
