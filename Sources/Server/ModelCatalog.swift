@@ -18,13 +18,13 @@ public struct ModelCatalog: Sendable {
     }
 
     public let entries: [Entry]
-    private let hashes: ModelHashes
+    private let hashStore: ModelHashes
 
     /// `hashCache`: where hashes computed before (by the engine loading a model, by the command
     /// line) are found and new ones kept; `eagerHashBytes`: see `hashes(of:)`.
     public init(defaultModel: URL?, modelsDirectory: URL?, hashCache: HashCache? = .shared,
                 eagerHashBytes: Int = ModelHashes.defaultEagerBytes) {
-        hashes = ModelHashes(cache: hashCache, eagerBytes: eagerHashBytes)
+        hashStore = ModelHashes(cache: hashCache, eagerBytes: eagerHashBytes)
         var entries: [Entry] = []
         if let defaultModel { entries.append(Self.entry(defaultModel)) }
         if let modelsDirectory,
@@ -66,9 +66,10 @@ public struct ModelCatalog: Sendable {
     /// every real checkpoint) is listed with the hash found in the hash cache (filled when the
     /// model is loaded) and nil until then; a smaller one is hashed on first sight (well under a
     /// second). Hashes found are kept here per file, with its size and modification time, so a
-    /// listing costs one stat per model and a replaced file is hashed again.
+    /// listing costs a stat per model (and a look in the hash cache for a large one not yet
+    /// hashed), and a replaced file is hashed again.
     public func hashes(of entry: Entry) -> (hash: String?, sha256: String?) {
-        guard let file = Self.weightsFile(of: entry), let sha256 = hashes.sha256(of: file) else { return (nil, nil) }
+        guard let file = Self.weightsFile(of: entry), let sha256 = hashStore.sha256(of: file) else { return (nil, nil) }
         return (String(sha256.prefix(10)), entry.isSingleFile ? sha256 : nil)
     }
 
