@@ -107,7 +107,7 @@ final class InMemoryTests: XCTestCase {
             mutated.replaceSubrange(37..<41, with: Array(type.utf8))  // the chunk after IHDR
             let start = Date()
             XCTAssertThrowsError(try ImageFile.read(data: Data(mutated)), type)
-            XCTAssertLessThan(Date().timeIntervalSince(start), 0.05, type)
+            XCTAssertLessThan(Date().timeIntervalSince(start), 0.25, type)  // 1-3 s before the fix
         }
     }
 
