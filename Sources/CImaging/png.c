@@ -23,35 +23,57 @@ static void on_warning(png_structp png, png_const_charp message) {
     (void)message;
 }
 
-int pk_png_write(const char *path, const uint8_t *pixels, uint32_t width, uint32_t height, int channels,
-                 const char *const *text_keys, const char *const *text_values, int text_count,
-                 char *error, size_t error_size) {
-    FILE *file = fopen(path, "wb");
-    if (!file) {
-        snprintf(error, error_size, "cannot open for writing");
-        return -1;
+/// Where encoded bytes go: a FILE, or a malloc'd buffer grown as needed.
+struct memory_sink {
+    uint8_t *data;
+    size_t size, capacity;
+};
+
+static void write_memory(png_structp png, png_bytep bytes, size_t count) {
+    struct memory_sink *sink = png_get_io_ptr(png);
+    if (count > sink->capacity - sink->size) {
+        size_t capacity = sink->capacity ? sink->capacity : 1 << 16;
+        while (count > capacity - sink->size) {
+            if (capacity > SIZE_MAX / 2) png_error(png, "out of memory");
+            capacity *= 2;
+        }
+        uint8_t *grown = realloc(sink->data, capacity);
+        if (!grown) png_error(png, "out of memory");
+        sink->data = grown;
+        sink->capacity = capacity;
     }
+    memcpy(sink->data + sink->size, bytes, count);
+    sink->size += count;
+}
+
+static void flush_memory(png_structp png) { (void)png; }
+
+/// The encoder behind both writers: to `file`, or else to `sink`.
+static int write_png(FILE *file, struct memory_sink *sink, const uint8_t *pixels, uint32_t width, uint32_t height,
+                     int channels, const char *const *text_keys, const char *const *text_values, int text_count,
+                     char *error, size_t error_size) {
     struct error_context context = {.message = error, .size = error_size};
     png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &context, on_error, on_warning);
     png_infop info = png ? png_create_info_struct(png) : NULL;
-    png_textp text = NULL;
+    // assigned after setjmp and freed after a longjmp: volatile, so its value survives the jump
+    png_textp volatile text = NULL;
     if (!png || !info) {
         snprintf(error, error_size, "out of memory");
         png_destroy_write_struct(&png, &info);
-        fclose(file);
         return -1;
     }
     if (setjmp(context.jump)) {
         free(text);
         png_destroy_write_struct(&png, &info);
-        fclose(file);
         return -1;
     }
-    png_init_io(png, file);
+    if (file) png_init_io(png, file);
+    else png_set_write_fn(png, sink, write_memory, flush_memory);
     png_set_IHDR(png, info, width, height, 8, channels == 4 ? PNG_COLOR_TYPE_RGBA : PNG_COLOR_TYPE_RGB,
                  PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
     if (text_count > 0) {
         text = calloc((size_t)text_count, sizeof(png_text));
+        if (!text) png_error(png, "out of memory");
         for (int i = 0; i < text_count; i++) {
             // tEXt holds Latin-1 only: text with any byte outside ASCII goes into an uncompressed
             // iTXt chunk (UTF-8), as Pillow and so A1111 write it; readers that decode tEXt as
@@ -73,27 +95,65 @@ int pk_png_write(const char *path, const uint8_t *pixels, uint32_t width, uint32
     png_write_end(png, NULL);
     free(text);
     png_destroy_write_struct(&png, &info);
-    if (fclose(file) != 0) {
-        snprintf(error, error_size, "write failed (disk full?)");
-        return -1;
-    }
     return 0;
 }
 
-int pk_png_read_rgb8(const char *path, uint8_t **pixels, uint32_t *width, uint32_t *height,
-                     uint64_t max_pixels, char *error, size_t error_size) {
-    *pixels = NULL;
-    FILE *file = fopen(path, "rb");
+int pk_png_write(const char *path, const uint8_t *pixels, uint32_t width, uint32_t height, int channels,
+                 const char *const *text_keys, const char *const *text_values, int text_count,
+                 char *error, size_t error_size) {
+    FILE *file = fopen(path, "wb");
     if (!file) {
-        snprintf(error, error_size, "cannot open for reading");
+        snprintf(error, error_size, "cannot open for writing");
         return -1;
     }
-    uint8_t signature[8];
-    if (fread(signature, 1, 8, file) != 8 || png_sig_cmp(signature, 0, 8) != 0) {
-        snprintf(error, error_size, "not a PNG file");
-        fclose(file);
+    int status = write_png(file, NULL, pixels, width, height, channels, text_keys, text_values, text_count, error, error_size);
+    if (fclose(file) != 0 && status == 0) {
+        snprintf(error, error_size, "write failed (disk full?)");
         return -1;
     }
+    return status;
+}
+
+int pk_png_write_memory(const uint8_t *pixels, uint32_t width, uint32_t height, int channels,
+                        const char *const *text_keys, const char *const *text_values, int text_count,
+                        uint8_t **data, size_t *size, char *error, size_t error_size) {
+    struct memory_sink sink = {0};
+    *data = NULL;
+    *size = 0;
+    if (write_png(NULL, &sink, pixels, width, height, channels, text_keys, text_values, text_count, error, error_size) != 0) {
+        free(sink.data);
+        return -1;
+    }
+    *data = sink.data;
+    *size = sink.size;
+    return 0;
+}
+
+/// Where encoded bytes come from when not a FILE.
+struct memory_source {
+    const uint8_t *data;
+    size_t size, offset;
+};
+
+// Both readers say the same of data that ends early (libpng's own FILE reader says "Read Error").
+static const char *const truncated = "the PNG data ends early (truncated)";
+
+static void read_memory(png_structp png, png_bytep bytes, size_t count) {
+    struct memory_source *source = png_get_io_ptr(png);
+    if (count > source->size - source->offset) png_error(png, truncated);
+    memcpy(bytes, source->data + source->offset, count);
+    source->offset += count;
+}
+
+static void read_file(png_structp png, png_bytep bytes, size_t count) {
+    FILE *file = png_get_io_ptr(png);
+    if (fread(bytes, 1, count, file) != count) png_error(png, ferror(file) ? "cannot read the file" : truncated);
+}
+
+/// The decoder behind both readers: from `file`, or else from `source`, the 8-byte signature
+/// already checked and consumed.
+static int read_png(FILE *file, struct memory_source *source, uint8_t **pixels, uint32_t *width, uint32_t *height,
+                    uint64_t max_pixels, char *error, size_t error_size) {
     struct error_context context = {.message = error, .size = error_size};
     png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &context, on_error, on_warning);
     png_infop info = png ? png_create_info_struct(png) : NULL;
@@ -102,17 +162,22 @@ int pk_png_read_rgb8(const char *path, uint8_t **pixels, uint32_t *width, uint32
     if (!png || !info) {
         snprintf(error, error_size, "out of memory");
         png_destroy_read_struct(&png, &info, NULL);
-        fclose(file);
         return -1;
     }
     if (setjmp(context.jump)) {
         free(buffer);
         free(rows);
         png_destroy_read_struct(&png, &info, NULL);
-        fclose(file);
         return -1;
     }
-    png_init_io(png, file);
+    if (file) png_set_read_fn(png, file, read_file);
+    else png_set_read_fn(png, source, read_memory);
+    // Ancillary chunks that do not change the RGB pixels read here are skipped unread: libpng
+    // would otherwise allocate and zero a buffer of whatever length a text (or other) chunk
+    // claims, up to 2 GiB for a 69-byte file. Text is read by PNG.textChunks, with its own checks.
+    static const png_byte ignored[] = "bKGD\0cHRM\0eXIf\0gAMA\0hIST\0iCCP\0iTXt\0oFFs\0pCAL\0pHYs\0"
+                                      "sBIT\0sCAL\0sPLT\0sTER\0sRGB\0tEXt\0tIME\0zTXt\0";
+    png_set_keep_unknown_chunks(png, PNG_HANDLE_CHUNK_NEVER, ignored, (int)(sizeof ignored / 5));
     png_set_sig_bytes(png, 8);
     png_read_info(png, info);
     uint32_t w = png_get_image_width(png, info), h = png_get_image_height(png, info);
@@ -145,11 +210,40 @@ int pk_png_read_rgb8(const char *path, uint8_t **pixels, uint32_t *width, uint32
     png_read_end(png, NULL);
     free(rows);
     png_destroy_read_struct(&png, &info, NULL);
-    fclose(file);
     *pixels = buffer;
     *width = w;
     *height = h;
     return 0;
+}
+
+int pk_png_read_rgb8(const char *path, uint8_t **pixels, uint32_t *width, uint32_t *height,
+                     uint64_t max_pixels, char *error, size_t error_size) {
+    *pixels = NULL;
+    FILE *file = fopen(path, "rb");
+    if (!file) {
+        snprintf(error, error_size, "cannot open for reading");
+        return -1;
+    }
+    uint8_t signature[8];
+    if (fread(signature, 1, 8, file) != 8 || png_sig_cmp(signature, 0, 8) != 0) {
+        snprintf(error, error_size, "not a PNG file");
+        fclose(file);
+        return -1;
+    }
+    int status = read_png(file, NULL, pixels, width, height, max_pixels, error, error_size);
+    fclose(file);
+    return status;
+}
+
+int pk_png_read_rgb8_memory(const uint8_t *data, size_t size, uint8_t **pixels, uint32_t *width, uint32_t *height,
+                            uint64_t max_pixels, char *error, size_t error_size) {
+    *pixels = NULL;
+    if (size < 8 || png_sig_cmp(data, 0, 8) != 0) {
+        snprintf(error, error_size, "not a PNG file");
+        return -1;
+    }
+    struct memory_source source = {.data = data, .size = size, .offset = 8};
+    return read_png(NULL, &source, pixels, width, height, max_pixels, error, error_size);
 }
 
 int pk_inflate_bounded(const uint8_t *input, size_t input_size, uint8_t *output, size_t capacity,

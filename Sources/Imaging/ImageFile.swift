@@ -94,20 +94,27 @@ public enum ImageFile {
         } catch {
             throw failure("cannot read (\(error.localizedDescription))")
         }
+        return try bytes.withUnsafeBytes { try decode($0, format: format, maxPixels: maxPixels, failure: failure) }
+    }
+
+    /// A JPEG or WebP held in `bytes`, decoded and turned upright: the part of `read` after the
+    /// bytes are in memory, shared by the file and in-memory readers.
+    static func decode(_ bytes: UnsafeRawBufferPointer, format: Format, maxPixels: Int,
+                       failure: (String) -> ImagingError) throws -> RGBImage {
         var message = [CChar](repeating: 0, count: 512)
         var pixels: UnsafeMutablePointer<UInt8>?
         var width: UInt32 = 0, height: UInt32 = 0
         var exif: UnsafeMutablePointer<UInt8>?, xmp: UnsafeMutablePointer<UInt8>?
         var exifSize = 0, xmpSize = 0
-        let status = bytes.withUnsafeBufferPointer { data in
-            switch format {
-            case .jpeg:
-                return pk_jpeg_read_rgb8(data.baseAddress, data.count, &pixels, &width, &height, &exif, &exifSize,
-                                         &xmp, &xmpSize, UInt64(maxPixels), &message, message.count)
-            default:
-                return pk_webp_read_rgb8(data.baseAddress, data.count, &pixels, &width, &height,
-                                         UInt64(maxPixels), &message, message.count)
-            }
+        let data = bytes.bindMemory(to: UInt8.self)
+        let status: Int32
+        switch format {
+        case .jpeg:
+            status = pk_jpeg_read_rgb8(data.baseAddress, data.count, &pixels, &width, &height, &exif, &exifSize,
+                                       &xmp, &xmpSize, UInt64(maxPixels), &message, message.count)
+        default:
+            status = pk_webp_read_rgb8(data.baseAddress, data.count, &pixels, &width, &height,
+                                       UInt64(maxPixels), &message, message.count)
         }
         defer { free(pixels); free(exif); free(xmp) }
         guard status == 0, let pixels else { throw failure(messageText(message)) }

@@ -76,30 +76,39 @@ public enum PNG {
     /// UTF-8) are skipped.
     public static func textChunks(of url: URL) throws -> [String: String] {
         let path = url.path
-        func failure(_ reason: String) -> ImagingError { .read(path: path, reason: reason) }
         let handle: FileHandle
         do { handle = try FileHandle(forReadingFrom: url) } catch {
-            throw failure("cannot open for reading (\(error.localizedDescription))")
+            throw ImagingError.read(path: path, reason: "cannot open for reading (\(error.localizedDescription))")
         }
         defer { try? handle.close() }
-        func read(_ count: Int) throws -> [UInt8] {
-            guard let data = try handle.read(upToCount: count), data.count == count else {
+        let size = try handle.seekToEnd()
+        return try textChunks(size: size, path: path) { offset, count in
+            try handle.seek(toOffset: offset)
+            return try handle.read(upToCount: count).map { [UInt8]($0) }
+        }
+    }
+
+    /// The chunk walk of `textChunks(of:)` over `size` bytes that `read(offset, count)` gives
+    /// (fewer than `count` at the end), for files and for bytes in memory alike.
+    static func textChunks(size fileSize: UInt64, path: String,
+                           read readBytes: (UInt64, Int) throws -> [UInt8]?) throws -> [String: String] {
+        func failure(_ reason: String) -> ImagingError { .read(path: path, reason: reason) }
+        func read(_ offset: UInt64, _ count: Int) throws -> [UInt8] {
+            guard let bytes = try readBytes(offset, count), bytes.count == count else {
                 throw failure("the file ends inside a chunk (truncated)")
             }
-            return [UInt8](data)
+            return bytes
         }
         let signature: [UInt8] = [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]
-        guard let head = try handle.read(upToCount: 8), [UInt8](head) == signature else {
+        guard let head = try readBytes(0, 8), head == signature else {
             throw failure("not a PNG file")
         }
-        let fileSize = try handle.seekToEnd()
-        try handle.seek(toOffset: 8)
         var offset: UInt64 = 8
         var result: [String: String] = [:]
         var total = 0
         while offset < fileSize {
             guard fileSize - offset >= 12 else { throw failure("the file ends inside a chunk (truncated)") }
-            let header = try read(8)
+            let header = try read(offset, 8)
             let length = header[0..<4].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
             let type = String(decoding: header[4..<8], as: UTF8.self)
             guard length <= 0x7FFF_FFFF, length + 12 <= fileSize - offset else {
@@ -110,7 +119,7 @@ public enum PNG {
                 guard length <= UInt64(maxTextBytes) else {
                     throw failure("the \(type) chunk at byte \(offset) holds \(length) bytes of text, more than the \(maxTextBytes) allowed")
                 }
-                if let (key, text) = try decodeText(type: type, body: try read(Int(length)), path: path) {
+                if let (key, text) = try decodeText(type: type, body: try read(offset + 8, Int(length)), path: path) {
                     total += text.utf8.count
                     guard total <= 4 * maxTextBytes else {
                         throw failure("the text chunks hold more than the \(4 * maxTextBytes) bytes of text allowed in all")
@@ -119,7 +128,6 @@ public enum PNG {
                 }
             }
             offset += 12 + length
-            try handle.seek(toOffset: offset)
         }
         return result
     }

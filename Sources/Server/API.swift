@@ -50,14 +50,27 @@ struct API: Sendable {
         }
     }
 
-    /// A base64 image (with or without a `data:` prefix) decoded by the image readers, at most
-    /// the server's megapixels.
-    func image(_ text: String, field: String) throws -> RGBImage {
+    /// The bytes of a base64 field, as A1111's `decode_base64_to_image` takes it: with or without
+    /// a `data:…;base64,` prefix, and with line breaks or spaces (MIME encoders wrap at 76
+    /// columns; Python's b64decode skips them). Anything else that is not padded base64 is a 422.
+    static func base64Bytes(_ text: String, field: String) throws -> Data {
         var payload = Substring(text)
         if payload.hasPrefix("data:"), let comma = payload.firstIndex(of: ",") { payload = payload[payload.index(after: comma)...] }
-        guard let data = Data(base64Encoded: String(payload)) else {
+        // bytes, not Characters: uploads are megabytes
+        let isSpace = { (byte: UInt8) in byte == 0x20 || byte == 0x0A || byte == 0x0D || byte == 0x09 }
+        let decoded = payload.utf8.contains(where: isSpace)
+            ? Data(base64Encoded: Data(payload.utf8.filter { !isSpace($0) }))
+            : Data(base64Encoded: String(payload))
+        guard let data = decoded else {
             throw APIError.validation(field: field, "not valid base64", type: "value_error.base64")
         }
+        return data
+    }
+
+    /// A base64 image (see `base64Bytes`) decoded by the image readers, at most the server's
+    /// megapixels.
+    func image(_ text: String, field: String) throws -> RGBImage {
+        let data = try Self.base64Bytes(text, field: field)
         do {
             return try ImageFile.read(data: data, name: field, maxBytes: engine.configuration.maxBodyBytes,
                                       maxPixels: engine.configuration.limits.maxPixels)
@@ -186,10 +199,12 @@ struct API: Sendable {
 
     // MARK: listings and options
 
+    /// `hash` and `sha256` as `ModelCatalog.hashes(of:)` decides (never a large file hashed here).
     func sdModels() -> JSONValue {
         .array(engine.catalog.entries.map { entry in
-            ["title": .string(entry.title), "model_name": .string(entry.modelName), "hash": nil, "sha256": nil,
-             "filename": .string(entry.url.lastPathComponent), "config": nil]
+            let (hash, sha256) = engine.catalog.hashes(of: entry)
+            return ["title": .string(entry.title), "model_name": .string(entry.modelName), "hash": JSONValue(hash),
+                    "sha256": JSONValue(sha256), "filename": .string(entry.url.lastPathComponent), "config": nil]
         })
     }
 
@@ -272,11 +287,7 @@ struct API: Sendable {
         let text = r.string("image", nil)
         r.check(text != nil && !(text ?? "").isEmpty, "image", "field required")
         try r.finish()
-        var payload = Substring(text!)
-        if payload.hasPrefix("data:"), let comma = payload.firstIndex(of: ",") { payload = payload[payload.index(after: comma)...] }
-        guard let data = Data(base64Encoded: String(payload)) else {
-            throw APIError.validation(field: "image", "not valid base64", type: "value_error.base64")
-        }
+        let data = try Self.base64Bytes(text!, field: "image")
         guard ImageFile.format(ofFileStarting: [UInt8](data.prefix(12))) != nil else {
             throw APIError.validation(field: "image", "not a \(ImageFile.formatList) image", type: "value_error.image")
         }

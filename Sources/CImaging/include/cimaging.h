@@ -13,10 +13,21 @@ int pk_png_write(const char *path, const uint8_t *pixels, uint32_t width, uint32
                  const char *const *text_keys, const char *const *text_values, int text_count,
                  char *error, size_t error_size);
 
+/// As `pk_png_write`, into memory: `*data` (`*size` bytes) is allocated with malloc and owned by
+/// the caller.
+int pk_png_write_memory(const uint8_t *pixels, uint32_t width, uint32_t height, int channels,
+                        const char *const *text_keys, const char *const *text_values, int text_count,
+                        uint8_t **data, size_t *size, char *error, size_t error_size);
+
 /// Reads a PNG of any colour type and bit depth, converted to 8-bit RGB. `*pixels` is allocated
 /// with malloc and owned by the caller. `max_pixels` bounds width x height (0 = no bound).
 int pk_png_read_rgb8(const char *path, uint8_t **pixels, uint32_t *width, uint32_t *height,
                      uint64_t max_pixels, char *error, size_t error_size);
+
+/// As `pk_png_read_rgb8`, from the `size` bytes at `data`; the same checks and messages (data
+/// that ends early is "the PNG data ends early (truncated)" in both).
+int pk_png_read_rgb8_memory(const uint8_t *data, size_t size, uint8_t **pixels, uint32_t *width, uint32_t *height,
+                            uint64_t max_pixels, char *error, size_t error_size);
 
 /// Inflates the zlib stream `input` into `output`, which holds `capacity` bytes. Returns 0 with
 /// the length in `*output_size`, 1 when the data would exceed `capacity` (nothing more is
