@@ -94,6 +94,7 @@ struct API: Sendable {
     /// can fail does so here, before the job is queued.
     func prepare(_ body: JSONValue, img2img: Bool) throws -> (GenerationRequest, PanoramaSettings, Job.Kind) {
         var g = try GenerationRequest(json: body, img2img: img2img, limits: engine.configuration.limits)
+        if let name = g.overrideCheckpoint, engine.catalog.entry(named: name) == nil { throw Engine.unknownModel(name) }
         if g.seed < 0 { g.seed = Int64(UInt64.random(in: 0..<(1 << 32))) }
         guard let pipeline = engine.currentPipeline else { throw APIError.detail(503, "no model loaded") }
         let first = try engine.settings(g, pipeline: pipeline)
@@ -209,7 +210,8 @@ struct API: Sendable {
     }
 
     func options() -> JSONValue {
-        ["sd_model_checkpoint": JSONValue(engine.currentModel?.title), "sd_checkpoint_hash": nil,
+        ["sd_model_checkpoint": JSONValue(engine.currentModel?.title),
+         "sd_checkpoint_hash": JSONValue(engine.currentModel.flatMap { engine.catalog.hashes(of: $0).sha256 }),
          "samples_format": "png", "sd_vae": "Automatic", "CLIP_stop_at_last_layers": 1, "eta_ddim": 0,
          "sd_lora": "None", "save_images": true]
     }
@@ -222,9 +224,7 @@ struct API: Sendable {
         let name = r.string("sd_model_checkpoint", nil)
         try r.finish()
         if let name {
-            guard let entry = engine.catalog.entry(named: name) else {
-                throw APIError.a1111(404, "model \(name.debugDescription) not found (see /sdapi/v1/sd-models)", error: "RuntimeError")
-            }
+            guard let entry = engine.catalog.entry(named: name) else { throw Engine.unknownModel(name) }
             _ = try await engine.run(.loadModel(entry))
         }
         return nil
@@ -271,7 +271,7 @@ struct API: Sendable {
         let formatter = DateFormatter()
         formatter.dateFormat = "yyyyMMddHHmmss"
         return ["progress": JSONValue(p.progress), "eta_relative": JSONValue(p.etaRelative),
-                "state": ["skipped": false, "interrupted": .bool(p.interrupted), "stopping_generation": false,
+                "state": ["skipped": .bool(p.skipped), "interrupted": .bool(p.interrupted), "stopping_generation": false,
                           "job": .string(p.job), "job_count": JSONValue(p.jobCount),
                           "job_timestamp": .string(p.started.map(formatter.string(from:)) ?? "0"),
                           "job_no": JSONValue(p.jobNumber), "sampling_step": JSONValue(p.samplingStep),

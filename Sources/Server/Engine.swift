@@ -94,8 +94,9 @@ public struct ProgressSnapshot: Sendable {
     /// Images of the running job finished, and its image count (n_iter x batch_size).
     public var imagesDone = 0
     public var imagesTotal = 0
-    /// Whether the running job was interrupted.
+    /// Whether the running job was interrupted, and whether its current picture was skipped.
     public var interrupted = false
+    public var skipped = false
     /// When the running job started (nil when idle).
     public var started: Date?
     /// "txt2img" or "img2img" while one runs.
@@ -132,6 +133,7 @@ public final class Engine: @unchecked Sendable {
     private var state = ProgressSnapshot()
     private var previewCache: (key: [Int], started: Date?, data: Data)?
     private var interruptRequested = false
+    private var skipRequested = false
     private var pipeline: PanoramaPipeline?
     private var loadedEntry: ModelCatalog.Entry?
     private var loadedLoRAs: [LoRARequest] = []
@@ -189,6 +191,17 @@ public final class Engine: @unchecked Sendable {
             if running {
                 interruptRequested = true
                 state.interrupted = true
+            }
+        }
+    }
+
+    /// Ends the running job's current picture after its current step (it is still decoded and
+    /// saved) and goes on with the job's next one, as A1111's skip does.
+    public func skip() {
+        condition.withLock {
+            if running {
+                skipRequested = true
+                state.skipped = true
             }
         }
     }
@@ -428,6 +441,11 @@ public final class Engine: @unchecked Sendable {
         }
     }
 
+    /// A1111's answer to a model name it does not have.
+    static func unknownModel(_ name: String) -> APIError {
+        APIError.a1111(404, "model \(name.debugDescription) not found (see /sdapi/v1/sd-models)", error: "RuntimeError")
+    }
+
     /// The composition of a request's regions over its prompt.
     func composition(_ request: GenerationRequest, regions: [Region], steps: Int) -> Composition {
         var composition = Composition(regions: regions, bootstrapSteps: 0, fewStepMode: request.fewStep)
@@ -437,7 +455,17 @@ public final class Engine: @unchecked Sendable {
     }
 
     private func generate(_ request: GenerationRequest, image: RGBImage?, mask: Tensor?, regions: RegionInput) throws -> JobResult {
-        guard let entry = currentModel else { throw APIError.detail(500, "no model loaded") }
+        guard let loaded = currentModel else { throw APIError.detail(500, "no model loaded") }
+        // A1111's override_settings.sd_model_checkpoint: this job's model, the loaded one back
+        // afterwards unless override_settings_restore_afterwards is false
+        var entry = loaded
+        if let name = request.overrideCheckpoint {
+            guard let named = catalog.entry(named: name) else { throw Self.unknownModel(name) }
+            entry = named
+        }
+        defer {
+            if entry != loaded && request.restoreSettingsAfterwards { try? load(loaded, loras: []) }
+        }
         try load(entry, loras: try loraRequests(request))
         guard let pipeline = currentPipeline else { throw APIError.detail(500, "no model loaded") }
         var first = try settings(request, pipeline: pipeline)
@@ -453,6 +481,10 @@ public final class Engine: @unchecked Sendable {
                                modelName: pipeline.model.name, modelHash: hash)
         for index in 0..<count {
             if condition.withLock({ interruptRequested }) { break }
+            condition.withLock {
+                skipRequested = false
+                state.skipped = false
+            }
             var s = first
             s.seed = first.seed &+ UInt64(index)
             var extra: [Infotext.Field] = []
@@ -485,7 +517,7 @@ public final class Engine: @unchecked Sendable {
                     state.samplingStep = report.index + 1
                     state.latents = report.latents
                     state.circular = s.circular
-                    return interruptRequested
+                    return interruptRequested || skipRequested
                 }
                 if stop { break }
             }

@@ -18,8 +18,10 @@ import Schedulers
 /// - `panorama_few_step` (string): StreamMultiDiffusion's few-step fixes for regions: "auto"
 ///   (default: below 8 steps), "on" or "off".
 ///
-/// Fields A1111 has that do not apply here (`restore_faces`, `tiling`, `subseed`, `hr_*`,
-/// `override_settings`, `script_name`, …) are accepted and ignored, as are unknown fields.
+/// Of `override_settings`, `sd_model_checkpoint` applies (that model for this job, the loaded
+/// one back afterwards unless `override_settings_restore_afterwards` is false). Fields A1111 has
+/// that do not apply here (`restore_faces`, `tiling`, `subseed`, `hr_*`, other overrides,
+/// `script_name`, …) are accepted and ignored, as are unknown fields.
 public struct GenerationRequest: Sendable {
     public var prompt = ""
     public var negativePrompt = ""
@@ -47,6 +49,9 @@ public struct GenerationRequest: Sendable {
     public var windowWeights = "uniform"
     public var stride = 8
     public var timestepSpacing: String?
+    /// `override_settings.sd_model_checkpoint` and `override_settings_restore_afterwards`.
+    public var overrideCheckpoint: String?
+    public var restoreSettingsAfterwards = true
     public var regions: [RegionRequest] = []
     public var bootstrapSteps: Int?
     public var fewStep: FewStepMode = .automatic
@@ -71,6 +76,18 @@ public struct GenerationRequest: Sendable {
         batchSize = r.int("batch_size", 1)
         eta = r.double("eta", nil)
         sendImages = r.bool("send_images", true)
+        switch r.object["override_settings"] {
+        case nil, .null?: break
+        case .object(let overrides)?:
+            if var o = try? FieldReader(.object(overrides)) {
+                overrideCheckpoint = o.string("sd_model_checkpoint", nil)
+                for p in o.problems {
+                    r.problems.append(FieldProblem(location: ["body", "override_settings"] + p.location.dropFirst(), message: p.message, type: p.type))
+                }
+            }
+        default: r.check(false, "override_settings", "value is not a valid dict")
+        }
+        restoreSettingsAfterwards = r.bool("override_settings_restore_afterwards", true)
         _ = r.bool("save_images", false)
         denoisingStrength = r.double("denoising_strength", img2img ? 0.75 : 0) ?? 0
         if img2img {

@@ -41,6 +41,7 @@ public struct PanoramaServer: Sendable {
     /// The router with every endpoint, behind basic authentication when configured.
     public func makeRouter() -> Router<BasicRequestContext> {
         let router = Router()
+        router.add(middleware: JSONNotFound(staticPaths: Self.staticPaths))
         if let auth = engine.configuration.apiAuth { router.add(middleware: BasicAuthentication(credentials: auth)) }
         let api = API(engine: engine)
         router.post("/sdapi/v1/txt2img") { request, _ in await api.respond { try await api.generate(request, img2img: false) } }
@@ -57,6 +58,7 @@ public struct PanoramaServer: Sendable {
             return await api.respond { api.progress(skipCurrentImage: skip) }
         }
         router.post("/sdapi/v1/interrupt") { _, _ in await api.respond { api.engine.interrupt(); return [:] } }
+        router.post("/sdapi/v1/skip") { _, _ in await api.respond { api.engine.skip(); return [:] } }
         router.post("/sdapi/v1/png-info") { request, _ in await api.respond { try await api.pngInfo(request) } }
 
         let studio = StudioAPI(api: api)
@@ -95,6 +97,35 @@ public struct PanoramaServer: Sendable {
     /// Serves until SIGINT or SIGTERM.
     public func run(onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
         try await makeApplication(onRunning: onRunning).runService()
+    }
+}
+
+extension PanoramaServer {
+    /// The endpoints without path parameters: another method on one of them is 405, as FastAPI
+    /// answers it.
+    static let staticPaths: Set<String> = [
+        "/sdapi/v1/txt2img", "/sdapi/v1/img2img", "/sdapi/v1/sd-models", "/sdapi/v1/options", "/sdapi/v1/samplers",
+        "/sdapi/v1/schedulers", "/sdapi/v1/loras", "/sdapi/v1/embeddings", "/sdapi/v1/progress", "/sdapi/v1/interrupt",
+        "/sdapi/v1/skip", "/sdapi/v1/png-info", "/panorama/v1/config", "/panorama/v1/tokens", "/panorama/v1/jobs",
+        "/panorama/v1/gallery",
+    ]
+}
+
+/// FastAPI's JSON bodies for requests no route takes: 404 `{"detail": "Not Found"}`, or 405
+/// `{"detail": "Method Not Allowed"}` for a known path (clients such as `webuiapi` decode every
+/// answer as JSON).
+struct JSONNotFound<Context: RequestContext>: RouterMiddleware {
+    let staticPaths: Set<String>
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let error as HTTPError where error.status == .notFound {
+            if staticPaths.contains(request.uri.path) {
+                return API.json(APIError.detail(405, "Method Not Allowed").body, status: 405)
+            }
+            return API.json(APIError.detail(404, "Not Found").body, status: 404)
+        }
     }
 }
 

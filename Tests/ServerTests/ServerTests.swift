@@ -103,6 +103,29 @@ final class ServerTests: XCTestCase {
         }
     }
 
+    /// Requests no route takes get FastAPI's JSON: 404 for an unknown path, 405 for another
+    /// method on a known one (A1111 clients decode every answer).
+    func testUnknownRoutesAnswerJSON() throws {
+        let s = try server
+        var r = try s.call("GET", "/sdapi/v1/cmd-flags")
+        XCTAssertEqual(r.status, 404)
+        XCTAssertEqual((r.json as? [String: String])?["detail"], "Not Found")
+        r = try s.call("GET", "/sdapi/v1/txt2img")
+        XCTAssertEqual(r.status, 405)
+        XCTAssertEqual((r.json as? [String: String])?["detail"], "Method Not Allowed")
+        r = try s.call("DELETE", "/sdapi/v1/options")
+        XCTAssertEqual(r.status, 405)
+        XCTAssertEqual(try s.call("POST", "/sdapi/v1/skip").status, 200, "skip with nothing running is a no-op")
+        r = try s.call("POST", "/sdapi/v1/txt2img", json: ["prompt": "x", "override_settings": ["sd_model_checkpoint": "../../etc/passwd"]])
+        XCTAssertEqual(r.status, 404)
+        r = try s.call("POST", "/sdapi/v1/txt2img", json: ["prompt": "x", "override_settings": ["sd_model_checkpoint": 5.5]])
+        XCTAssertEqual(r.status, 404, "a number is read as a name, as pydantic reads it")
+        r = try s.call("POST", "/sdapi/v1/txt2img", json: ["prompt": "x", "override_settings": ["sd_model_checkpoint": ["x"]]])
+        XCTAssertEqual(r.status, 422)
+        XCTAssertEqual((((r.json as? [String: Any])?["detail"] as? [[String: Any]])?.first?["loc"] as? [String]),
+                       ["body", "override_settings", "sd_model_checkpoint"])
+    }
+
     func testListings() throws {
         let s = try server
         let models = try s.call("GET", "/sdapi/v1/sd-models")

@@ -58,6 +58,18 @@ check(api.get_options()["sd_model_checkpoint"] == other, f"switched to {other}")
 check(api.set_options({"sd_model_checkpoint": current}) is None, "set_options answers null, as A1111")
 check(api.util_get_current_model() == current, f"switched back to {current}")
 
+step("override_settings: another model for one job")
+other_name = next(m["model_name"] for m in models if m["title"] == other)
+once = api.txt2img(prompt="x", width=args.window, height=args.window, steps=1, seed=2,
+                   override_settings={"sd_model_checkpoint": other})
+check(once.info["sd_model_name"] == other_name, f"the job used {other}: {once.info['sd_model_name']}")
+check(api.util_get_current_model() == current, "the loaded model is back afterwards")
+check(api.get_options()["sd_checkpoint_hash"] in (None, next(m["sha256"] for m in models if m["title"] == current)),
+      "sd_checkpoint_hash is the loaded model's sha256")
+
+step("unknown endpoints answer JSON")
+check(api.get_cmd_flags() == {"detail": "Not Found"}, "an endpoint this server lacks is FastAPI's JSON 404")
+
 step("txt2img panorama, n_iter=2")
 width, height = 2 * args.window + 64, args.window
 result = api.txt2img(prompt="a long mountain ridge", negative_prompt="blur", width=width, height=height,
@@ -132,6 +144,30 @@ check("error" not in outcome, f"the interrupted call succeeds: {outcome.get('err
 check(len(outcome["result"].images) == 1, "the interrupted job returns its picture so far")
 api.util_wait_for_ready(check_interval=0.1)
 check(api.get_progress()["state"]["job_count"] == 0, "the queue is empty")
+
+step("skip the current picture of a batch")
+outcome = {}
+
+
+def batch_job():
+    worker = webuiapi.WebUIApi(host="127.0.0.1", port=args.port)
+    outcome["result"] = worker.txt2img(prompt="a batch", width=height, height=height, steps=400,
+                                       sampler_name="Euler", seed=11, n_iter=2)
+
+
+thread = threading.Thread(target=batch_job)
+thread.start()
+deadline = time.monotonic() + 60
+while api.get_progress()["state"]["sampling_step"] == 0 and time.monotonic() < deadline:
+    time.sleep(0.05)
+api.skip()
+while api.get_progress()["state"]["job_no"] != 1 and time.monotonic() < deadline:
+    time.sleep(0.05)
+check(api.get_progress()["state"]["job_no"] == 1, "skip moves on to the batch's next picture")
+api.interrupt()
+thread.join(timeout=60)
+check(len(outcome["result"].images) == 2, f"the skipped picture and the interrupted one: {len(outcome['result'].images)}")
+check(outcome["result"].info["all_seeds"] == [11, 12], f"seeds: {outcome['result'].info['all_seeds']}")
 
 step("basic auth")
 locked = webuiapi.WebUIApi(host="127.0.0.1", port=args.auth_port)
