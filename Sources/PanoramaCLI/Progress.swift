@@ -22,7 +22,8 @@ struct ProgressReporter {
         lastStep = start
     }
 
-    mutating func step(_ index: Int, of count: Int, views: Int) {
+    /// Reports step `index` of `count`; `previewed`: the --preview file was written after it.
+    mutating func step(_ index: Int, of count: Int, views: Int, previewed: Bool = false) {
         guard !quiet else { return }
         let now = Date()
         let perStep = now.timeIntervalSince(lastStep)
@@ -31,7 +32,7 @@ struct ProgressReporter {
         let laterPictures = picture.map { $0.count - 1 - $0.index } ?? 0
         let eta = elapsed / Double(index) * Double(count - index + laterPictures * count)
         let which = picture.map { "picture \($0.index + 1)/\($0.count) · " } ?? ""
-        let text = "\(which)step \(index)/\(count) · \(views) views · \(String(format: "%.1f", perStep)) s/step · ETA \(Self.clock(eta))"
+        let text = "\(which)step \(index)/\(count) · \(views) views · \(String(format: "%.1f", perStep)) s/step · ETA \(Self.clock(eta))\(previewed ? " · preview" : "")"
         if interactive {
             let width = 24, filled = width * index / count
             let bar = String(repeating: "█", count: filled) + String(repeating: "░", count: width - filled)

@@ -60,7 +60,7 @@ public struct LatentPreview: Sendable {
     }
 
     /// The preview for `pipeline`: TAESD's decode when it decodes with a tiny autoencoder, else the
-    /// linear map fitted to its VAE (cached: `fitted(_:)`).
+    /// linear map fitted to its VAE (kept: `fitted(_:store:)`).
     public init(for pipeline: PanoramaPipeline) {
         if let tiny = pipeline.autoencoder as? AutoencoderTiny {
             self = .taesd(tiny)
@@ -94,7 +94,7 @@ public struct LatentPreview: Sendable {
     /// Cost: one decode of `samples`·(8·`size`)² pixels (0.066 megapixels by default, a quarter of
     /// a 512x512 decode): 0.5 s with the bundled model's VAE on 2 busy cores; SD 1.5's VAE decodes
     /// 512x512 in 3.8 s on two Zen 5 cores (`benchmarks/README.md`), so about 1 s (an estimate:
-    /// no SD 1.5 weights here), once per VAE and process (`fitted(_:)` caches it); fewer `samples`
+    /// no SD 1.5 weights here), once per VAE (`fitted(_:store:)` keeps it for later runs); fewer `samples`
     /// trade a little accuracy for time (6 of 8x8: 14.1 levels instead of 12.3).
     public static func fit(_ vae: AutoencoderKL, samples: Int = 16, size: Int = 8, grid: Int = 2,
                            spread: Float = 1.3, seed: UInt64 = 0x5EED) -> LatentPreview {
@@ -179,16 +179,84 @@ public struct LatentPreview: Sendable {
 
     private static let cache = Mutex<[[Float]: LatentPreview]>([:])
 
-    /// `fit(vae)`, computed once per VAE in this process: the key is the VAE's decode of fixed
-    /// 2x2 latents (milliseconds even for SD 1.5's VAE), so a model with a replaced VAE gets its
-    /// own fit and the same weights loaded twice share one.
-    public static func fitted(_ vae: AutoencoderKL) -> LatentPreview {
-        let probe = smoothLatents(1, channels: vae.config.latentChannels, size: 2, grid: 2, spread: 1, seed: 0xF1D0)
-        let key = vae.decode(probe).withUnsafeBufferPointer(Array.init) + [vae.scalingFactor]
+    /// Where fits are kept between runs: `$XDG_CACHE_HOME/panorama/latent-previews.json` (or
+    /// `~/.cache/…`), beside the hash cache.
+    public static let defaultStore: URL = {
+        let environment = ProcessInfo.processInfo.environment
+        let base = environment["XDG_CACHE_HOME"].flatMap { $0.isEmpty ? nil : URL(fileURLWithPath: $0) }
+            ?? FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".cache")
+        return base.appendingPathComponent("panorama/latent-previews.json")
+    }()
+
+    /// `fit(vae)`, computed once per VAE and kept: in this process, and in `store` (nil: not on
+    /// disk) for later runs. The key is the VAE's decode of fixed 2x2 latents (milliseconds even
+    /// for SD 1.5's VAE), so a model with a replaced VAE gets its own fit and the same weights
+    /// share one wherever they are loaded from.
+    public static func fitted(_ vae: AutoencoderKL, store: URL? = defaultStore) -> LatentPreview {
+        let key = fitKey(vae)
         if let hit = cache.withLock({ $0[key] }) { return hit }
-        let preview = fit(vae)
+        let preview = store.flatMap { stored(key: key, channels: vae.config.latentChannels, in: $0) } ?? {
+            let preview = fit(vae)
+            if let store { keep(preview, key: key, in: store) }
+            return preview
+        }()
         cache.withLock { $0[key] = preview }
         return preview
+    }
+
+    /// The fit kept in `store` for `vae`, if any (read with the checks an untrusted file needs).
+    public static func stored(for vae: AutoencoderKL, in store: URL) -> LatentPreview? {
+        stored(key: fitKey(vae), channels: vae.config.latentChannels, in: store)
+    }
+
+    private static func fitKey(_ vae: AutoencoderKL) -> [Float] {
+        let probe = smoothLatents(1, channels: vae.config.latentChannels, size: 2, grid: 2, spread: 1, seed: 0xF1D0)
+        return vae.decode(probe).withUnsafeBufferPointer(Array.init) + [vae.scalingFactor]
+    }
+
+    /// The store's name for a key: FNV-1a (64 bits) of its floats' bits, in hex. A collision would
+    /// only give a wrong preview, never a wrong picture.
+    private static func storeName(_ key: [Float]) -> String {
+        var hash: UInt64 = 0xCBF2_9CE4_8422_2325
+        for value in key {
+            for byte in withUnsafeBytes(of: value.bitPattern.littleEndian, Array.init) {
+                hash = (hash ^ UInt64(byte)) &* 0x100_0000_01B3
+            }
+        }
+        return String(hash, radix: 16)
+    }
+
+    private struct StoredFit: Codable {
+        var matrix: [Float]
+        var bias: [Float]
+    }
+
+    private static func storedFits(_ store: URL) -> [String: StoredFit] {
+        guard let attributes = try? FileManager.default.attributesOfItem(atPath: store.path),
+              let size = attributes[.size] as? Int, size < 4 << 20, let data = try? Data(contentsOf: store) else { return [:] }
+        return (try? JSONDecoder().decode([String: StoredFit].self, from: data)) ?? [:]
+    }
+
+    private static func stored(key: [Float], channels: Int, in store: URL) -> LatentPreview? {
+        guard let fit = storedFits(store)[storeName(key)], fit.matrix.count == 3 * channels, fit.bias.count == 3,
+              (fit.matrix + fit.bias).allSatisfy({ $0.isFinite && abs($0) < 1e6 }) else { return nil }
+        return LatentPreview(matrix: fit.matrix, bias: fit.bias)
+    }
+
+    /// Adds a fit to `store` (temporary file + rename; failures are ignored: the store only saves
+    /// the next run a fit).
+    private static func keep(_ preview: LatentPreview, key: [Float], in store: URL) {
+        guard case let .linear(matrix, bias) = preview.method else { return }
+        var fits = storedFits(store)
+        fits[storeName(key)] = StoredFit(matrix: matrix, bias: bias)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        guard let data = try? encoder.encode(fits) else { return }
+        let folder = store.deletingLastPathComponent()
+        try? FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        let temporary = folder.appendingPathComponent(".\(store.lastPathComponent).\(getpid()).partial")
+        guard (try? data.write(to: temporary)) != nil else { return }
+        if rename(temporary.path, store.path) != 0 { try? FileManager.default.removeItem(at: temporary) }
     }
 
     /// Solves `a` (n x n, symmetric positive definite) · w = `b` (n x columns) by Gaussian

@@ -19,9 +19,22 @@ extension CLITests {
         XCTAssertEqual(try PNG.read(folder.appendingPathComponent("live.png")).width, 512)
     }
 
+    /// `--preview-every N`: after every Nth step and the last, as the step lines say.
+    func testPreviewCadence() throws {
+        let r = try run(["--model", Self.tinyModel, "--prompt", "a lake", "--W", "512", "--H", "512", "--seed", "3", "--steps", "5",
+                         "--preview", "live.png", "--preview-every", "2", "-o", "final.png"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let steps = r.stderr.split(separator: "\n").filter { $0.hasPrefix("step ") }
+        XCTAssertEqual(steps.count, 5, r.stderr)
+        XCTAssertEqual(steps.map { $0.hasSuffix(" · preview") }, [false, true, false, true, true], r.stderr)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: folder.appendingPathComponent("live.png").path))
+    }
+
     func testPreviewOptionErrors() throws {
         let common = ["--model", Self.tinyModel, "--prompt", "x", "--W", "512", "--H", "512"]
         try assertFails(common + ["--preview", "live.jpg"], saying: ["--preview must name a .png file"])
         try assertFails(common + ["--preview", "missing/live.png"], saying: ["does not exist"])
+        try assertFails(common + ["--preview-every", "2"], saying: ["--preview-every needs --preview FILE.png"])
+        try assertFails(common + ["--preview", "live.png", "--preview-every", "0"], saying: ["--preview-every must be at least 1"])
     }
 }

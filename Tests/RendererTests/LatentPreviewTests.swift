@@ -71,6 +71,27 @@ final class LatentPreviewTests: XCTestCase {
         XCTAssertEqual(first.image(cases[0].latents), preview.image(cases[0].latents), "the same seeded fit")
     }
 
+    /// A fit is kept on disk for later runs, keyed by the VAE; a damaged store is ignored.
+    func testFitsAreKeptInTheStore() throws {
+        let pipeline = try PanoramaParityTests.sharedPipeline()
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("preview-store-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let store = folder.appendingPathComponent("latent-previews.json")
+        XCTAssertNil(LatentPreview.stored(for: pipeline.model.vae, in: store))
+        let fitted = LatentPreview.fitted(pipeline.model.vae, store: store)
+        let kept = try XCTUnwrap(LatentPreview.stored(for: pipeline.model.vae, in: store))
+        guard case let .linear(m1, b1) = fitted.method, case let .linear(m2, b2) = kept.method else { return XCTFail("linear fits") }
+        XCTAssertEqual(m1, m2)
+        XCTAssertEqual(b1, b2)
+        XCTAssertNil(LatentPreview.stored(for: try DefaultModelTests.pipeline().model.vae, in: store), "another VAE has no fit there")
+
+        let text = try String(contentsOf: store, encoding: .utf8)
+        for damaged in [text.replacingOccurrences(of: "\"bias\":[", with: "\"bias\":[1e30,"), "{\"x\": 5}", "not json", ""] {
+            try damaged.write(to: store, atomically: true, encoding: .utf8)
+            XCTAssertNil(LatentPreview.stored(for: pipeline.model.vae, in: store), damaged)
+        }
+    }
+
     func testFittedPreviewOnTheTinyModel() throws {
         let pipeline = try PanoramaParityTests.sharedPipeline()
         let preview = LatentPreview(for: pipeline)

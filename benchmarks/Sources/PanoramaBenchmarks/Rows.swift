@@ -11,7 +11,7 @@ import Weights
 
 /// The rows `panorama-benchmarks` measures, in the order `all` runs them (`all` leaves out `upscale`).
 let rowNames = ["sgemm", "text-encoder", "unet", "unet-layers", "vae-decode-512", "vae-layers", "vae-decode-4096",
-                "vae-decode-512-tiled", "vae-decode-4096-tiled", "panorama-step", "compose-step", "load", "load-lora", "lcm-512", "lcm-4096", "lcm-4096-taesd",
+                "vae-decode-512-tiled", "vae-decode-4096-tiled", "panorama-step", "compose-step", "load", "load-lora", "lcm-512", "lcm-4096", "lcm-4096-taesd", "preview",
                 "upscale"]
 
 /// Command-line settings shared by every row.
@@ -384,6 +384,42 @@ func runRow(_ row: String, _ o: Options) throws -> RowResult {
         if let output {
             result.extra["output mean level"] = Double(output.pixels.reduce(0) { $0 + Int($1) }) / Double(output.pixels.count)
         }
+
+    case "preview":
+        // What --preview costs a step: the linear map's picture of a 2048x512 canvas enlarged x8,
+        // PNG-encoded and written atomically, against one CFG UNet call (a 512x512 step; a
+        // 2048x512 MultiDiffusion step is 25 of them) measured in the same process.
+        let vae = try AutoencoderKL(config: folder.config(AutoencoderKLConfig.self, for: "vae"),
+                                    weights: folder.weights(for: "vae"))
+        let fitStart = Date()
+        let preview = LatentPreview.fit(vae)
+        let fitSeconds = Date().timeIntervalSince(fitStart)
+        let latents = generator.randn([1, 4, 64, 256])
+        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("panorama-preview-\(getpid())")
+        try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: scratch) }
+        let target = scratch.appendingPathComponent("live.png"), temporary = scratch.appendingPathComponent(".live.png.tmp")
+        let warmups = o.warmups ?? 1
+        probe = LoadProbe()
+        let seconds = try time(warmups: warmups, runs: o.runs ?? 5) {
+            let image = preview.image(latents, upscale: .bilinear())
+            try PNG.write(RGBImage(width: image.width, height: image.height, pixels: image.pixels), to: temporary)
+            guard rename(temporary.path, target.path) == 0 else { throw BenchmarkError("rename failed") }
+        }
+        let mapSeconds = time(warmups: 1, runs: 3) { _ = preview.image(latents, upscale: .bilinear()) }.min()!
+        let unet = try UNet2DConditionModel(config: folder.config(UNetConfig.self, for: "unet"),
+                                            weights: folder.weights(for: "unet"))
+        let sample = generator.randn([2, 4, 64, 64]), context = generator.randn([2, 77, 768])
+        _ = unet(sample, timestep: 981, encoderHiddenStates: context)
+        let unetSeconds = time(warmups: 0, runs: 1) { _ = unet(sample, timestep: 981, encoderHiddenStates: context) }[0]
+        result = RowResult(row: row, what: "--preview of a 2048x512 canvas (linear map, x8 bilinear, PNG, atomic write) vs one CFG UNet call",
+                           seconds: seconds, warmups: warmups, gflop: nil)
+        result.extra["fit seconds (once per VAE)"] = fitSeconds
+        result.extra["map + enlarge seconds"] = mapSeconds
+        result.extra["UNet call seconds (a 512x512 step)"] = unetSeconds
+        result.extra["% of a 512x512 step"] = 100 * seconds.min()! / unetSeconds
+        result.extra["% of a 2048x512 step (25 views)"] = 100 * seconds.min()! / (25 * unetSeconds)
+        result.extra["PNG bytes"] = (try? FileManager.default.attributesOfItem(atPath: target.path)[.size] as? Int) ?? 0
 
     case "lcm-512", "lcm-4096", "lcm-4096-taesd":
         // A few-step render end to end, as `panorama --lora lcm.safetensors --scheduler lcm --steps 4
