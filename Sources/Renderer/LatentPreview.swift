@@ -2,6 +2,7 @@ import Foundation
 import Models
 import Synchronization
 import Tensors
+import Weights
 
 /// A cheap picture of latents while a render runs: per latent pixel, RGB = M · z + b (a 3xC
 /// matrix and a bias, A1111's "Approx cheap" preview and ComfyUI's latent2RGB), **fitted to the
@@ -181,12 +182,7 @@ public struct LatentPreview: Sendable {
 
     /// Where fits are kept between runs: `$XDG_CACHE_HOME/panorama/latent-previews.json` (or
     /// `~/.cache/…`), beside the hash cache.
-    public static let defaultStore: URL = {
-        let environment = ProcessInfo.processInfo.environment
-        let base = environment["XDG_CACHE_HOME"].flatMap { $0.isEmpty ? nil : URL(fileURLWithPath: $0) }
-            ?? FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".cache")
-        return base.appendingPathComponent("panorama/latent-previews.json")
-    }()
+    public static let defaultStore = UserCache.folder.appendingPathComponent("latent-previews.json")
 
     /// `fit(vae)`, computed once per VAE and kept: in this process, and in `store` (nil: not on
     /// disk) for later runs. The key is the VAE's decode of fixed 2x2 latents (milliseconds even
@@ -243,8 +239,7 @@ public struct LatentPreview: Sendable {
         return LatentPreview(matrix: fit.matrix, bias: fit.bias)
     }
 
-    /// Adds a fit to `store` (temporary file + rename; failures are ignored: the store only saves
-    /// the next run a fit).
+    /// Adds a fit to `store` (`UserCache.write`: failures only cost the next run a fit).
     private static func keep(_ preview: LatentPreview, key: [Float], in store: URL) {
         guard case let .linear(matrix, bias) = preview.method else { return }
         var fits = storedFits(store)
@@ -252,11 +247,7 @@ public struct LatentPreview: Sendable {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         guard let data = try? encoder.encode(fits) else { return }
-        let folder = store.deletingLastPathComponent()
-        try? FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-        let temporary = folder.appendingPathComponent(".\(store.lastPathComponent).\(getpid()).partial")
-        guard (try? data.write(to: temporary)) != nil else { return }
-        if rename(temporary.path, store.path) != 0 { try? FileManager.default.removeItem(at: temporary) }
+        UserCache.write(data, to: store)
     }
 
     /// Solves `a` (n x n, symmetric positive definite) · w = `b` (n x columns) by Gaussian

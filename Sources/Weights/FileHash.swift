@@ -112,6 +112,28 @@ public enum FileHash {
     }
 }
 
+/// This program's files in the user's cache folder (hashes, fitted previews): optimisations
+/// only, written so that concurrent runs never read half a file.
+public enum UserCache {
+    /// `$XDG_CACHE_HOME/panorama`, or `~/.cache/panorama`.
+    public static let folder: URL = {
+        let environment = ProcessInfo.processInfo.environment
+        let base = environment["XDG_CACHE_HOME"].flatMap { $0.isEmpty ? nil : URL(fileURLWithPath: $0) }
+            ?? FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".cache")
+        return base.appendingPathComponent("panorama")
+    }()
+
+    /// Writes `data` to `url` (creating its folder) under a temporary name renamed over it; the
+    /// last writer wins. Failures are ignored: a cache that cannot be written is only slower.
+    public static func write(_ data: Data, to url: URL) {
+        let folder = url.deletingLastPathComponent()
+        try? FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        let temporary = folder.appendingPathComponent(".\(url.lastPathComponent).\(getpid()).partial")
+        guard (try? data.write(to: temporary)) != nil else { return }
+        if rename(temporary.path, url.path) != 0 { try? FileManager.default.removeItem(at: temporary) }
+    }
+}
+
 /// Hashes already computed, in a JSON file (by default `$XDG_CACHE_HOME/panorama/hashes.json` or
 /// `~/.cache/panorama/hashes.json`), keyed by absolute path and hash kind and valid while the
 /// file's size and modification time are unchanged. The cache is an optimisation only: a missing,
@@ -128,12 +150,7 @@ public final class HashCache: @unchecked Sendable {
     }
 
     /// The cache in the user's cache folder.
-    public static let shared: HashCache = {
-        let environment = ProcessInfo.processInfo.environment
-        let base = environment["XDG_CACHE_HOME"].flatMap { $0.isEmpty ? nil : URL(fileURLWithPath: $0) }
-            ?? FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".cache")
-        return HashCache(url: base.appendingPathComponent("panorama/hashes.json"))
-    }()
+    public static let shared = HashCache(url: UserCache.folder.appendingPathComponent("hashes.json"))
 
     /// A cache kept in the file `url` (created with its folder on the first store).
     public init(url: URL) {
@@ -159,11 +176,7 @@ public final class HashCache: @unchecked Sendable {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
         guard let data = try? encoder.encode(entries) else { return }
-        let folder = url.deletingLastPathComponent()
-        try? FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-        let temporary = folder.appendingPathComponent(".\(url.lastPathComponent).\(getpid()).partial")
-        guard (try? data.write(to: temporary)) != nil else { return }
-        if rename(temporary.path, url.path) != 0 { try? FileManager.default.removeItem(at: temporary) }
+        UserCache.write(data, to: url)
     }
 
     private func load() -> [String: Entry] {

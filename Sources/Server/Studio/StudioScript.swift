@@ -444,11 +444,17 @@ function matchInitSize() {
 
 const maskCanvas = () => $('mask-canvas');
 
+/** An off-screen canvas of w x h pixels. */
+function blankCanvas(w, h) {
+  const canvas = document.createElement('canvas');
+  canvas.width = w;
+  canvas.height = h;
+  return canvas;
+}
+
 function resizeMask(w, h) {
   const canvas = maskCanvas();
-  const copy = document.createElement('canvas');
-  copy.width = canvas.width;
-  copy.height = canvas.height;
+  const copy = blankCanvas(canvas.width, canvas.height);
   copy.getContext('2d').drawImage(canvas, 0, 0);
   canvas.width = w;
   canvas.height = h;
@@ -481,9 +487,7 @@ function maskPNG() {
     data[i + 3] = 255;
   }
   if (!painted) return null;
-  const out = document.createElement('canvas');
-  out.width = canvas.width;
-  out.height = canvas.height;
+  const out = blankCanvas(canvas.width, canvas.height);
   out.getContext('2d').putImageData(pixels, 0, 0);
   return out.toDataURL('image/png');
 }
@@ -528,9 +532,7 @@ function outpaintPlacement() {
  *  area starts from the picture's colours rather than from grey. */
 function outpaintPicture() {
   const { w: W, h: H } = state.size;
-  const canvas = document.createElement('canvas');
-  canvas.width = W;
-  canvas.height = H;
+  const canvas = blankCanvas(W, H);
   const context = canvas.getContext('2d');
   const { image } = state.initImage;
   context.filter = 'blur(24px)';
@@ -545,9 +547,7 @@ function outpaintPicture() {
 /** White (repaint) everywhere but the picture, which the overlap eats into on its inner sides. */
 function outpaintMask() {
   const { w: W, h: H } = state.size;
-  const canvas = document.createElement('canvas');
-  canvas.width = W;
-  canvas.height = H;
+  const canvas = blankCanvas(W, H);
   const context = canvas.getContext('2d');
   context.fillStyle = '#fff';
   context.fillRect(0, 0, W, H);
@@ -703,9 +703,7 @@ async function useRegionMask(region, file) {
   if (!file) return;
   try {
     const image = await loadImage(await readFile(file));
-    const canvas = document.createElement('canvas');
-    canvas.width = state.size.w;
-    canvas.height = state.size.h;
+    const canvas = blankCanvas(state.size.w, state.size.h);
     canvas.getContext('2d').drawImage(image, 0, 0, canvas.width, canvas.height);
     region.mask = canvas.toDataURL('image/png');
     renderRegions();
