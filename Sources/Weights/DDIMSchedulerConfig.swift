@@ -139,10 +139,40 @@ public struct DDIMSchedulerConfig: JSONConfiguration, Equatable {
 }
 
 extension DDIMSchedulerConfig: ConsistencyChecked {
+    /// Largest `num_train_timesteps` accepted.
+    static let maxTrainTimesteps = 100_000
+
     func inconsistency() -> (key: String, problem: String)? {
         if numTrainTimesteps <= 0 { return ("num_train_timesteps", "must be positive, not \(numTrainTimesteps)") }
+        // Bounded before the schedule's arrays are allocated from it (every published model has 1000).
+        if numTrainTimesteps > Self.maxTrainTimesteps {
+            return ("num_train_timesteps", "is \(numTrainTimesteps); it must be at most \(Self.maxTrainTimesteps)")
+        }
+        if stepsOffset < 0 || stepsOffset >= numTrainTimesteps {
+            return ("steps_offset", "is \(stepsOffset); it must be between 0 and num_train_timesteps - 1 "
+                + "(\(numTrainTimesteps - 1))")
+        }
+        // A beta is a noise variance per step: outside [0, 1) the cumulative alphas turn negative or
+        // zero, and every sigma derived from them NaN or infinite (a trap when made a timestep).
+        if betaSchedule != "squaredcos_cap_v2" && trainedBetas == nil {
+            for (key, value) in [("beta_start", betaStart), ("beta_end", betaEnd)] where !(value >= 0 && value < 1) {
+                return (key, "is \(value); it must be at least 0 and below 1")
+            }
+            if !(betaEnd > 0) { return ("beta_end", "is \(betaEnd); it must be above 0") }
+        }
+        for (key, value) in [("dynamic_thresholding_ratio", dynamicThresholdingRatio),
+                             ("clip_sample_range", clipSampleRange), ("sample_max_value", sampleMaxValue)]
+            where !value.isFinite {
+            return (key, "is \(value); it must be a finite number")
+        }
         if let betas = trainedBetas, betas.count != numTrainTimesteps {
             return ("trained_betas", "has \(betas.count) values but num_train_timesteps is \(numTrainTimesteps)")
+        }
+        if let betas = trainedBetas {
+            if let (i, beta) = betas.enumerated().first(where: { !($0.element >= 0 && $0.element < 1) }) {
+                return ("trained_betas", "has \(beta) at index \(i); every beta must be at least 0 and below 1")
+            }
+            if !betas.contains(where: { $0 > 0 }) { return ("trained_betas", "are all 0; some beta must be above 0") }
         }
         return nil
     }
