@@ -32,4 +32,20 @@ final class FuzzRegressionTests: XCTestCase {
     func testHugeBatchIsRefusedWithoutOverflow() throws {
         try assertRefused(Data(#"{"n_iter": 4611686018427387904, "batch_size": 8}"#.utf8), field: "n_iter")
     }
+
+    /// Found by the `request` target: a prompt sent as the number 1.01e20 trapped converting it to
+    /// Int64 for its text (a string field takes numbers, as pydantic does). It is now read as text.
+    func testNumberBeyondInt64AsStringFieldIsRead() throws {
+        let body = try Data(contentsOf: Self.fixtures.appendingPathComponent("request-prompt-number-beyond-int64.json"))
+        let json = try JSONDecoder().decode(JSONValue.self, from: body)
+        do {
+            _ = try GenerationRequest(json: json, img2img: false, limits: SizeLimits())
+        } catch let error as APIError {
+            XCTAssertEqual(error.status, 422, error.description)  // its regions have no prompt
+        }
+        let huge = try GenerationRequest(json: ["prompt": 1.0111111111111111e20], img2img: false, limits: SizeLimits())
+        XCTAssertEqual(huge.prompt, "1.0111111111111111e+20")
+        let small = try GenerationRequest(json: ["prompt": 12], img2img: false, limits: SizeLimits())
+        XCTAssertEqual(small.prompt, "12")
+    }
 }
