@@ -37,7 +37,7 @@ else
   if ! swift build --package-path Fuzz --build-path "$build" --product panorama-fuzz \
       --sanitize=fuzzer --sanitize=address -Xswiftc -sanitize=fuzzer,address \
       -Xswiftc -wmo -Xswiftc -num-threads -Xswiftc 2 --disable-index-store 2>&1 \
-      | grep -Ev "^warning: |CMakeLists|ld.gold: warning|^\s*$"; then :; fi
+      | grep -Ev "^warning: |^remark: |CMakeLists|ld.gold: warning|^\s*$"; then :; fi
   binary="$build/debug/panorama-fuzz"
   [ -x "$binary" ] && [ "$binary" -nt Fuzz/Package.swift ] || { echo "fuzz build failed"; exit 2; }
   echo "== built in $(( $(date +%s) - start )) s"
@@ -115,9 +115,9 @@ run() {
     -print_final_stats=1 -artifact_prefix="$work/crashes/$t-" > "$log" 2>&1
   local status=$?
   local done_line execs rate cov ft corp crashes reports
-  done_line=$(grep -E "^#[0-9]+:? +(DONE|INITED|NEW|REDUCE|pulse|cov:)" "$log" | tail -1)
-  execs=$(grep -oE "stat::number_of_executed_units: [0-9]+" "$log" | grep -oE "[0-9]+$" | tail -1)
-  rate=$(grep -oE "stat::average_exec_per_sec: [0-9]+" "$log" | grep -oE "[0-9]+$" | tail -1)
+  done_line=$(grep -E "^#[0-9]+:?[[:space:]]+(DONE|INITED|NEW|REDUCE|pulse|cov:)" "$log" | tail -1)
+  execs=$(grep -oE "stat::number_of_executed_units:[[:space:]]+[0-9]+" "$log" | grep -oE "[0-9]+$" | tail -1)
+  rate=$(grep -oE "stat::average_exec_per_sec:[[:space:]]+[0-9]+" "$log" | grep -oE "[0-9]+$" | tail -1)
   if [ -n "${FUZZ_KEEP_GOING:-}" ]; then  # fork mode: "#EXECS: cov: … exec/s: … time: Ns"
     execs=$(grep -oE "^#[0-9]+" <<<"$done_line" | tr -d '#'); rate=$(grep -oE "exec/s: [0-9]+" <<<"$done_line" | grep -oE "[0-9]+")
   fi
