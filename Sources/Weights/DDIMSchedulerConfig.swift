@@ -160,6 +160,25 @@ extension DDIMSchedulerConfig: ConsistencyChecked {
             }
             if !(betaEnd > 0) { return ("beta_end", "is \(betaEnd); it must be above 0") }
         }
+        // Betas in range can still be too large together: the cumulative product of 1 − beta must
+        // not underflow (beta_start 0.8 made it 0 in float32, the sigmas infinite and DPM++ Karras
+        // trap; found by fuzzing).
+        let n = numTrainTimesteps, step = 1 / Double(max(1, n - 1))
+        let betas: [Double]
+        switch (trainedBetas, betaSchedule) {
+        case let (trained?, _): betas = trained
+        case (nil, "linear"): betas = (0..<n).map { betaStart + (betaEnd - betaStart) * Double($0) * step }
+        case (nil, "scaled_linear"):
+            let (a, b) = (betaStart.squareRoot(), betaEnd.squareRoot())
+            betas = (0..<n).map { let r = a + (b - a) * Double($0) * step; return r * r }
+        default: betas = []
+        }
+        let finalAlpha = betas.reduce(1.0) { $0 * (1 - $1) }
+        if finalAlpha < 1e-30 {
+            return (trainedBetas != nil ? "trained_betas" : "beta_start", "with these betas the cumulative product of "
+                + "1 − beta falls to \(finalAlpha) by the last timestep (below 1e-30), so the noise levels would be "
+                + "infinite; published schedules end near 0.005")
+        }
         for (key, value) in [("dynamic_thresholding_ratio", dynamicThresholdingRatio),
                              ("clip_sample_range", clipSampleRange), ("sample_max_value", sampleMaxValue)]
             where !value.isFinite {

@@ -32,6 +32,17 @@ final class FuzzRegressionTests: XCTestCase {
                       mentioning: "below 1")
     }
 
+    /// Found by the `configs` target after that fix: beta_start 0.80085, in range, made the
+    /// cumulative alphas underflow to 0 in float32, the sigmas infinite, and DPM++ 2M Karras trap.
+    func testSchedulerBetasThatUnderflowAreRefused() throws {
+        assertRefused(DDIMSchedulerConfig.self, try input("scheduler-betas-underflow.json"), key: "beta_start",
+                      mentioning: "cumulative product")
+        assertRefused(DDIMSchedulerConfig.self, Data(#"{"num_train_timesteps": 2, "trained_betas": [0.9999999999999999, 0.9999999999999999]}"#.utf8),
+                      key: "trained_betas")
+        XCTAssertNoThrow(try DDIMSchedulerConfig.decode(Data(#"{"beta_schedule": "squaredcos_cap_v2"}"#.utf8)))
+        XCTAssertNoThrow(try DDIMSchedulerConfig.decode(Data(#"{"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012, "rescale_betas_zero_snr": true}"#.utf8)))
+    }
+
     /// The same rule for every beta, and the sizes the schedule's arrays are allocated from.
     func testSchedulerSizesAndBetasAreBounded() throws {
         func config(_ fields: String) -> Data { Data("{\"beta_schedule\": \"linear\", \(fields)}".utf8) }
