@@ -155,10 +155,11 @@ extension DDIMSchedulerConfig: ConsistencyChecked {
         // A beta is a noise variance per step: outside [0, 1) the cumulative alphas turn negative or
         // zero, and every sigma derived from them NaN or infinite (a trap when made a timestep).
         if betaSchedule != "squaredcos_cap_v2" && trainedBetas == nil {
-            for (key, value) in [("beta_start", betaStart), ("beta_end", betaEnd)] where !(value >= 0 && value < 1) {
-                return (key, "is \(value); it must be at least 0 and below 1")
+            // Above 0 too: a first beta of 0 gives a first sigma of 0, whose logarithm the Karras and
+            // DPM schedules take (beta_start 0 trapped; found by fuzzing).
+            for (key, value) in [("beta_start", betaStart), ("beta_end", betaEnd)] where !(value > 0 && value < 1) {
+                return (key, "is \(value); it must be above 0 and below 1")
             }
-            if !(betaEnd > 0) { return ("beta_end", "is \(betaEnd); it must be above 0") }
         }
         // Betas in range can still be too large together: the cumulative product of 1 − beta must
         // not underflow (beta_start 0.8 made it 0 in float32, the sigmas infinite and DPM++ Karras
@@ -188,10 +189,9 @@ extension DDIMSchedulerConfig: ConsistencyChecked {
             return ("trained_betas", "has \(betas.count) values but num_train_timesteps is \(numTrainTimesteps)")
         }
         if let betas = trainedBetas {
-            if let (i, beta) = betas.enumerated().first(where: { !($0.element >= 0 && $0.element < 1) }) {
-                return ("trained_betas", "has \(beta) at index \(i); every beta must be at least 0 and below 1")
+            if let (i, beta) = betas.enumerated().first(where: { !($0.element > 0 && $0.element < 1) }) {
+                return ("trained_betas", "has \(beta) at index \(i); every beta must be above 0 and below 1")
             }
-            if !betas.contains(where: { $0 > 0 }) { return ("trained_betas", "are all 0; some beta must be above 0") }
         }
         return nil
     }

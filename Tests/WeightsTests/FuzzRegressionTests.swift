@@ -43,12 +43,21 @@ final class FuzzRegressionTests: XCTestCase {
         XCTAssertNoThrow(try DDIMSchedulerConfig.decode(Data(#"{"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012, "rescale_betas_zero_snr": true}"#.utf8)))
     }
 
+    /// Found by the `configs` target after the second fix: beta_start 0 gave a first sigma of 0,
+    /// whose logarithm made DPM++ 2M Karras trap.
+    func testSchedulerBetaStartZeroIsRefused() throws {
+        assertRefused(DDIMSchedulerConfig.self, try input("scheduler-beta-start-zero.json"), key: "beta_start",
+                      mentioning: "above 0")
+        assertRefused(DDIMSchedulerConfig.self, Data(#"{"num_train_timesteps": 2, "trained_betas": [0, 0.5]}"#.utf8),
+                      key: "trained_betas")
+    }
+
     /// The same rule for every beta, and the sizes the schedule's arrays are allocated from.
     func testSchedulerSizesAndBetasAreBounded() throws {
         func config(_ fields: String) -> Data { Data("{\"beta_schedule\": \"linear\", \(fields)}".utf8) }
         assertRefused(DDIMSchedulerConfig.self, config("\"num_train_timesteps\": 1000000000"), key: "num_train_timesteps")
         assertRefused(DDIMSchedulerConfig.self, config("\"beta_end\": -0.5"), key: "beta_end")
-        assertRefused(DDIMSchedulerConfig.self, config("\"beta_start\": 0, \"beta_end\": 0"), key: "beta_end")
+        assertRefused(DDIMSchedulerConfig.self, config("\"beta_start\": 0.001, \"beta_end\": 0"), key: "beta_end")
         assertRefused(DDIMSchedulerConfig.self, config("\"steps_offset\": 5000"), key: "steps_offset")
         assertRefused(DDIMSchedulerConfig.self, config("\"num_train_timesteps\": 2, \"trained_betas\": [0.5, 1.5]"),
                       key: "trained_betas")
