@@ -14,6 +14,9 @@ let package = Package(
         .executable(name: "panorama", targets: ["PanoramaCLI"]),
         .executable(name: "panorama-benchmarks", targets: ["PanoramaBenchmarks"]),
         .library(name: "Models", targets: ["Models"]),
+        // The readers of untrusted bytes, for the fuzz targets in Fuzz/ (a package of its own).
+        .library(name: "PanoramaReaders",
+                 targets: ["Tensors", "Weights", "Imaging", "Tokenization", "Models", "Schedulers", "Renderer"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),

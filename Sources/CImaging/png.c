@@ -179,6 +179,14 @@ static int read_png(FILE *file, struct memory_source *source, uint8_t **pixels, 
                                       "sBIT\0sCAL\0sPLT\0sTER\0sRGB\0tEXt\0tIME\0zTXt\0";
     png_set_keep_unknown_chunks(png, PNG_HANDLE_CHUNK_NEVER, ignored, (int)(sizeof ignored / 5));
     png_set_sig_bytes(png, 8);
+    // A chunk's length comes from the file, and libpng allocates that much for the chunks it keeps
+    // before reading them: a 69-byte file whose tEXt chunk claimed 1.9 GB made it allocate and
+    // clear 1.9 GB (found by fuzzing; libpng's own chunk size limit is only a warning when
+    // reading). The ancillary chunks that decoding does not use, among them all that libpng
+    // allocates for (text, eXIf, iCCP, sPLT, pCAL, sCAL), are skipped unread instead; text chunks
+    // are read by PNG.textChunks, which checks their lengths against the file first.
+    static const png_byte skipped[] = "tEXt\0zTXt\0iTXt\0eXIf\0iCCP\0sPLT\0pCAL\0sCAL\0hIST\0tIME\0oFFs\0pHYs\0sBIT\0bKGD";
+    png_set_keep_unknown_chunks(png, PNG_HANDLE_CHUNK_NEVER, skipped, (int)(sizeof skipped / 5));
     png_read_info(png, info);
     uint32_t w = png_get_image_width(png, info), h = png_get_image_height(png, info);
     if (max_pixels && (uint64_t)w * h > max_pixels) {

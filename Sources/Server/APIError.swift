@@ -84,7 +84,9 @@ struct FieldReader {
         switch object[key] {
         case nil, .null?: return fallback
         case .string(let s)?: return s
-        case .number(let n)?: return n == n.rounded() ? String(Int64(n)) : String(n)
+        // A whole number as pydantic writes it; one beyond Int64 (1.01e20 trapped, found by
+        // fuzzing) as Swift writes the double.
+        case .number(let n)?: return Int64(exactly: n).map { String($0) } ?? String(n)
         default:
             problem(key, "str type expected", "type_error.str")
             return fallback

@@ -114,13 +114,16 @@ public struct GenerationRequest: Sendable {
         if width >= 8 && height >= 8 {
             r.check(width <= limits.maxSide, "width", "width \(width) exceeds this server's limit of \(limits.maxSide) pixels a side")
             r.check(height <= limits.maxSide, "height", "height \(height) exceeds this server's limit of \(limits.maxSide) pixels a side")
-            r.check(width * height <= limits.maxPixels, "width",
-                    "\(width)x\(height) is \(width * height) pixels, more than this server's limit of \(limits.maxPixels)")
+            // Checked for overflow: every check runs, so width and height may be far past maxSide here.
+            let (pixels, overflow) = width.multipliedReportingOverflow(by: height)
+            r.check(!overflow && pixels <= limits.maxPixels, "width",
+                    "\(width)x\(height) is \(overflow ? "more than \(Int.max)" : String(pixels)) pixels, more than this server's limit of \(limits.maxPixels)")
         }
         r.check(seed >= -1, "seed", "seed must be -1 (random) or a whole number from 0 up")
         r.check(nIter >= 1 && nIter <= 100, "n_iter", "n_iter must be between 1 and 100")
         r.check(batchSize >= 1 && batchSize <= 8, "batch_size", "batch_size must be between 1 and 8")
-        r.check(nIter * batchSize <= 100, "n_iter", "n_iter x batch_size must be at most 100 images")
+        let (images, imagesOverflow) = nIter.multipliedReportingOverflow(by: batchSize)
+        r.check(!imagesOverflow && images <= 100, "n_iter", "n_iter x batch_size must be at most 100 images")
         if let eta { r.check(eta.isFinite && eta >= 0 && eta <= 1, "eta", "eta must be between 0 and 1") }
         r.check(stride >= 1 && stride <= 256, "panorama_stride", "panorama_stride must be between 1 and 256 latent pixels")
         r.check(WindowWeighting(name: windowWeights) != nil, "panorama_window_weights",

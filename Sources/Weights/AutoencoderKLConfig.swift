@@ -119,6 +119,18 @@ public struct AutoencoderKLConfig: JSONConfiguration, Equatable {
 
 extension AutoencoderKLConfig: ConsistencyChecked {
     func inconsistency() -> (key: String, problem: String)? {
+        if let problem = sizeProblem([
+            ("block_out_channels", [blockOutChannels.count], 1...16), ("block_out_channels", blockOutChannels, 1...(1 << 16)),
+            ("in_channels", [inChannels], 1...1024), ("out_channels", [outChannels], 1...1024),
+            ("latent_channels", [latentChannels], 1...1024), ("layers_per_block", [layersPerBlock], 0...64),
+            ("norm_num_groups", [normNumGroups], 1...4096), ("sample_size", sampleSize.all, 1...(1 << 16)),
+        ]) {
+            return problem
+        }
+        for (key, value) in [("scaling_factor", scalingFactor), ("shift_factor", shiftFactor ?? 0)] + (latentsMean ?? []).map({ ("latents_mean", $0) })
+            + (latentsStd ?? []).map({ ("latents_std", $0) }) where !value.isFinite {
+            return (key, "is \(value); it must be a finite number")
+        }
         if downBlockTypes.count != blockOutChannels.count {
             return ("down_block_types", "has \(downBlockTypes.count) entries but block_out_channels has "
                 + "\(blockOutChannels.count)")

@@ -127,6 +127,20 @@ extension AutoencoderTinyConfig: ConsistencyChecked {
             return ("decoder_block_out_channels", "has \(decoderBlockOutChannels.count) entries but "
                 + "num_decoder_blocks has \(numDecoderBlocks.count)")
         }
+        if let problem = sizeProblem([
+            ("num_encoder_blocks", [numEncoderBlocks.count], 1...16), ("num_decoder_blocks", [numDecoderBlocks.count], 1...16),
+            ("num_encoder_blocks", numEncoderBlocks, 0...64), ("num_decoder_blocks", numDecoderBlocks, 0...64),
+            ("encoder_block_out_channels", encoderBlockOutChannels, 1...(1 << 16)),
+            ("decoder_block_out_channels", decoderBlockOutChannels, 1...(1 << 16)),
+            ("in_channels", [inChannels], 1...1024), ("out_channels", [outChannels], 1...1024),
+            ("latent_channels", [latentChannels], 1...1024), ("upsampling_scaling_factor", [upsamplingScalingFactor], 1...16),
+        ]) {
+            return problem
+        }
+        for (key, value) in [("latent_magnitude", latentMagnitude), ("latent_shift", latentShift),
+                             ("scaling_factor", scalingFactor), ("shift_factor", shiftFactor)] where !value.isFinite {
+            return (key, "is \(value); it must be a finite number")
+        }
         for (key, list) in [("num_encoder_blocks", numEncoderBlocks), ("num_decoder_blocks", numDecoderBlocks)] {
             if list.isEmpty { return (key, "is empty") }
             if list.contains(where: { $0 < 0 }) { return (key, "has a negative block count") }

@@ -106,3 +106,25 @@ func perBlockProblem<T>(_ key: String, _ value: OneOrMany<T>?, blocks: Int) -> (
     guard case let .many(list)? = value, list.count != blocks else { return nil }
     return (key, "has \(list.count) entries but there are \(blocks) down blocks (down_block_types)")
 }
+
+/// The first size outside its range, as a config problem: sizes from a file are bounded before a
+/// model is built from them (allocations, layer loops, divisions), with limits far above any
+/// published model's.
+func sizeProblem(_ checks: [(key: String, values: [Int], range: ClosedRange<Int>)]) -> (key: String, problem: String)? {
+    for (key, values, range) in checks {
+        if let bad = values.first(where: { !range.contains($0) }) {
+            return (key, "is \(bad); it must be between \(range.lowerBound) and \(range.upperBound)")
+        }
+    }
+    return nil
+}
+
+extension OneOrMany {
+    /// Every value given (one, or the list's).
+    var all: [Element] {
+        switch self {
+        case let .one(value): return [value]
+        case let .many(values): return values
+        }
+    }
+}

@@ -139,10 +139,59 @@ public struct DDIMSchedulerConfig: JSONConfiguration, Equatable {
 }
 
 extension DDIMSchedulerConfig: ConsistencyChecked {
+    /// Largest `num_train_timesteps` accepted.
+    static let maxTrainTimesteps = 100_000
+
     func inconsistency() -> (key: String, problem: String)? {
         if numTrainTimesteps <= 0 { return ("num_train_timesteps", "must be positive, not \(numTrainTimesteps)") }
+        // Bounded before the schedule's arrays are allocated from it (every published model has 1000).
+        if numTrainTimesteps > Self.maxTrainTimesteps {
+            return ("num_train_timesteps", "is \(numTrainTimesteps); it must be at most \(Self.maxTrainTimesteps)")
+        }
+        if stepsOffset < 0 || stepsOffset >= numTrainTimesteps {
+            return ("steps_offset", "is \(stepsOffset); it must be between 0 and num_train_timesteps - 1 "
+                + "(\(numTrainTimesteps - 1))")
+        }
+        // A beta is a noise variance per step: outside [0, 1) the cumulative alphas turn negative or
+        // zero, and every sigma derived from them NaN or infinite (a trap when made a timestep).
+        if betaSchedule != "squaredcos_cap_v2" && trainedBetas == nil {
+            // Above 0 too: a first beta of 0 gives a first sigma of 0, whose logarithm the Karras and
+            // DPM schedules take (beta_start 0 trapped; found by fuzzing).
+            for (key, value) in [("beta_start", betaStart), ("beta_end", betaEnd)] where !(value > 0 && value < 1) {
+                return (key, "is \(value); it must be above 0 and below 1")
+            }
+        }
+        // Betas in range can still be too large together: the cumulative product of 1 − beta must
+        // not underflow (beta_start 0.8 made it 0 in float32, the sigmas infinite and DPM++ Karras
+        // trap; found by fuzzing).
+        let n = numTrainTimesteps, step = 1 / Double(max(1, n - 1))
+        let betas: [Double]
+        switch (trainedBetas, betaSchedule) {
+        case let (trained?, _): betas = trained
+        case (nil, "linear"): betas = (0..<n).map { betaStart + (betaEnd - betaStart) * Double($0) * step }
+        case (nil, "scaled_linear"):
+            let (a, b) = (betaStart.squareRoot(), betaEnd.squareRoot())
+            betas = (0..<n).map { let r = a + (b - a) * Double($0) * step; return r * r }
+        default: betas = []
+        }
+        let finalAlpha = betas.reduce(1.0) { $0 * (1 - $1) }
+        if finalAlpha < 1e-30 {
+            return (trainedBetas != nil ? "trained_betas" : "beta_start", "with these betas the cumulative product of "
+                + "1 − beta falls to \(finalAlpha) by the last timestep (below 1e-30), so the noise levels would be "
+                + "infinite; published schedules end near 0.005")
+        }
+        for (key, value) in [("dynamic_thresholding_ratio", dynamicThresholdingRatio),
+                             ("clip_sample_range", clipSampleRange), ("sample_max_value", sampleMaxValue)]
+            where !value.isFinite {
+            return (key, "is \(value); it must be a finite number")
+        }
         if let betas = trainedBetas, betas.count != numTrainTimesteps {
             return ("trained_betas", "has \(betas.count) values but num_train_timesteps is \(numTrainTimesteps)")
+        }
+        if let betas = trainedBetas {
+            if let (i, beta) = betas.enumerated().first(where: { !($0.element > 0 && $0.element < 1) }) {
+                return ("trained_betas", "has \(beta) at index \(i); every beta must be above 0 and below 1")
+            }
         }
         return nil
     }

@@ -315,6 +315,36 @@ public struct UNetConfig: JSONConfiguration, Equatable {
 extension UNetConfig: ConsistencyChecked {
     func inconsistency() -> (key: String, problem: String)? {
         let blocks = downBlockTypes.count
+        let channels = 1...(1 << 16), layers = 0...64
+        if let problem = sizeProblem([
+            ("down_block_types", [blocks], 1...16),
+            ("in_channels", [inChannels], 1...1024), ("out_channels", [outChannels], 1...1024),
+            ("block_out_channels", blockOutChannels, channels),
+            ("layers_per_block", layersPerBlock.all, layers),
+            ("transformer_layers_per_block", transformerLayersPerBlock.all, layers),
+            ("attention_head_dim", attentionHeadDim.all, 1...(1 << 16)),
+            ("num_attention_heads", numAttentionHeads?.all ?? [], 1...4096),
+            ("cross_attention_dim", crossAttentionDim.all, channels),
+            ("norm_num_groups", normNumGroups.map { [$0] } ?? [], 1...4096),
+            ("conv_in_kernel", [convInKernel], 1...15), ("conv_out_kernel", [convOutKernel], 1...15),
+            ("freq_shift", [freqShift], -(1 << 16)...(1 << 16)),
+            ("downsample_padding", [downsamplePadding], 0...16),
+            ("sample_size", sampleSize?.all ?? [], 1...(1 << 16)),
+            ("time_embedding_dim", timeEmbeddingDim.map { [$0] } ?? [], channels),
+            ("time_cond_proj_dim", timeCondProjDim.map { [$0] } ?? [], channels),
+            ("addition_time_embed_dim", additionTimeEmbedDim.map { [$0] } ?? [], channels),
+            ("num_class_embeds", numClassEmbeds.map { [$0] } ?? [], 1...(1 << 20)),
+            ("projection_class_embeddings_input_dim", projectionClassEmbeddingsInputDim.map { [$0] } ?? [], channels),
+            ("encoder_hid_dim", encoderHidDim.map { [$0] } ?? [], channels),
+            ("addition_embed_type_num_heads", [additionEmbedTypeNumHeads], 1...4096),
+        ]) {
+            return problem
+        }
+        for (key, value) in [("norm_eps", normEps), ("mid_block_scale_factor", midBlockScaleFactor),
+                             ("resnet_out_scale_factor", resnetOutScaleFactor), ("dropout", dropout)]
+            where !value.isFinite {
+            return (key, "is \(value); it must be a finite number")
+        }
         if upBlockTypes.count != blocks {
             return ("up_block_types", "has \(upBlockTypes.count) entries but down_block_types has \(blocks)")
         }

@@ -1,0 +1,1 @@
+../../../../Sources/Server/JSONValue.swift

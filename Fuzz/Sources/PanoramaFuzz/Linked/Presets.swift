@@ -1,0 +1,1 @@
+../../../../Sources/PanoramaCLI/Presets.swift
