@@ -74,6 +74,6 @@ extension GenerationOptions {
             try PNG.write(RGBImage.contactSheet(pictures), to: url, text: [(key: "parameters", value: firstParameters)])
             print(url.path)
         }
-        endSession()
+        endSession(progress: progress)
     }
 }

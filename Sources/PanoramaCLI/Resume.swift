@@ -39,16 +39,22 @@ struct Resume: ParsableCommand {
     func run() throws {
         let url = URL(fileURLWithPath: statePath).standardizedFileURL
         guard FileManager.default.fileExists(atPath: url.path) else {
-            throw ValidationError("no state file at \(url.path)")
+            throw ResumeRefusal("no state file at \(url.path)")
         }
         let record = try RenderState.readRecord(url)
         guard FileManager.default.changeCurrentDirectoryPath(record.directory) else {
-            throw ValidationError("the state's working directory \(record.directory) no longer exists")
+            throw ResumeRefusal("the state's working directory \(record.directory) no longer exists")
         }
         var command = try Panorama.parseAsRoot(record.arguments + ["--resume", "--state", url.path])
-        guard !(command is Resume) else { throw ValidationError("\(url.path) names no render command") }
+        guard !(command is Resume) else { throw ResumeRefusal("\(url.path) names no render command") }
         try command.run()
     }
+}
+
+/// A refusal to resume, printed without the usage text.
+struct ResumeRefusal: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
 }
 
 /// The resumable side of one command run: where its state goes, the state it continues from,
@@ -64,6 +70,8 @@ final class ResumeSession: @unchecked Sendable {
     var record: RenderState.Record
     /// The picture of the batch being rendered.
     var picture = 0
+    /// State writes so far, their time and the last one's size (reported at the end).
+    var writes = 0, writeSeconds = 0.0, bytes = 0
 
     init(stateURL: URL, resumed: RenderState?, keep: Bool, record: RenderState.Record) {
         (self.stateURL, self.resumed, self.keep, self.record) = (stateURL, resumed, keep, record)
@@ -113,18 +121,18 @@ extension GenerationOptions {
                 .filter { $0.hasSuffix(".state") }.sorted()
                 .filter { (try? RenderState.readRecord(URL(fileURLWithPath: folder + "/" + $0)))?.arguments == arguments }
             guard let first = candidates.first else {
-                throw ValidationError("--resume: no state of this command in \(folder); pass --state FILE")
+                throw ResumeRefusal("--resume: no state of this command in \(folder); pass --state FILE")
             }
             guard candidates.count == 1 else {
-                throw ValidationError("--resume: several states of this command in \(folder) (\(candidates.joined(separator: ", "))); pass --state FILE")
+                throw ResumeRefusal("--resume: several states of this command in \(folder) (\(candidates.joined(separator: ", "))); pass --state FILE")
             }
             url = URL(fileURLWithPath: folder + "/" + first)
         }
         guard FileManager.default.fileExists(atPath: url.path) else {
-            throw ValidationError("--resume: no state file at \(url.path)")
+            throw ResumeRefusal("--resume: no state file at \(url.path)")
         }
         let state: RenderState
-        do { state = try RenderState.read(url) } catch { throw ValidationError("--resume: \(error)") }
+        do { state = try RenderState.read(url) } catch { throw ResumeRefusal("--resume: \(error)") }
         ResumeSession.loaded = (url, state)
         return (url, state)
     }
@@ -139,10 +147,10 @@ extension GenerationOptions {
         guard let (url, state) = try resumedState() else { return nil }
         let record = state.record
         guard record.pictures == count else {
-            throw ValidationError("--resume: \(url.path) is a batch of \(record.pictures), not --count \(count)")
+            throw ResumeRefusal("--resume: \(url.path) is a batch of \(record.pictures), not --count \(count)")
         }
         guard UInt64(record.seed) == seed else {
-            throw ValidationError("--resume: \(url.path) was made with --seed \(record.seed), not \(seed)")
+            throw ResumeRefusal("--resume: \(url.path) was made with --seed \(record.seed), not \(seed)")
         }
         return try record.outputs.enumerated().map { k, path in
             (seed + UInt64(k), try checkedWritable(URL(fileURLWithPath: path), replace: true))
@@ -170,7 +178,7 @@ extension GenerationOptions {
     /// texts (regions) and a hash of its input pictures.
     func identity(_ settings: PanoramaSettings, parameters: String, extraText: [(key: String, value: String)],
                   inputs: [Tensor]) -> [String: String] {
-        var fields: [String: String] = ["command": ResumeSession.current?.record.command ?? "render"]
+        var fields: [String: String] = [:]
         let infotext = Infotext(parsing: parameters)
         fields["prompt"] = infotext.prompt
         fields["negative prompt"] = infotext.negativePrompt
@@ -205,10 +213,10 @@ extension GenerationOptions {
         guard let state = session.resumed, state.record.picture == session.picture else { return }
         let differences = RenderState.differences(state: state.record.identity, now: identity)
         guard differences.isEmpty else {
-            throw ValidationError("--resume: \(session.stateURL.path) was made with other settings; it differs in\n  "
+            throw ResumeRefusal("--resume: \(session.stateURL.path) was made with other settings; it differs in\n  "
                                   + differences.joined(separator: "\n  "))
         }
-        do { try loop.restore(state.checkpoint) } catch { throw ValidationError("--resume: \(session.stateURL.path): \(error)") }
+        do { try loop.restore(state.checkpoint) } catch { throw ResumeRefusal("--resume: \(session.stateURL.path): \(error)") }
         progress.note("resuming from \(session.stateURL.path): step \(state.record.step) of \(state.record.steps)"
                       + (state.record.pictures > 1 ? ", picture \(state.record.picture + 1) of \(state.record.pictures)" : ""))
     }
@@ -218,13 +226,21 @@ extension GenerationOptions {
         guard let session = ResumeSession.current else { return }
         session.record.step = report.index + 1
         session.record.steps = report.count
+        let start = Date()
         try RenderState(record: session.record, checkpoint: loop.checkpoint()).write(to: session.stateURL)
+        session.writeSeconds += Date().timeIntervalSince(start)
+        session.writes += 1
         stateSaved()
     }
 
     /// After the whole batch: the state is removed unless --keep-state.
-    func endSession() {
+    func endSession(progress: ProgressReporter) {
         guard let session = ResumeSession.current else { return }
+        if session.writes > 0 {
+            let size = ((try? FileManager.default.attributesOfItem(atPath: session.stateURL.path))?[.size] as? Int) ?? 0
+            progress.note(String(format: "state: %@ saved after each of %d steps in %.1f ms on average", formatBytes(size),
+                                 session.writes, 1000 * session.writeSeconds / Double(session.writes)))
+        }
         if !session.keep { try? FileManager.default.removeItem(at: session.stateURL) }
         ResumeSession.current = nil
     }
