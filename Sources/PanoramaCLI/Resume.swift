@@ -242,6 +242,12 @@ extension GenerationOptions {
                                  session.writes, 1000 * session.writeSeconds / Double(session.writes)))
         }
         if !session.keep { try? FileManager.default.removeItem(at: session.stateURL) }
+        // temporary files of state writes that a kill interrupted
+        let folder = session.stateURL.deletingLastPathComponent(), name = session.stateURL.lastPathComponent
+        for file in (try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? []
+        where (file.hasPrefix(".\(name).") || file.hasPrefix("..\(name).")) && file.hasSuffix(".tmp") {
+            try? FileManager.default.removeItem(at: folder.appendingPathComponent(file))
+        }
         ResumeSession.current = nil
     }
 }

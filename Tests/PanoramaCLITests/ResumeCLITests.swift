@@ -1,5 +1,6 @@
 import Foundation
 import Imaging
+import Weights
 import XCTest
 
 /// Resumable renders: killed (SIGKILL) at seeded random instants — while loading, in the UNet,
@@ -30,7 +31,7 @@ extension CLITests {
     private func renderKilled(_ arguments: [String], state: String, duration: Double, kills: Int, seed: UInt64,
                               file: StaticString = #filePath, line: UInt = #line) throws -> Int {
         var rng = SplitMix(seed)
-        var landed = 0
+        var landed = 0, phases: [String] = []
         let stateURL = folder.appendingPathComponent(state)
         var finished = false
         for attempt in 0..<kills {
@@ -46,6 +47,7 @@ extension CLITests {
                 landed += 1
             }
             process.waitUntilExit()
+            if process.terminationReason == .uncaughtSignal { phases.append(phase(stateURL)) }
             if process.terminationReason == .exit {
                 XCTAssertEqual(process.terminationStatus, 0, "\(command) failed", file: file, line: line)
                 finished = true
@@ -59,8 +61,22 @@ extension CLITests {
             XCTAssertEqual(process.terminationStatus, 0, "the last, unkilled run of \(command) failed", file: file, line: line)
         }
         XCTAssertFalse(FileManager.default.fileExists(atPath: stateURL.path), "the state is removed after the finish", file: file, line: line)
-        print("\(arguments.first ?? ""): \(landed) of \(kills) kills landed (reference run \(String(format: "%.1f", duration)) s)")
+        print("\(arguments.first ?? ""): \(landed) of \(kills) kills landed (reference run \(String(format: "%.1f", duration)) s): \(phases.joined(separator: ", "))")
         return landed
+    }
+
+    /// Where a killed run was: the steps its state had saved, and whether a state write was
+    /// under way (its temporary file left behind, removed here).
+    private func phase(_ stateURL: URL) -> String {
+        let temporaries = ((try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? [])
+            .filter { $0.contains(".\(stateURL.lastPathComponent).") && $0.hasSuffix(".tmp") }
+        for t in temporaries { try? FileManager.default.removeItem(at: folder.appendingPathComponent(t)) }
+        guard let file = try? SafeTensorsFile(url: stateURL), let json = file.metadata["record"],
+              let record = try? JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any],
+              let step = record["step"] as? Int, let steps = record["steps"] as? Int, let picture = record["picture"] as? Int
+        else { return "before the first step" + (temporaries.isEmpty ? "" : " (in the state write)") }
+        let at = step == steps ? "after the last step (decode)" : "in step \(step + 1)/\(steps)"
+        return "picture \(picture + 1) " + at + (temporaries.isEmpty ? "" : " (in the state write)")
     }
 
     /// The reference render, its run time.
