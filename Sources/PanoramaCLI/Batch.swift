@@ -12,6 +12,7 @@ extension GenerationOptions {
     func batchOutputs(seed: UInt64, defaultBase: (UInt64) -> String) throws -> [(seed: UInt64, url: URL)] {
         guard count >= 1 && count <= 10_000 else { throw ValidationError("--count must be between 1 and 10000, not \(count)") }
         if grid && count == 1 { throw ValidationError("--grid needs --count of 2 or more") }
+        if let resumed = try resumedOutputs(seed: seed) { return resumed }
         guard count > 1 else { return [(seed, try outputLocation(defaultBase: defaultBase(seed)))] }
         guard seed <= UInt64.max - UInt64(count - 1) else {
             throw ValidationError("--seed \(seed) leaves no room for \(count) consecutive seeds")
@@ -46,7 +47,17 @@ extension GenerationOptions {
                         render: (PanoramaSettings, URL, inout ProgressReporter) throws -> (RGBImage, parameters: String)) throws {
         var pictures: [RGBImage] = []
         var firstParameters = ""
+        try beginSession(seed: settings.seed, outputs: outputs)
+        let done = ResumeSession.current?.resumed?.record.picture ?? 0
         for (k, (seed, url)) in outputs.enumerated() {
+            ResumeSession.current?.picture = k
+            if k < done {
+                // finished before the stop (a resumed batch)
+                print(url.path)
+                if grid { pictures.append(try PNG.read(url)) }
+                if k == 0 { firstParameters = (try? PNG.textChunks(of: url))?["parameters"] ?? "" }
+                continue
+            }
             var s = settings
             s.seed = seed
             if outputs.count > 1 {
@@ -63,5 +74,6 @@ extension GenerationOptions {
             try PNG.write(RGBImage.contactSheet(pictures), to: url, text: [(key: "parameters", value: firstParameters)])
             print(url.path)
         }
+        endSession(progress: progress)
     }
 }

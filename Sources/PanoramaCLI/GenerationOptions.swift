@@ -149,6 +149,8 @@ struct GenerationOptions: ParsableArguments {
         valueName: "dir"))
     var embeddingsDir: String?
 
+    @OptionGroup var resumeOptions: ResumeOptions
+
     /// Applies --threads and finds the model folder and the preset in force (the model's own
     /// preset under an explicit --preset).
     func setUp() throws -> (model: URL, preset: Preset?) {
@@ -290,7 +292,7 @@ struct GenerationOptions: ParsableArguments {
         s.negativePrompt = negativePrompt ?? png?.negativePrompt ?? preset?.negativePrompt ?? ""
         s.steps = steps ?? png?.steps ?? preset?.steps ?? 50
         s.guidanceScale = guidance ?? png?.guidanceScale ?? preset?.guidance ?? 7.5
-        s.seed = seed ?? png?.seed ?? UInt64.random(in: 0..<(1 << 32))
+        s.seed = try seed ?? resumedSeed() ?? png?.seed ?? UInt64.random(in: 0..<(1 << 32))
         s.sampler = try sampler(preset)
         // A1111 records an eta for its ancestral samplers too; only DDIM's and TCD's apply here
         s.eta = eta ?? (s.sampler.acceptsEta ? png?.eta : nil) ?? preset?.eta
@@ -395,9 +397,9 @@ struct GenerationOptions: ParsableArguments {
     /// passes the picture through `composite` (inpainting blends it over its input), writes the
     /// PNG with `parameters` and returns the picture.
     @discardableResult
-    func finish<L: DenoisingProcess>(_ loop: inout L, pipeline: PanoramaPipeline, settings: PanoramaSettings,
+    func finish<L: ResumableProcess>(_ loop: inout L, pipeline: PanoramaPipeline, settings: PanoramaSettings,
                                      progress: inout ProgressReporter, output: URL, parameters: String,
-                                     extraText: [(key: String, value: String)] = [],
+                                     extraText: [(key: String, value: String)] = [], inputs: [Tensor] = [],
                                      composite: (RGBImage) throws -> RGBImage = { $0 },
                                      denoised: (Tensor) throws -> Void = { _ in }) throws -> RGBImage {
         var live: (url: URL, preview: LatentPreview)?
@@ -408,8 +410,11 @@ struct GenerationOptions: ParsableArguments {
                 progress.note(String(format: "preview: latent-to-RGB map fitted to the VAE in %.2f s", Date().timeIntervalSince(start)))
             }
         }
+        try restoreIfResumed(&loop, identity: identity(settings, parameters: parameters, extraText: extraText, inputs: inputs),
+                             progress: progress)
         progress.beginSteps()
         while let report = loop.next() {
+            try saveState(loop, report: report)
             var previewed = false
             if let live, (report.index + 1) % (previewEvery ?? 1) == 0 || report.index + 1 == report.count {
                 let image = live.preview.image(report.latents, upscale: .bilinear(), circular: settings.circular)

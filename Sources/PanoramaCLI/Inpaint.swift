@@ -200,7 +200,7 @@ struct MaskedRender {
             let parameters = try options.parameters(settings, model: pipeline.model,
                                                     extra: [Infotext.Field("Denoising strength", String(strength))] + extra)
             let result = try options.finish(&loop, pipeline: pipeline, settings: settings, progress: &progress, output: outputURL,
-                                            parameters: parameters, composite: { generated in
+                                            parameters: parameters, inputs: [canvas.tensor(), paintMask, overlay], composite: { generated in
                 Mask.composite(generated: generated.cropped(width: width, height: height), original: picture, mask: overlay)
             })
             return (result, parameters)

@@ -68,7 +68,7 @@ struct Upscale: ParsableCommand {
             progress.note("\(settings.spotDiffusion ? "about " : "")\(loop.views.count) windows x \(loop.stepCount) of \(settings.steps) steps (strength \(strength))")
             let parameters = try options.parameters(settings, model: model, extra: extra)
             let picture = try options.finish(&loop, pipeline: pipeline, settings: settings, progress: &progress, output: outputURL,
-                                             parameters: parameters)
+                                             parameters: parameters, inputs: [image])
             return (picture, parameters)
         }
     }

@@ -183,6 +183,46 @@ public struct DenoisingLoop<S: Scheduler>: DenoisingProcess, Sequence {
                           views: views.count, latents: latents)
     }
 
+    /// The loop's position after its last completed step, for a resumable render's state.
+    public func checkpoint() -> LoopCheckpoint {
+        var c = LoopCheckpoint(stepIndex: stepIndex, latents: latents, generator: generator.position)
+        if let shifts {
+            c.numbers["shift"] = shifts.state
+            if let history { c.tensors["history"] = history }
+        } else {
+            for (v, state) in states.enumerated() { c.addView("view\(v)", scheduler.checkpoint(of: state)) }
+        }
+        return c
+    }
+
+    /// Continues from `checkpoint` (taken of a loop with the same settings); every shape and index
+    /// is checked against this loop first, and nothing changes when one is wrong.
+    public mutating func restore(_ checkpoint: LoopCheckpoint) throws {
+        let count = scheduler.timesteps.count
+        try checkpoint.check(latentsShape: latents.shape, steps: firstStep...count)
+        var restored = states
+        if shifts != nil {
+            guard let shift = checkpoint.numbers["shift"] else { throw ResumeError.invalid("SpotDiffusion's offsets are missing") }
+            try checkpoint.checkNames(tensors: ["history"], numbers: ["shift"])
+            if let h = checkpoint.tensors["history"], h.shape != latents.shape {
+                throw ResumeError.invalid("the history is \(h.shape), not \(latents.shape)")
+            }
+            shifts = SplitMix64(shift)
+            history = checkpoint.tensors["history"]
+        } else {
+            let names = Set(views.indices.map { "view\($0)" })
+            try checkpoint.checkNames(tensors: names, numbers: names)
+            for v in views.indices {
+                let (h, i) = try checkpoint.view("view\(v)", shape: [1, latents.shape[1], views[v].height, views[v].width], steps: count)
+                restored[v] = scheduler.restoredViewState(history: h, index: i)
+            }
+        }
+        states = restored
+        latents = checkpoint.latents
+        generator = checkpoint.restoredGenerator
+        stepIndex = checkpoint.stepIndex
+    }
+
     /// The guided noise prediction for each window, [windows, C, h, w].
     private func predictNoise(_ windows: [Tensor], at windowViews: [LatentView], timestep t: Int) -> Tensor {
         let eps = guidedNoise(unet: unet, scheduler: scheduler, items: windows.map { ($0, guidance) }, timestep: t,
@@ -238,7 +278,7 @@ func guidedNoise<S: Scheduler>(unet: UNet2DConditionModel, scheduler: S, items: 
 /// SplitMix64 (Steele et al.): SpotDiffusion's offsets, a stream of its own so the seed's
 /// latents and noise stay those of diffusers.
 struct SplitMix64: Sendable {
-    private var state: UInt64
+    private(set) var state: UInt64
     init(_ seed: UInt64) { state = seed }
     mutating func next() -> UInt64 {
         state &+= 0x9E37_79B9_7F4A_7C15

@@ -237,6 +237,36 @@ public struct RegionDenoisingLoop<S: Scheduler>: DenoisingProcess, Sequence {
         return out
     }
 
+    /// The loop's position after its last completed step, for a resumable render's state.
+    public func checkpoint() -> LoopCheckpoint {
+        var c = LoopCheckpoint(stepIndex: stepIndex, latents: latents, generator: generator.position)
+        for (v, perPrompt) in states.enumerated() {
+            for (k, state) in perPrompt.enumerated() { c.addView("view\(v).\(k)", scheduler.checkpoint(of: state)) }
+        }
+        return c
+    }
+
+    /// Continues from `checkpoint` (taken of a loop with the same settings); every shape and index
+    /// is checked against this loop first, and nothing changes when one is wrong.
+    public mutating func restore(_ checkpoint: LoopCheckpoint) throws {
+        let count = scheduler.timesteps.count
+        try checkpoint.check(latentsShape: latents.shape, steps: 0...count)
+        let names = Set(states.indices.flatMap { v in states[v].indices.map { "view\(v).\($0)" } })
+        try checkpoint.checkNames(tensors: names, numbers: names)
+        var restored = states
+        for v in states.indices {
+            for k in states[v].indices {
+                let (h, i) = try checkpoint.view("view\(v).\(k)", shape: [1, latents.shape[1], views[v].height, views[v].width],
+                                                 steps: count)
+                restored[v][k] = scheduler.restoredViewState(history: h, index: i)
+            }
+        }
+        states = restored
+        latents = checkpoint.latents
+        generator = checkpoint.restoredGenerator
+        stepIndex = checkpoint.stepIndex
+    }
+
     public mutating func next() -> StepReport? {
         guard stepIndex < scheduler.timesteps.count else { return nil }
         let t = scheduler.timesteps[stepIndex]

@@ -95,6 +95,14 @@ public struct DPMSolverMultistepScheduler: Scheduler {
     /// can take its history from whichever windows covered its pixels the step before.
     public func pixelHistory(of state: ViewState) -> Tensor? { state.previousPrediction }
 
+    public func checkpoint(of state: ViewState) -> (history: Tensor?, index: Int?) { (state.previousPrediction, state.nextIndex) }
+
+    public func restoredViewState(history: Tensor?, index: Int?) -> ViewState {
+        var state = ViewState()
+        (state.previousPrediction, state.nextIndex) = (history, index)
+        return state
+    }
+
     public func viewState(pixelHistory: Tensor?, index: Int) -> ViewState {
         var state = ViewState()
         state.previousPrediction = pixelHistory

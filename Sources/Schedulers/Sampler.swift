@@ -220,6 +220,20 @@ public enum AnyScheduler: Scheduler {
         }
     }
 
+    public func checkpoint(of state: ViewState) -> (history: Tensor?, index: Int?) {
+        switch (self, state) {
+        case (.dpmSolver(let s), .dpmSolver(let inner)): return s.checkpoint(of: inner)
+        default: return (nil, nil)
+        }
+    }
+
+    public func restoredViewState(history: Tensor?, index: Int?) -> ViewState {
+        switch self {
+        case .ddim, .euler, .lcm, .tcd: return .none
+        case .dpmSolver(let s): return .dpmSolver(s.restoredViewState(history: history, index: index))
+        }
+    }
+
     public func viewState(pixelHistory: Tensor?, index: Int) -> ViewState {
         switch self {
         case .ddim, .euler, .lcm, .tcd: return .none

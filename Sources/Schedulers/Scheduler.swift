@@ -43,6 +43,12 @@ public protocol Scheduler: Sendable {
     func pixelHistory(of state: ViewState) -> Tensor?
     /// A window's state for the step at `index` in `timesteps`, from its crop of the fused history.
     func viewState(pixelHistory: Tensor?, index: Int) -> ViewState
+
+    /// A window's whole state for a resumable checkpoint: its history tensor (nil: none) and its
+    /// step index (nil: not yet set). `restoredViewState(history:index:)` gives the same state back.
+    func checkpoint(of state: ViewState) -> (history: Tensor?, index: Int?)
+    /// The state `checkpoint(of:)` described.
+    func restoredViewState(history: Tensor?, index: Int?) -> ViewState
 }
 
 extension Scheduler {
@@ -75,6 +81,8 @@ extension Tensor {
 extension Scheduler where ViewState == NoState {
     public func pixelHistory(of state: NoState) -> Tensor? { nil }
     public func viewState(pixelHistory: Tensor?, index: Int) -> NoState { NoState() }
+    public func checkpoint(of state: NoState) -> (history: Tensor?, index: Int?) { (nil, nil) }
+    public func restoredViewState(history: Tensor?, index: Int?) -> NoState { NoState() }
 }
 
 /// The view state of schedulers that keep no history.

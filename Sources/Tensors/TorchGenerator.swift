@@ -24,6 +24,29 @@ public struct TorchGenerator: Sendable {
         }
     }
 
+    /// The generator's whole position, to save and restore it (a resumable render's checkpoint):
+    /// the 624 MT19937 words, the index of the next one and the cached second normal, if any.
+    public struct Position: Sendable, Equatable, Codable {
+        public var words: [UInt32]
+        public var index: Int
+        /// The bit pattern of the cached normal (exact through any text format).
+        public var cachedNormalBits: UInt64?
+
+        public init(words: [UInt32], index: Int, cachedNormalBits: UInt64?) {
+            (self.words, self.index, self.cachedNormalBits) = (words, index, cachedNormalBits)
+        }
+    }
+
+    public var position: Position { Position(words: state, index: index, cachedNormalBits: cachedNormal?.bitPattern) }
+
+    /// The generator at `position`; nil when it is not one (624 words, index 0...624).
+    public init?(position: Position) {
+        guard position.words.count == 624, position.index >= 0, position.index <= 624 else { return nil }
+        state = position.words
+        index = position.index
+        cachedNormal = position.cachedNormalBits.map(Double.init(bitPattern:))
+    }
+
     /// The next 32-bit MT19937 output.
     public mutating func nextUInt32() -> UInt32 {
         if index >= 624 { twist() }
