@@ -418,7 +418,8 @@ struct GenerationOptions: ParsableArguments {
             var previewed = false
             if let live, (report.index + 1) % (previewEvery ?? 1) == 0 || report.index + 1 == report.count {
                 let image = live.preview.image(report.latents, upscale: .bilinear(), circular: settings.circular)
-                try writeAtomically(RGBImage(width: image.width, height: image.height, pixels: image.pixels), to: live.url)
+                // PNG.write renames a finished temporary file into place: a viewer never reads half a file
+                try PNG.write(RGBImage(width: image.width, height: image.height, pixels: image.pixels), to: live.url)
                 previewed = true
             }
             progress.step(report.index + 1, of: report.count, views: report.views, previewed: previewed)
@@ -429,18 +430,6 @@ struct GenerationOptions: ParsableArguments {
                                                                          method: settings.decodeMethod)))
         try PNG.write(image, to: output, text: [(key: "parameters", value: parameters)] + extraText)
         return image
-    }
-}
-
-/// Writes `image` to `url` through a temporary file in the same folder renamed over it, so a
-/// viewer watching `url` never reads half a file.
-func writeAtomically(_ image: RGBImage, to url: URL) throws {
-    let temporary = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).\(getpid()).tmp")
-    try PNG.write(image, to: temporary)
-    guard rename(temporary.path, url.path) == 0 else {
-        let message = String(cString: strerror(errno))
-        try? FileManager.default.removeItem(at: temporary)
-        throw ValidationError("cannot write the preview \(url.path): \(message)")
     }
 }
 

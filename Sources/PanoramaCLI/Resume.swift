@@ -198,10 +198,10 @@ extension GenerationOptions {
 
     /// FNV-1a over a tensor's shape and float bits.
     private func fingerprint(_ t: Tensor) -> String {
-        var h: UInt64 = 0xcbf2_9ce4_8422_2325
-        for d in t.shape { h = (h ^ UInt64(d)) &* 0x100_0000_01b3 }
-        t.withUnsafeBufferPointer { p in for x in p { h = (h ^ UInt64(x.bitPattern)) &* 0x100_0000_01b3 } }
-        return String(h, radix: 16) + " \(t.shape)"
+        var h = FNV1a()
+        for d in t.shape { h.add(UInt64(d)) }
+        t.withUnsafeBufferPointer { p in for x in p { h.add(UInt64(x.bitPattern)) } }
+        return h.hex + " \(t.shape)"
     }
 
     /// Before the loop runs: restores it from the state when the state is at this picture (after

@@ -213,13 +213,11 @@ public struct LatentPreview: Sendable {
     /// The store's name for a key: FNV-1a (64 bits) of its floats' bits, in hex. A collision would
     /// only give a wrong preview, never a wrong picture.
     private static func storeName(_ key: [Float]) -> String {
-        var hash: UInt64 = 0xCBF2_9CE4_8422_2325
+        var hash = FNV1a()
         for value in key {
-            for byte in withUnsafeBytes(of: value.bitPattern.littleEndian, Array.init) {
-                hash = (hash ^ UInt64(byte)) &* 0x100_0000_01B3
-            }
+            for byte in withUnsafeBytes(of: value.bitPattern.littleEndian, Array.init) { hash.add(UInt64(byte)) }
         }
-        return String(hash, radix: 16)
+        return hash.hex
     }
 
     private struct StoredFit: Codable {

@@ -398,13 +398,13 @@ func runRow(_ row: String, _ o: Options) throws -> RowResult {
         let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("panorama-preview-\(getpid())")
         try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: scratch) }
-        let target = scratch.appendingPathComponent("live.png"), temporary = scratch.appendingPathComponent(".live.png.tmp")
+        let target = scratch.appendingPathComponent("live.png")
         let warmups = o.warmups ?? 1
         probe = LoadProbe()
         let seconds = try time(warmups: warmups, runs: o.runs ?? 5) {
             let image = preview.image(latents, upscale: .bilinear())
-            try PNG.write(RGBImage(width: image.width, height: image.height, pixels: image.pixels), to: temporary)
-            guard rename(temporary.path, target.path) == 0 else { throw BenchmarkError("rename failed") }
+            // as --preview writes it: PNG.write renames its temporary file into place
+            try PNG.write(RGBImage(width: image.width, height: image.height, pixels: image.pixels), to: target)
         }
         let mapSeconds = time(warmups: 1, runs: 3) { _ = preview.image(latents, upscale: .bilinear()) }.min()!
         let unet = try UNet2DConditionModel(config: folder.config(UNetConfig.self, for: "unet"),
