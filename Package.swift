@@ -14,6 +14,8 @@ let package = Package(
         .executable(name: "panorama", targets: ["PanoramaCLI"]),
         .executable(name: "panorama-benchmarks", targets: ["PanoramaBenchmarks"]),
         .library(name: "Models", targets: ["Models"]),
+        // The renderer spread over the processes of an MPI job.
+        .library(name: "Cluster", targets: ["Cluster"]),
         // The readers of untrusted bytes, for the fuzz targets in Fuzz/ (a package of its own).
         .library(name: "PanoramaReaders",
                  targets: ["Tensors", "Weights", "Imaging", "Tokenization", "Models", "Schedulers", "Renderer"]),
@@ -30,6 +32,8 @@ let package = Package(
         .systemLibrary(name: "CPNG", path: "Sources/CPNG", providers: [.apt(["libpng-dev"])]),
         .systemLibrary(name: "CJPEG", path: "Sources/CJPEG", providers: [.apt(["libjpeg-dev"])]),
         .systemLibrary(name: "CWebP", path: "Sources/CWebP", providers: [.apt(["libwebp-dev"])]),
+        // MPI, loaded at run time: nothing to install to build (see Sources/Cluster).
+        .target(name: "CMPI", linkerSettings: [.linkedLibrary("dl")]),
         .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3", "-fno-math-errno", "-ffp-contract=fast"])]),
         .target(name: "CImaging", dependencies: ["CPNG", "CJPEG", "CWebP"],
                 linkerSettings: [.linkedLibrary("png16"), .linkedLibrary("z"), .linkedLibrary("jpeg"), .linkedLibrary("webp")]),
@@ -47,12 +51,13 @@ let package = Package(
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: optimise),
+        .target(name: "Cluster", dependencies: ["CMPI", "Renderer", "Tensors"], swiftSettings: optimise),
         .executableTarget(name: "PanoramaCLI", dependencies: [
-            "Server", "Renderer", "Imaging", "Models", "Schedulers", "Tokenization", "Weights", "Tensors",
+            "Cluster", "Server", "Renderer", "Imaging", "Models", "Schedulers", "Tokenization", "Weights", "Tensors",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: optimise),
         .executableTarget(name: "PanoramaBenchmarks",
-                          dependencies: ["Renderer", "Models", "Schedulers", "Weights", "Tensors", "Tokenization", "Imaging"],
+                          dependencies: ["Cluster", "Renderer", "Models", "Schedulers", "Weights", "Tensors", "Tokenization", "Imaging"],
                           path: "benchmarks/Sources/PanoramaBenchmarks", swiftSettings: optimise),
         .testTarget(name: "TensorsTests", dependencies: ["Tensors", "CKernels"]),
         .testTarget(name: "WeightsTests", dependencies: ["Weights"]),
@@ -64,6 +69,7 @@ let package = Package(
         .testTarget(name: "ServerTests", dependencies: [
             "Server", "Renderer", "Imaging", "Weights",
         ], exclude: ["Python"]),
+        .testTarget(name: "ClusterTests", dependencies: ["Cluster", "Renderer", "Tensors"]),
         .testTarget(name: "PanoramaCLITests", dependencies: ["PanoramaCLI", "Imaging", "Weights", "Tensors"]),
     ]
 )

@@ -53,6 +53,7 @@ extension GenerationOptions {
             ResumeSession.current?.picture = k
             if k < done {
                 // finished before the stop (a resumed batch)
+                guard Job.isPrimary else { continue }
                 print(url.path)
                 if grid { pictures.append(try PNG.read(url)) }
                 if k == 0 { firstParameters = (try? PNG.textChunks(of: url))?["parameters"] ?? "" }
@@ -65,11 +66,11 @@ extension GenerationOptions {
                 progress.note("picture \(k + 1) of \(outputs.count): seed \(seed)")
             }
             let (picture, parameters) = try render(s, url, &progress)
-            print(url.path)
+            if Job.isPrimary { print(url.path) }
             if k == 0 { firstParameters = parameters }
             if grid { pictures.append(picture) }
         }
-        if grid {
+        if grid && Job.isPrimary {
             let url = gridLocation(outputs)
             try PNG.write(RGBImage.contactSheet(pictures), to: url, text: [(key: "parameters", value: firstParameters)])
             print(url.path)

@@ -201,7 +201,9 @@ struct GenerationOptions: ParsableArguments {
         if let vae { model = try model.replacingVAE(with: URL(fileURLWithPath: (vae as NSString).expandingTildeInPath)) }
         let tiny = try taesd.map { try AutoencoderTiny(contentsOf: URL(fileURLWithPath: ($0 as NSString).expandingTildeInPath)) }
         if let tiny, encoding { try tiny.checkEncoder() }
-        let pipeline = PanoramaPipeline(model: model, autoencoder: tiny)
+        var pipeline = PanoramaPipeline(model: model, autoencoder: tiny)
+        pipeline.distributor = Job.distributor
+        if let summary = Job.summary { progress.note(summary) }
         settings.embeddingDirectories = try embeddingDirectories(model: modelURL)
         try pipeline.validate(settings)
         let embeddings = try pipeline.embeddingFiles(settings, prompts: [settings.prompt, settings.negativePrompt])
@@ -292,7 +294,7 @@ struct GenerationOptions: ParsableArguments {
         s.negativePrompt = negativePrompt ?? png?.negativePrompt ?? preset?.negativePrompt ?? ""
         s.steps = steps ?? png?.steps ?? preset?.steps ?? 50
         s.guidanceScale = guidance ?? png?.guidanceScale ?? preset?.guidance ?? 7.5
-        s.seed = try seed ?? resumedSeed() ?? png?.seed ?? UInt64.random(in: 0..<(1 << 32))
+        s.seed = try seed ?? resumedSeed() ?? png?.seed ?? Job.agreed(UInt64.random(in: 0..<(1 << 32)))
         s.sampler = try sampler(preset)
         // A1111 records an eta for its ancestral samplers too; only DDIM's and TCD's apply here
         s.eta = eta ?? (s.sampler.acceptsEta ? png?.eta : nil) ?? preset?.eta
@@ -403,7 +405,7 @@ struct GenerationOptions: ParsableArguments {
                                      composite: (RGBImage) throws -> RGBImage = { $0 },
                                      denoised: (Tensor) throws -> Void = { _ in }) throws -> RGBImage {
         var live: (url: URL, preview: LatentPreview)?
-        if let preview {
+        if let preview, Job.isPrimary {
             let start = Date()
             live = (URL(fileURLWithPath: preview), LatentPreview(for: pipeline))
             if case .linear = live?.preview.method {
@@ -428,7 +430,7 @@ struct GenerationOptions: ParsableArguments {
         progress.note("decoding")
         let image = try composite(RGBImage(decoded: try pipeline.decode(loop.latents, circular: settings.circular,
                                                                          method: settings.decodeMethod)))
-        try PNG.write(image, to: output, text: [(key: "parameters", value: parameters)] + extraText)
+        if Job.isPrimary { try PNG.write(image, to: output, text: [(key: "parameters", value: parameters)] + extraText) }
         return image
     }
 }

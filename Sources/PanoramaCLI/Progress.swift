@@ -1,7 +1,7 @@
 import Foundation
 
 /// Step progress on standard error: a redrawn bar with ETA on a terminal, one line per step
-/// otherwise (logs, CI), nothing with `--quiet`.
+/// otherwise (logs, CI), nothing with `--quiet` or on the other ranks of an MPI job.
 struct ProgressReporter {
     private let quiet: Bool
     private let interactive: Bool
@@ -12,7 +12,7 @@ struct ProgressReporter {
     var picture: (index: Int, count: Int)?
 
     init(quiet: Bool) {
-        self.quiet = quiet
+        self.quiet = quiet || !Job.isPrimary
         interactive = isatty(2) != 0
     }
 

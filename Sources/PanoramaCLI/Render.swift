@@ -64,7 +64,7 @@ struct Render: ParsableCommand {
             let parameters = try options.parameters(settings, model: model)
             let picture = try options.finish(&loop, pipeline: pipeline, settings: settings, progress: &progress, output: outputURL,
                                              parameters: parameters, denoised: { latents in
-                guard let latentsOutURL else { return }
+                guard let latentsOutURL, Job.isPrimary else { return }
                 try SafeTensorsWriter.write([(name: "latents", tensor: latents)], dtype: .f32,
                                             metadata: ["seed": String(settings.seed), "prompt": settings.prompt],
                                             to: latentsOutURL)

@@ -223,7 +223,7 @@ extension GenerationOptions {
 
     /// After a completed step: the state, written atomically.
     func saveState<L: ResumableProcess>(_ loop: L, report: StepReport) throws {
-        guard let session = ResumeSession.current else { return }
+        guard let session = ResumeSession.current, Job.isPrimary else { return }
         session.record.step = report.index + 1
         session.record.steps = report.count
         let start = Date()
@@ -236,6 +236,7 @@ extension GenerationOptions {
     /// After the whole batch: the state is removed unless --keep-state.
     func endSession(progress: ProgressReporter) {
         guard let session = ResumeSession.current else { return }
+        guard Job.isPrimary else { ResumeSession.current = nil; return }
         if session.writes > 0 {
             let size = ((try? FileManager.default.attributesOfItem(atPath: session.stateURL.path))?[.size] as? Int) ?? 0
             progress.note(String(format: "state: %@ saved after each of %d steps in %.1f ms on average", formatBytes(size),
@@ -277,6 +278,12 @@ private func setStopMessage(_ text: String) {
 /// (the step under way is abandoned), the handler prints how to continue and exits with 128 + the
 /// signal (130 for Ctrl-C, 143 for SIGTERM).
 private func installStopHandlers(stateURL: URL) {
+    // in an MPI job rank 0 says it; mpirun passes the signal to every rank
+    guard Job.isPrimary else {
+        signal(SIGINT, { _exit(128 + $0) })
+        signal(SIGTERM, { _exit(128 + $0) })
+        return
+    }
     let path = ResumeSession.quoted(stateURL.path)
     savedMessage = "\nstopped; the last completed step is saved in \(stateURL.path)\nto continue: panorama resume \(path)\n"
     setStopMessage("\nstopped before the first step completed; nothing was saved\n")

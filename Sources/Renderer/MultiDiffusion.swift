@@ -74,6 +74,8 @@ public struct DenoisingLoop<S: Scheduler>: DenoisingProcess, Sequence {
     public var viewWeights: [[Float]?]
     /// Where a stochastic step's fresh noise is added (before or after the windows are fused).
     public var noiseFusion: NoiseFusion
+    /// Who runs each step's UNet batches (this process unless spread over an MPI job).
+    public var distributor: any WorkDistributor = LocalDistributor()
     /// Channels appended to every window's UNet input after the scaled latents, [1, k, h, w] over
     /// the whole canvas and cropped like the window (also into both halves of the guidance pair):
     /// an inpainting UNet's mask and masked-image latents. nil for ordinary UNets.
@@ -148,26 +150,30 @@ public struct DenoisingLoop<S: Scheduler>: DenoisingProcess, Sequence {
         let canvasNoise = noiseFusion == .canvas && scheduler.needsNoise
         let drawsNoise = scheduler.drawsNoise(at: t)
         var noiseScale: Float = 0
-        var start = 0
-        while start < views.count {
-            let batch = start..<Swift.min(views.count, start + viewBatchSize)
-            let windows = batch.map { latents.crop(views[$0]) }
-            let predictions = predictNoise(windows, at: batch.map { views[$0] }, timestep: t)
+        let batches = Swift.stride(from: 0, to: views.count, by: viewBatchSize).map {
+            $0..<Swift.min(views.count, $0 + viewBatchSize)
+        }
+        let windows = views.map { latents.crop($0) }
+        // The UNet batches (the cost of a step) may run on other processes; the scheduler then
+        // steps every window here, in order, drawing noise as one process would.
+        let predictions = distributor.distribute(costs: batches.map { $0.count * (guidance.isActive ? 2 : 1) }) { b in
+            predictNoise(batches[b].map { windows[$0] }, at: batches[b].map { views[$0] }, timestep: t)
+        }
+        for (b, batch) in batches.enumerated() {
             let noise = !canvasNoise && drawsNoise
-                ? generator.randn([batch.count] + windows[0].shape.dropFirst()) : nil
+                ? generator.randn([batch.count] + windows[batch.lowerBound].shape.dropFirst()) : nil
             for (k, v) in batch.enumerated() {
                 let stepped: Tensor
                 if canvasNoise {
-                    (stepped, noiseScale) = scheduler.stepMean(predictions.batch(k), timestep: t, sample: windows[k],
+                    (stepped, noiseScale) = scheduler.stepMean(predictions[b][k], timestep: t, sample: windows[v],
                                                                state: &states[v])
                 } else {
-                    stepped = scheduler.step(predictions.batch(k), timestep: t, sample: windows[k],
+                    stepped = scheduler.step(predictions[b][k], timestep: t, sample: windows[v],
                                              state: &states[v], noise: noise?.batch(k))
                 }
                 fuser.add(stepped, at: views[v], weight: viewWeights[v])
                 if let past = scheduler.pixelHistory(of: states[v]) { historyFuser?.add(past, at: views[v]) }
             }
-            start = batch.upperBound
         }
         latents = fuser.fused()
         if canvasNoise && drawsNoise {
@@ -223,11 +229,10 @@ public struct DenoisingLoop<S: Scheduler>: DenoisingProcess, Sequence {
         stepIndex = checkpoint.stepIndex
     }
 
-    /// The guided noise prediction for each window, [windows, C, h, w].
-    private func predictNoise(_ windows: [Tensor], at windowViews: [LatentView], timestep t: Int) -> Tensor {
-        let eps = guidedNoise(unet: unet, scheduler: scheduler, items: windows.map { ($0, guidance) }, timestep: t,
-                              conditioning: conditioning.map { canvas in windowViews.map { canvas.crop($0) } })
-        return Tensor.concatenate(eps, dimension: 0)
+    /// The guided noise prediction for each window, [1, C, h, w] each.
+    private func predictNoise(_ windows: [Tensor], at windowViews: [LatentView], timestep t: Int) -> [Tensor] {
+        guidedNoise(unet: unet, scheduler: scheduler, items: windows.map { ($0, guidance) }, timestep: t,
+                    conditioning: conditioning.map { canvas in windowViews.map { canvas.crop($0) } })
     }
 }
 

@@ -94,6 +94,8 @@ public struct PanoramaPipeline: Sendable {
     /// What decodes the final latents and encodes input images: the model's VAE unless replaced,
     /// e.g. by a tiny autoencoder (`AutoencoderTiny`).
     public var autoencoder: any Autoencoder
+    /// Who runs the denoising loops' UNet batches: this process, or the processes of an MPI job.
+    public var distributor: any WorkDistributor = LocalDistributor()
 
     public init(model: StableDiffusionModel, autoencoder: (any Autoencoder)? = nil) {
         self.model = model
@@ -324,6 +326,7 @@ public struct PanoramaPipeline: Sendable {
                                  shiftSeed: settings.spotDiffusion ? settings.seed : nil,
                                  noiseFusion: settings.noiseFusion)
         loop.weightWindows(settings.windowWeighting)
+        loop.distributor = distributor
         if model.isInpainting { loop.conditioning = try conditioning ?? nothingKnownConditioning(settings) }
         return loop
     }

@@ -108,6 +108,8 @@ public struct RegionDenoisingLoop<S: Scheduler>: DenoisingProcess, Sequence {
     public let centredBootstrap: Bool
     /// Where a stochastic step's fresh noise is added (before or after fusing).
     public let noiseFusion: NoiseFusion
+    /// Who runs each step's UNet batches (this process unless spread over an MPI job).
+    public var distributor: any WorkDistributor = LocalDistributor()
     /// Scheduler state per view and prompt (every prompt, so it survives steps a prompt skips).
     private var states: [[S.ViewState]]
     private var generator: TorchGenerator
@@ -276,10 +278,13 @@ public struct RegionDenoisingLoop<S: Scheduler>: DenoisingProcess, Sequence {
         let drawsNoise = scheduler.drawsNoise(at: t)
         var noiseScale: Float = 0
         var fuser = Fuser(channels: channels, height: rows, width: columns)
-        var start = 0
-        while start < views.count {
+        // Every batch's inputs first (no randomness), then the UNet batches, which may run on
+        // other processes, then the steps in order, drawing noise as one process would.
+        typealias Item = (sample: Tensor, guidance: Guidance)
+        var work: [(items: [Item], inputs: [Item], owners: [(view: Int, slot: Int, roll: (rows: Int, columns: Int))])] = []
+        for start in Swift.stride(from: 0, to: views.count, by: viewBatchSize) {
             let batch = start..<Swift.min(views.count, start + viewBatchSize)
-            var items: [(sample: Tensor, guidance: Guidance)] = [], inputs: [(sample: Tensor, guidance: Guidance)] = []
+            var items: [Item] = [], inputs: [Item] = []
             var owners: [(view: Int, slot: Int, roll: (rows: Int, columns: Int))] = []
             for v in batch {
                 let window = latents.crop(views[v])
@@ -297,7 +302,13 @@ public struct RegionDenoisingLoop<S: Scheduler>: DenoisingProcess, Sequence {
                     owners.append((v, slot, roll))
                 }
             }
-            let eps = guidedNoise(unet: unet, scheduler: scheduler, items: inputs, timestep: t)
+            work.append((items, inputs, owners))
+        }
+        let predictions = distributor.distribute(costs: work.map { $0.inputs.reduce(0) { $0 + ($1.guidance.isActive ? 2 : 1) } }) {
+            guidedNoise(unet: unet, scheduler: scheduler, items: work[$0].inputs, timestep: t)
+        }
+        for (b, (items, _, owners)) in work.enumerated() {
+            let eps = predictions[b]
             let noise = !canvasNoise && drawsNoise
                 ? generator.randn([items.count, channels, views[0].height, views[0].width]) : nil
             for (i, owner) in owners.enumerated() {
@@ -315,7 +326,6 @@ public struct RegionDenoisingLoop<S: Scheduler>: DenoisingProcess, Sequence {
                 }
                 fuser.add(stepped, at: views[v], weight: layout.fusionWeights[v][slot])
             }
-            start = batch.upperBound
         }
         latents = fuser.fused()
         if canvasNoise && drawsNoise {
@@ -506,14 +516,16 @@ extension PanoramaPipeline {
                                                       sigma: fewStep.maskStd / Double(vaeScale), levels: levels,
                                                       circular: settings.circular)
         }
-        return RegionDenoisingLoop(unet: model.unet, scheduler: scheduler, guidances: guidances, foregroundMasks: masks,
-                                   stepMasks: stepMasks, weights: [1] + composition.regions.map(\.prompt.weight),
-                                   latents: latents,
-                                   tiler: ViewTiler(window: model.latentWindow, stride: settings.stride,
-                                                    circular: settings.circular),
-                                   viewBatchSize: settings.viewBatchSize, bootstrap: bootstrap,
-                                   centredBootstrap: fewStep?.centredBootstrap ?? false, generator: generator,
-                                   windowWeighting: settings.windowWeighting, noiseFusion: settings.noiseFusion)
+        var loop = RegionDenoisingLoop(unet: model.unet, scheduler: scheduler, guidances: guidances, foregroundMasks: masks,
+                                       stepMasks: stepMasks, weights: [1] + composition.regions.map(\.prompt.weight),
+                                       latents: latents,
+                                       tiler: ViewTiler(window: model.latentWindow, stride: settings.stride,
+                                                        circular: settings.circular),
+                                       viewBatchSize: settings.viewBatchSize, bootstrap: bootstrap,
+                                       centredBootstrap: fewStep?.centredBootstrap ?? false, generator: generator,
+                                       windowWeighting: settings.windowWeighting, noiseFusion: settings.noiseFusion)
+        loop.distributor = distributor
+        return loop
     }
 
     /// The scaled latent of a constant colour (RGB in [0, 1]): the centre latent pixel of its
