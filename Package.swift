@@ -51,7 +51,7 @@ let package = Package(
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: optimise),
-        .target(name: "Cluster", dependencies: ["CMPI", "Renderer", "Tensors"], swiftSettings: optimise),
+        .target(name: "Cluster", dependencies: ["CMPI", "Tensors"], swiftSettings: optimise),
         .executableTarget(name: "PanoramaCLI", dependencies: [
             "Cluster", "Server", "Renderer", "Imaging", "Models", "Schedulers", "Tokenization", "Weights", "Tensors",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -1,5 +1,6 @@
 import CMPI
 import Foundation
+import Tensors
 
 /// An MPI job's world: this process's rank, the number of processes, and the few collective
 /// operations the renderer uses, on byte buffers.
@@ -9,7 +10,7 @@ import Foundation
 /// Every reduction is done by the callers in a fixed order instead of by MPI, so results do not
 /// depend on the number of processes. MPI's default error handler ends the whole job on a
 /// communication failure, so no call here returns an error and none can hang on a dead peer.
-public final class MPI: @unchecked Sendable {
+public final class MPI: ProcessGroup, @unchecked Sendable {
     /// This process's rank, 0 ..< `size`.
     public let rank: Int
     /// Processes in the job.
@@ -101,6 +102,44 @@ public final class MPI: @unchecked Sendable {
             }
         }
         return result
+    }
+
+    /// Sends `outgoing[r]` to rank `r` and returns what every rank sent here: the sizes first
+    /// (every rank learns the whole matrix), then for each shift k = 1 ..< size a pairwise
+    /// exchange with rank + k and rank − k, in the same number of rounds of at most 1 GiB on
+    /// every rank, so every send meets its receive and nothing can deadlock.
+    public func exchange(_ outgoing: [[UInt8]]) -> [[UInt8]] {
+        precondition(outgoing.count == size, "exchange: one buffer per rank")
+        var row = outgoing.map { Int64($0.count) }
+        row[rank] = 0
+        let matrix = allGather(row.withUnsafeBytes { Array($0) }).map { bytes in
+            bytes.withUnsafeBytes { Array($0.bindMemory(to: Int64.self)).map(Int.init) }
+        }
+        var incoming = [[UInt8]](repeating: [], count: size)
+        let chunk = 1 << 30
+        for shift in 1..<max(1, size) {
+            let to = (rank + shift) % size, from = (rank - shift + size) % size
+            // the largest message of this shift anywhere sets its rounds
+            let largest = (0..<size).map { matrix[$0][($0 + shift) % size] }.max() ?? 0
+            var received = [UInt8](repeating: 0, count: matrix[from][rank])
+            for round in 0..<((largest + chunk - 1) / chunk) {
+                let start = round * chunk
+                let sendCount = max(0, min(chunk, outgoing[to].count - start))
+                let receiveCount = max(0, min(chunk, received.count - start))
+                outgoing[to].withUnsafeBytes { send in
+                    received.withUnsafeMutableBytes { receive in
+                        let status = panorama_mpi_sendrecv(send.baseAddress.map { $0 + min(start, send.count) }, Int32(sendCount), Int32(to),
+                                                           receive.baseAddress.map { $0 + min(start, receive.count) }, Int32(receiveCount),
+                                                           Int32(from), Int32(shift))
+                        check(status, "MPI_Sendrecv")
+                    }
+                }
+            }
+            bytesSent += outgoing[to].count
+            bytesReceived += received.count
+            incoming[from] = received
+        }
+        return incoming
     }
 
     /// Waits until every process gets here.

@@ -35,6 +35,11 @@ public struct VAETiling: Sendable, Equatable {
     /// `.tiled` go through the whole-image decode instead: the same image, about twice as fast
     /// at 512x512, and at most about 2 GiB of activations with SD's VAE. 0: always tiles.
     public var wholeImagePixels: Int
+    /// The processes of a job that share the tiles (an MPI job), or nil: this process alone.
+    /// Each computes whole rows of tiles, receives the rows around them that its convolutions
+    /// read from the others, and merges every tile's GroupNorm sums in tile order, so the result
+    /// is that of one process bit for bit; every process returns the whole result.
+    public var processes: (any ProcessGroup)?
 
     public init(tileElements: Int = 16 << 20, tileSide: Int? = nil, memoryLimit: Int = 256 << 20,
                 temporaryDirectory: String = NSTemporaryDirectory(), fileFormat: CanvasStore.FileFormat = .float32,
@@ -49,6 +54,13 @@ public struct VAETiling: Sendable, Equatable {
         self.circular = circular
         self.wholeImagePixels = wholeImagePixels
     }
+
+    public static func == (a: VAETiling, b: VAETiling) -> Bool {
+        a.tileElements == b.tileElements && a.tileSide == b.tileSide && a.memoryLimit == b.memoryLimit
+            && a.temporaryDirectory == b.temporaryDirectory && a.fileFormat == b.fileFormat
+            && a.attentionTokenLimit == b.attentionTokenLimit && a.circular == b.circular
+            && a.wholeImagePixels == b.wholeImagePixels && a.processes === b.processes
+    }
 }
 
 extension AutoencoderKL {
@@ -57,7 +69,7 @@ extension AutoencoderKL {
     public func decode(_ latents: Tensor, tiling: VAETiling) throws -> Tensor {
         let runner = TiledRunner(tiling: tiling, groups: config.normNumGroups)
         let images = try (0..<latents.shape[0]).map { b in
-            try decoderLayers(runner, try runner.map(latents.batch(b))).store.tensor()
+            try runner.whole(decoderLayers(runner, try runner.map(latents.batch(b))))
         }
         return images.count == 1 ? images[0] : Tensor.concatenate(images, dimension: 0)
     }
@@ -112,7 +124,7 @@ extension AutoencoderKL {
         guard let encoder else { throw ModelError.invalidInput(Self.noEncoderMessage) }
         let runner = TiledRunner(tiling: tiling, groups: config.normNumGroups)
         let moments = try (0..<images.shape[0]).map { b in
-            try encoderLayers(runner, encoder, try runner.map(images.batch(b))).store.tensor()
+            try runner.whole(encoderLayers(runner, encoder, try runner.map(images.batch(b))))
         }
         return distribution(moments.count == 1 ? moments[0] : Tensor.concatenate(moments, dimension: 0))
     }
@@ -123,6 +135,9 @@ extension AutoencoderKL {
 struct TiledMap {
     let store: CanvasStore
     let statistics: GroupStatistics?
+    /// With several processes: the rows of the map each rank computed. Only those rows, and the
+    /// rows received since, are valid in this process's store. nil: every row, everywhere.
+    var owners: [Range<Int>]? = nil
 }
 
 /// One layer-by-layer pass over whole maps. Every VAE layer is a convolution of the form
@@ -215,6 +230,9 @@ struct TiledRunner: VAEPass {
         channels % groups == 0 ? GroupStatistics(groups: groups) : nil
     }
 
+    /// The processes sharing the work, when there are several.
+    private var processes: (any ProcessGroup)? { tiling.processes.flatMap { $0.size > 1 ? $0 : nil } }
+
     func map(_ tensor: Tensor) throws -> TiledMap {
         let store = try newStore(channels: tensor.shape[1], height: tensor.shape[2], width: tensor.shape[3])
         try store.write(tensor, row: 0, column: 0)
@@ -247,10 +265,21 @@ struct TiledRunner: VAEPass {
         } else {
             output = try newStore(channels: cout, height: hout, width: wout)
         }
+        let tileRows = stride(from: 0, to: hout, by: side).map { $0..<min(hout, $0 + side) }
+        // With several processes each computes a share of the rows of tiles, after receiving
+        // the input rows (and residual rows) its tiles read that others computed.
+        let share = try divide(tileRows, height: hout) { rows in
+            let top = rows.lowerBound * s - pad.top, bottom = (rows.upperBound - 1) * s - pad.top + k
+            let y0 = max(top, 0), y1 = min(bottom, hc)
+            return floorDivide(y0, factor)..<(floorDivide(y1 - 1, factor) + 1)
+        } inputs: { needs, outputRows in
+            try receive(input, rows: needs)
+            if let residual { try receive(residual, rows: outputRows) }
+        }
         var statistics = newStatistics(channels: cout)
+        var tileStatistics: [GroupStatistics] = []
 
-        for oy in stride(from: 0, to: hout, by: side) {
-            let rows = oy..<min(hout, oy + side)
+        for rows in tileRows[share.tiles] {
             for ox in stride(from: 0, to: wout, by: side) {
                 let columns = ox..<min(wout, ox + side)
                 // The convolution input this tile needs, and the part of it outside the map,
@@ -279,11 +308,12 @@ struct TiledRunner: VAEPass {
                     let r = try residual.store.read(rows: rows, columns: columns)
                     y += shortcut.map { $0(r) } ?? r
                 }
-                statistics?.accumulate(y)
+                accumulate(y, into: &statistics, tiles: &tileStatistics, channels: cout)
                 try output.write(y, row: rows.lowerBound, column: columns.lowerBound)
             }
         }
-        return TiledMap(store: output, statistics: statistics)
+        merge(tileStatistics, into: &statistics)
+        return TiledMap(store: output, statistics: statistics, owners: share.owners)
     }
 
     /// `attention(norm(x)) + x` over the whole map, or over windows when it has more positions
@@ -295,18 +325,100 @@ struct TiledRunner: VAEPass {
         var statistics = newStatistics(channels: c)
         let limit = tiling.attentionTokenLimit
         let (rowSplit, columnSplit) = h * w <= limit ? (1, 1) : windowGrid(height: h, width: w, limit: limit)
-        for i in 0..<rowSplit {
-            let rows = (i * h / rowSplit)..<((i + 1) * h / rowSplit)
+        let windowRows = (0..<rowSplit).map { i in (i * h / rowSplit)..<((i + 1) * h / rowSplit) }
+        let share = try divide(windowRows, height: h) { $0 } inputs: { needs, _ in try receive(input, rows: needs) }
+        var tileStatistics: [GroupStatistics] = []
+        for rows in windowRows[share.tiles] {
             for j in 0..<columnSplit {
                 let columns = (j * w / columnSplit)..<((j + 1) * w / columnSplit)
                 let x = try source.read(rows: rows, columns: columns)
                 let n = groupNorm(x, statistics: input.statistics!, weight: norm.weight, bias: norm.bias, eps: norm.eps)
                 let y = attention(n.nchwToTokens()).tokensToNCHW(height: rows.count, width: columns.count) + x
-                statistics?.accumulate(y)
+                accumulate(y, into: &statistics, tiles: &tileStatistics, channels: c)
                 try output.write(y, row: rows.lowerBound, column: columns.lowerBound)
             }
         }
-        return TiledMap(store: output, statistics: statistics)
+        merge(tileStatistics, into: &statistics)
+        return TiledMap(store: output, statistics: statistics, owners: share.owners)
+    }
+
+    // MARK: - Several processes
+
+    /// This process's rows of tiles (indices into `tileRows`) and every rank's output rows; alone,
+    /// every row of tiles and no owners. `inputRows` maps output rows to the input rows they read;
+    /// `inputs` then receives, for every rank's output rows, the rows it reads.
+    private func divide(_ tileRows: [Range<Int>], height: Int, inputRows: (Range<Int>) -> Range<Int>,
+                        inputs: (_ needs: [Range<Int>], _ outputRows: [Range<Int>]) throws -> Void)
+        throws -> (tiles: Range<Int>, owners: [Range<Int>]?) {
+        guard let group = processes else { return (tileRows.indices, nil) }
+        let bounds = tileRows.map(\.count).balancedShares(group.size)
+        let owners = (0..<group.size).map { r in
+            bounds[r] == bounds[r + 1] ? height..<height : tileRows[bounds[r]].lowerBound..<tileRows[bounds[r + 1] - 1].upperBound
+        }
+        try inputs(owners.map { $0.isEmpty ? 0..<0 : inputRows($0) }, owners)
+        return (bounds[group.rank]..<bounds[group.rank + 1], owners)
+    }
+
+    /// Gives every rank the rows `rows[rank]` of `map` that other ranks computed, in slices of
+    /// about one tile's floats so the messages stay within the pass's memory bound.
+    private func receive(_ map: TiledMap, rows: [Range<Int>]) throws {
+        guard let group = processes, let owners = map.owners else { return }
+        let store = map.store, me = group.rank
+        let slice = max(1, tiling.tileElements / max(1, store.channels * store.width))
+        // what rank `from` sends to rank `to`, in the same order everywhere
+        func part(_ from: Int, _ to: Int) -> Range<Int> { owners[from].clamped(to: rows[to].clamped(to: 0..<store.height)) }
+        let rounds = (0..<group.size).flatMap { from in (0..<group.size).filter { $0 != from }.map { part(from, $0).count } }
+            .map { ($0 + slice - 1) / slice }.max() ?? 0
+        for round in 0..<rounds {
+            func piece(_ from: Int, _ to: Int) -> Range<Int> {
+                let all = part(from, to)
+                let start = min(all.upperBound, all.lowerBound + round * slice)
+                return start..<min(all.upperBound, start + slice)
+            }
+            var outgoing = [[UInt8]](repeating: [], count: group.size)
+            for to in 0..<group.size where to != me && !piece(me, to).isEmpty {
+                outgoing[to] = try store.read(rows: piece(me, to), columns: 0..<store.width).bytes
+            }
+            let incoming = group.exchange(outgoing)
+            for from in 0..<group.size where from != me && !piece(from, me).isEmpty {
+                let rows = piece(from, me)
+                guard let t = Tensor(shape: [1, store.channels, rows.count, store.width], bytes: incoming[from]) else {
+                    preconditionFailure("rank \(from) sent \(incoming[from].count) bytes for rows \(rows)")
+                }
+                try store.write(t, row: rows.lowerBound, column: 0)
+            }
+        }
+    }
+
+    /// A tile's sums: into the map's statistics at once, or, with several processes, kept per
+    /// tile to be merged in tile order after the layer.
+    private func accumulate(_ y: Tensor, into statistics: inout GroupStatistics?, tiles: inout [GroupStatistics],
+                            channels: Int) {
+        guard statistics != nil else { return }
+        guard processes != nil else { statistics!.accumulate(y); return }
+        var tile = GroupStatistics(groups: groups)
+        tile.accumulate(y)
+        tiles.append(tile)
+    }
+
+    /// Every rank's tile sums, merged in tile order (ranks hold consecutive rows of tiles).
+    private func merge(_ tiles: [GroupStatistics], into statistics: inout GroupStatistics?) {
+        guard let group = processes, statistics != nil else { return }
+        let size = 8 * (1 + 2 * groups)
+        for bytes in group.allGather(tiles.flatMap(\.bytes)) {
+            precondition(bytes.count % size == 0, "tile statistics of \(bytes.count) bytes")
+            for start in stride(from: 0, to: bytes.count, by: size) {
+                statistics!.merge(GroupStatistics(groups: groups, bytes: Array(bytes[start..<(start + size)]))!)
+            }
+        }
+    }
+
+    /// The whole map as a tensor, on every process.
+    func whole(_ map: TiledMap) throws -> Tensor {
+        if let group = processes {
+            try receive(map, rows: Array(repeating: 0..<map.store.height, count: group.size))
+        }
+        return try map.store.tensor()
     }
 
     /// The fewest near-square windows of at most `limit` positions covering a map.

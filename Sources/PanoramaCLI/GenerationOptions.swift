@@ -202,13 +202,19 @@ struct GenerationOptions: ParsableArguments {
         let tiny = try taesd.map { try AutoencoderTiny(contentsOf: URL(fileURLWithPath: ($0 as NSString).expandingTildeInPath)) }
         if let tiny, encoding { try tiny.checkEncoder() }
         var pipeline = PanoramaPipeline(model: model, autoencoder: tiny)
-        pipeline.distributor = Job.distributor
+        pipeline.processes = Job.processes
         if let summary = Job.summary { progress.note(summary) }
         settings.embeddingDirectories = try embeddingDirectories(model: modelURL)
         try pipeline.validate(settings)
         let embeddings = try pipeline.embeddingFiles(settings, prompts: [settings.prompt, settings.negativePrompt])
         if !embeddings.isEmpty { progress.note("embeddings: " + embeddings.map(\.name).joined(separator: ", ")) }
-        let disk = try pipeline.fitTemporaryFiles(&settings, encoding: encoding)
+        var disk = try pipeline.fitTemporaryFiles(&settings, encoding: encoding)
+        // bfloat16 files round the activations: the processes of a job must all use them or none
+        if case .tiled(var tiling) = settings.decodeMethod, Job.anyProcess(tiling.fileFormat == .bfloat16) {
+            tiling.fileFormat = .bfloat16
+            settings.decodeMethod = .tiled(tiling)
+            disk = try pipeline.fitTemporaryFiles(&settings, encoding: encoding)
+        }
         if case .tiled(let tiling) = settings.decodeMethod, disk > 0, tiling.fileFormat == .bfloat16 {
             progress.note("the VAE's temporary files take \(formatBytes(disk)) as bfloat16 (float32 would not fit the free disk)")
         }
@@ -330,7 +336,7 @@ struct GenerationOptions: ParsableArguments {
         }
         s.emphasis = try emphasisMode(png: png)
         switch decode ?? png?.decode ?? "tiled" {
-        case "tiled": s.decodeMethod = .tiled(VAETiling())
+        case "tiled": s.decodeMethod = .tiled(VAETiling.fromEnvironment())
         case "whole": s.decodeMethod = .whole
         case let other: throw ValidationError("unknown --decode \"\(other)\"; available: tiled, whole")
         }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Cluster
 import Foundation
 import Renderer
+import Models
 import Tensors
 
 /// This process's place in an MPI job (`mpirun -np N panorama …`); a single process otherwise.
@@ -35,11 +36,8 @@ enum Job {
         Compute.threads = max(1, cores / max(1, world.localSize ?? 1))
     }
 
-    /// The distributor for the pipeline: MPI's in a job of several processes, else local.
-    static var distributor: any WorkDistributor {
-        if let world, world.size > 1 { return MPIDistributor(world: world) }
-        return LocalDistributor()
-    }
+    /// The processes that share the pipeline's work: the MPI job's when it has several.
+    static var processes: (any ProcessGroup)? { world.flatMap { $0.size > 1 ? $0 : nil } }
 
     /// A line on standard error about the job, from rank 0 (nothing for a single process).
     static var summary: String? {
@@ -56,6 +54,12 @@ enum Job {
         return UInt64(littleEndian: chosen)
     }
 
+    /// Whether `condition` holds in any process of the job.
+    static func anyProcess(_ condition: Bool) -> Bool {
+        guard let world, world.size > 1 else { return condition }
+        return world.allGather([condition ? 1 : 0]).contains([1])
+    }
+
     /// After the command succeeded.
     static func finish() { world?.finalize() }
 
@@ -64,5 +68,18 @@ enum Job {
     static func fail(_ error: Error, message: String, code: Int32) {
         guard let world, world.size > 1 else { return }
         world.abort(message: message.isEmpty ? "\(error)" : message, code: code)
+    }
+}
+
+extension VAETiling {
+    /// `VAETiling()`, or with `PANORAMA_VAE_TILE_SIDE=N` tiles of N pixels and no whole-image
+    /// shortcut: a test hook, so that tiny models' small pictures run many tiles.
+    static func fromEnvironment(_ environment: [String: String] = ProcessInfo.processInfo.environment) -> VAETiling {
+        var tiling = VAETiling()
+        if let side = environment["PANORAMA_VAE_TILE_SIDE"].flatMap(Int.init), side > 0 {
+            tiling.tileSide = side
+            tiling.wholeImagePixels = 0
+        }
+        return tiling
     }
 }

@@ -38,7 +38,7 @@ extension PanoramaPipeline {
         guard image.shape == expected else {
             throw RenderError.invalidSize("the image is \(image.shape) but the settings ask for \(expected)")
         }
-        return try autoencoder.encode(image, circular: settings.circular, method: settings.decodeMethod)
+        return try autoencoder.encode(image, circular: settings.circular, method: settings.decodeMethod.shared(by: processes))
     }
 
     /// As `imageToImageLoop(_:image:strength:)`, from already encoded (and scaled) latents. An

@@ -94,8 +94,9 @@ public struct PanoramaPipeline: Sendable {
     /// What decodes the final latents and encodes input images: the model's VAE unless replaced,
     /// e.g. by a tiny autoencoder (`AutoencoderTiny`).
     public var autoencoder: any Autoencoder
-    /// Who runs the denoising loops' UNet batches: this process, or the processes of an MPI job.
-    public var distributor: any WorkDistributor = LocalDistributor()
+    /// The processes of a job (an MPI job) that share this pipeline's work: each step's UNet
+    /// batches and the tiled VAE's tiles, with results identical to one process. nil: this one.
+    public var processes: (any ProcessGroup)?
 
     public init(model: StableDiffusionModel, autoencoder: (any Autoencoder)? = nil) {
         self.model = model
@@ -334,7 +335,12 @@ public struct PanoramaPipeline: Sendable {
     /// Decodes final latents to an image [1, 3, H, W] in [-1, 1] with the pipeline's autoencoder
     /// (see `AutoencoderKL.decode(_:circular:method:)` for the model's VAE).
     public func decode(_ latents: Tensor, circular: Bool, method: DecodeMethod = .tiled(VAETiling())) throws -> Tensor {
-        try autoencoder.decode(latents, circular: circular, method: method)
+        try autoencoder.decode(latents, circular: circular, method: method.shared(by: processes))
+    }
+
+    /// Who runs the denoising loops' UNet batches.
+    var distributor: any WorkDistributor {
+        processes.map { GroupDistributor(world: $0) } ?? LocalDistributor()
     }
 }
 
@@ -342,6 +348,13 @@ public struct PanoramaPipeline: Sendable {
 public enum DecodeMethod: Sendable, Equatable {
     case tiled(VAETiling)
     case whole
+
+    /// The method with its tiles shared by `processes` (the whole-image pass runs in every process).
+    func shared(by processes: (any ProcessGroup)?) -> DecodeMethod {
+        guard case .tiled(var tiling) = self, let processes else { return self }
+        tiling.processes = processes
+        return .tiled(tiling)
+    }
 }
 
 /// Bytes free for an unprivileged user on the file system holding `directory`, or nil where unknown.

@@ -22,22 +22,35 @@ public struct LocalDistributor: WorkDistributor {
     }
 }
 
-extension Array where Element == Int {
-    /// Contiguous shares of these costs for `parts` workers: share `r` is
-    /// `bounds[r]..<bounds[r + 1]`, each as close to an equal part of the total as whole items allow.
-    /// Contiguous, so that a share's results travel as one message.
-    public func balancedShares(_ parts: Int) -> [Int] {
-        precondition(parts >= 1, "at least one share")
-        let total = reduce(0, +)
-        var bounds = [0], sum = 0, i = 0
-        for r in 1..<parts {
-            // the first item boundary where the running cost reaches r/parts of the total
-            while i < count && (sum + self[i]) * parts <= r * total { sum += self[i]; i += 1 }
-            // an item straddling the target goes to whichever side leaves the smaller excess
-            if i < count && (sum + self[i]) * parts - r * total < r * total - sum * parts { sum += self[i]; i += 1 }
-            bounds.append(i)
+/// Spreads each step's UNet batches over the processes of a job (an MPI job: `Cluster`):
+/// contiguous shares balanced by cost, computed where they fall, then every prediction gathered
+/// to every process (`ProcessGroup.allGather`), so every process steps and fuses the whole
+/// canvas itself.
+///
+/// Gathering the predictions, rather than summing partial value/count canvases with an
+/// allreduce, is what keeps the canvas bit-identical to one process: a floating-point sum
+/// depends on its grouping, and an allreduce's grouping depends on the number of processes.
+/// The price is bytes: every window's prediction (C x 64 x 64 floats for SD at 512 px) instead
+/// of two canvases per step; see benchmarks/README.md for the figures and a model of the cost.
+public struct GroupDistributor: WorkDistributor {
+    public let world: any ProcessGroup
+
+    public init(world: any ProcessGroup) { self.world = world }
+
+    public func distribute(costs: [Int], _ work: (Int) -> [Tensor]) -> [[Tensor]] {
+        guard world.size > 1 else { return costs.indices.map(work) }
+        let bounds = costs.balancedShares(world.size)
+        let mine = (bounds[world.rank]..<bounds[world.rank + 1]).map(work)
+        let gathered = world.allGather(TensorPacking.pack(mine))
+        var all: [[Tensor]] = []
+        all.reserveCapacity(costs.count)
+        for (r, bytes) in gathered.enumerated() {
+            // the bytes came from this program on another rank
+            guard let batches = TensorPacking.unpack(bytes), batches.count == bounds[r + 1] - bounds[r] else {
+                preconditionFailure("the predictions from rank \(r) are malformed")
+            }
+            all += batches
         }
-        bounds.append(count)
-        return bounds
+        return all
     }
 }

@@ -50,6 +50,35 @@ public struct GroupStatistics: Sendable, Equatable {
         count += groupSize
     }
 
+    /// Adds `other`'s sums, as `accumulate` adds a tile's: a map's statistics gathered tile by tile
+    /// from several processes and merged in tile order are those of one process, bit for bit.
+    public mutating func merge(_ other: GroupStatistics) {
+        precondition(other.groups == groups, "GroupStatistics: \(other.groups) groups merged into \(groups)")
+        for g in 0..<groups {
+            sum[g] += other.sum[g]
+            sumOfSquares[g] += other.sumOfSquares[g]
+        }
+        count += other.count
+    }
+
+    /// The sums and count as bytes (for messages between processes of one job).
+    public var bytes: [UInt8] {
+        let values = [Double(count)] + sum + sumOfSquares
+        return values.withUnsafeBytes { Array($0) }
+    }
+
+    /// Statistics of `groups` groups from `bytes`; nil unless they are exactly what `bytes` writes.
+    public init?(groups: Int, bytes: [UInt8]) {
+        guard groups > 0, bytes.count == 8 * (1 + 2 * groups) else { return nil }
+        var values = [Double](repeating: 0, count: 1 + 2 * groups)
+        values.withUnsafeMutableBytes { $0.copyBytes(from: bytes) }
+        guard values[0] >= 0, values[0] < 9e15, values[0] == values[0].rounded() else { return nil }
+        self.groups = groups
+        count = Int(values[0])
+        sum = Array(values[1...groups])
+        sumOfSquares = Array(values[(groups + 1)...])
+    }
+
     /// Mean and 1/sqrt(biased variance + eps) of each group.
     public func meanAndInverseStd(eps: Float) -> [(mean: Float, inverseStd: Float)] {
         precondition(count > 0, "GroupStatistics: no elements accumulated")
