@@ -44,9 +44,18 @@ static int proc_null;
         *(void **)(&dest) = dlsym(library, name);                                        \
         if (!dest) {                                                                     \
             snprintf(error, error_size, "%s has no %s", library_name, name);             \
-            return -1;                                                                   \
+            return unload();                                                             \
         }                                                                                \
     } while (0)
+
+// After a failed load: nothing stays loaded, so another library can be tried.
+static int unload(void) {
+    if (library) dlclose(library);
+    library = NULL;
+    abi = ABI_NONE;
+    library_name[0] = 0;
+    return -1;
+}
 
 int panorama_mpi_load(const char *path, char *error, size_t error_size) {
     if (library) return 0;
@@ -73,7 +82,7 @@ int panorama_mpi_load(const char *path, char *error, size_t error_size) {
         ompi_byte = dlsym(library, "ompi_mpi_byte");
         if (!ompi_byte) {
             snprintf(error, error_size, "%s has ompi_mpi_comm_world but no ompi_mpi_byte", library_name);
-            return -1;
+            return unload();
         }
     } else {
         // Not Open MPI: it must say it is MPICH or one that shares MPICH's ABI (Intel MPI,
@@ -88,7 +97,7 @@ int panorama_mpi_load(const char *path, char *error, size_t error_size) {
         if (!strstr(text, "MPICH") && !strstr(text, "Intel") && !strstr(text, "MVAPICH")) {
             snprintf(error, error_size, "%s is neither Open MPI nor MPICH-compatible (it says: %.200s)",
                      library_name, text);
-            return -1;
+            return unload();
         }
     }
     FIND(p_init_thread, "MPI_Init_thread");

@@ -35,17 +35,36 @@ public final class MPI: ProcessGroup, @unchecked Sendable {
         launcherVariables.contains { environment[$0] != nil }
     }
 
-    /// Loads MPI (`PANORAMA_MPI_LIBRARY`, else the usual names of Open MPI's and MPICH's
-    /// libraries) and initialises it. Call once, only in a process an MPI launcher started.
+    /// The libraries to try, the launcher's own first: `PANORAMA_MPI_LIBRARY` alone when set;
+    /// Open MPI's under Open MPI's mpirun, MPICH's under Hydra's mpiexec (a library of the other
+    /// kind would start a job of one process in every process).
+    public static func candidates(_ environment: [String: String]) -> [String] {
+        if let path = environment["PANORAMA_MPI_LIBRARY"] { return [path] }
+        let openMPI = ["libmpi.so.40"], mpich = ["libmpich.so.12", "libmpi.so.12"]
+        let preferred = environment["OMPI_COMM_WORLD_SIZE"] != nil ? openMPI + mpich : mpich + openMPI
+        return preferred + ["libmpi.so", "libmpich.so"]
+    }
+
+    /// Loads MPI (see `candidates`) and initialises it. Call once, only in a process an MPI
+    /// launcher started.
     public static func start(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> MPI {
-        var error = [CChar](repeating: 0, count: 1024)
-        let path = environment["PANORAMA_MPI_LIBRARY"]
-        guard panorama_mpi_load(path, &error, error.count) == 0 else {
-            throw MPIError.unavailable(cString(error) + "; install Open MPI (Debian: apt install openmpi-bin libopenmpi-dev) or MPICH, or set PANORAMA_MPI_LIBRARY to its libmpi.so")
+        var errors: [String] = []
+        for path in candidates(environment) {
+            var error = [CChar](repeating: 0, count: 1024)
+            if panorama_mpi_load(path, &error, error.count) == 0 { errors = []; break }
+            errors.append(cString(error))
+        }
+        guard errors.isEmpty else {
+            throw MPIError.unavailable(errors.joined(separator: "; ") + "; install Open MPI (Debian: apt install openmpi-bin libopenmpi-dev) or MPICH, or set PANORAMA_MPI_LIBRARY to its libmpi.so")
         }
         var rank: Int32 = 0, size: Int32 = 0
         let status = panorama_mpi_init(&rank, &size)
         guard status == 0 else { throw MPIError.call("MPI_Init_thread", errorString(status)) }
+        // A library that is not the launcher's starts each process as a job of its own.
+        let launched = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE"].lazy.compactMap { environment[$0].flatMap(Int.init) }.first
+        if let launched, launched != Int(size) {
+            throw MPIError.unavailable("the launcher started \(launched) processes but \(String(cString: panorama_mpi_library())) sees a job of \(size): it is not the launcher's MPI (mpirun and the library must come from the same MPI; set PANORAMA_MPI_LIBRARY)")
+        }
         let local = ["OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE"].lazy
             .compactMap { environment[$0].flatMap(Int.init) }.first { $0 >= 1 }
         return MPI(rank: Int(rank), size: Int(size), localSize: local,

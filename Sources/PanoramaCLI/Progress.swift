@@ -32,7 +32,9 @@ struct ProgressReporter {
         let laterPictures = picture.map { $0.count - 1 - $0.index } ?? 0
         let eta = elapsed / Double(index) * Double(count - index + laterPictures * count)
         let which = picture.map { "picture \($0.index + 1)/\($0.count) · " } ?? ""
-        let text = "\(which)step \(index)/\(count) · \(views) views · \(String(format: "%.1f", perStep)) s/step · ETA \(Self.clock(eta))\(previewed ? " · preview" : "")"
+        // an MPI job: the speed of all its processes together
+        let job = Job.processes.map { String(format: " · %.2f views/s on %d processes", Double(views) / perStep, $0.size) } ?? ""
+        let text = "\(which)step \(index)/\(count) · \(views) views · \(String(format: "%.1f", perStep)) s/step\(job) · ETA \(Self.clock(eta))\(previewed ? " · preview" : "")"
         if interactive {
             let width = 24, filled = width * index / count
             let bar = String(repeating: "█", count: filled) + String(repeating: "░", count: width - filled)

@@ -72,6 +72,12 @@ final class ClusterTests: XCTestCase {
         XCTAssertTrue(MPI.launched(environment: ["PMI_RANK": "0"]))
     }
 
+    func testTheLaunchersLibraryIsTriedFirst() {
+        XCTAssertEqual(MPI.candidates(["OMPI_COMM_WORLD_SIZE": "2"]).first, "libmpi.so.40")
+        XCTAssertEqual(MPI.candidates(["PMI_SIZE": "2"]).first, "libmpich.so.12")
+        XCTAssertEqual(MPI.candidates(["PMI_SIZE": "2", "PANORAMA_MPI_LIBRARY": "/opt/x/libmpi.so"]), ["/opt/x/libmpi.so"])
+    }
+
     func testAMissingLibraryIsAClearError() {
         // Runs only where no launcher started the tests: MPI.start would initialise MPI for real.
         guard !MPI.launched() else { return }

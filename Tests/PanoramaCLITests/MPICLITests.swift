@@ -39,14 +39,16 @@ final class MPICLITests: XCTestCase {
     }
 
     /// `panorama arguments` alone (`processes` 1) or under `mpirun -np processes`, started.
-    private func start(_ processes: Int, _ arguments: [String], mpmd: [String]? = nil) throws -> (Process, Pipe) {
+    private func start(_ processes: Int, _ arguments: [String], mpmd: [String]? = nil,
+                       launcher: String? = nil) throws -> (Process, Pipe) {
         let process = Process()
         if processes == 1 && mpmd == nil {
             process.executableURL = URL(fileURLWithPath: executable)
             process.arguments = arguments
         } else {
-            process.executableURL = URL(fileURLWithPath: Self.mpirun!)
-            var launch = ["--oversubscribe", "-np", String(processes), executable] + arguments
+            process.executableURL = URL(fileURLWithPath: launcher ?? Self.mpirun!)
+            // Hydra runs any number of processes on one machine; Open MPI needs --oversubscribe
+            var launch = (launcher == nil ? ["--oversubscribe"] : []) + ["-np", String(processes), executable] + arguments
             // MPMD: one more process with its own arguments (rank `processes`)
             if let mpmd { launch += [":", "-np", "1", executable] + mpmd }
             process.arguments = launch
@@ -68,8 +70,9 @@ final class MPICLITests: XCTestCase {
     }
 
     @discardableResult
-    private func run(_ processes: Int, _ arguments: [String], mpmd: [String]? = nil) throws -> (status: Int32, stderr: String) {
-        let (process, err) = try start(processes, arguments, mpmd: mpmd)
+    private func run(_ processes: Int, _ arguments: [String], mpmd: [String]? = nil,
+                     launcher: String? = nil) throws -> (status: Int32, stderr: String) {
+        let (process, err) = try start(processes, arguments, mpmd: mpmd, launcher: launcher)
         let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         process.waitUntilExit()
         return (process.terminationStatus, stderr)
@@ -129,6 +132,25 @@ final class MPICLITests: XCTestCase {
         try assertSameWithAnyNumberOfProcesses(["upscale", "--model", Self.tinyModel, "--input", "in.png", "--scale", "2",
                                                 "--prompt", "hills", "--steps", "4", "--strength", "0.5", "--seed", "3",
                                                 "--stride", "16"])
+    }
+
+    /// The same binary under MPICH's launcher (Hydra) loads MPICH's library (the other ABI).
+    func testMPICHGivesTheSamePicture() throws {
+        let hydra = "/usr/bin/mpirun.mpich"
+        guard FileManager.default.isExecutableFile(atPath: hydra) else {
+            if ProcessInfo.processInfo.environment["PANORAMA_REQUIRE_MPI_TESTS"] == "1" {
+                XCTFail("MPICH is missing (apt install mpich)")
+            }
+            throw XCTSkip("MPICH is not installed")
+        }
+        let arguments = ["render", "--model", Self.tinyModel, "--W", "1024", "--H", "512", "--prompt", "a lake",
+                         "--steps", "2", "--seed", "5", "--scheduler", "euler-a"]
+        XCTAssertEqual(try run(1, arguments + ["-o", "alone.png"]).status, 0)
+        let r = try run(2, arguments + ["-o", "mpich.png"], launcher: hydra)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stderr.contains("(MPICH)"), r.stderr)
+        XCTAssertEqual(try Data(contentsOf: folder.appendingPathComponent("alone.png")),
+                       try Data(contentsOf: folder.appendingPathComponent("mpich.png")))
     }
 
     func testAFailingProcessEndsTheJobNamingItsRank() throws {

@@ -1,3 +1,4 @@
+import Cluster
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -12,7 +13,7 @@ import Weights
 /// The rows `panorama-benchmarks` measures, in the order `all` runs them (`all` leaves out `upscale`).
 let rowNames = ["sgemm", "text-encoder", "unet", "unet-layers", "vae-decode-512", "vae-layers", "vae-decode-4096",
                 "vae-decode-512-tiled", "vae-decode-4096-tiled", "panorama-step", "compose-step", "load", "load-lora", "lcm-512", "lcm-4096", "lcm-4096-taesd", "preview",
-                "upscale"]
+                "upscale", "mpi-step"]
 
 /// Command-line settings shared by every row.
 struct Options {
@@ -254,6 +255,50 @@ func runRow(_ row: String, _ o: Options) throws -> RowResult {
         result.extra["views"] = views
         result.extra["seconds per view (min)"] = seconds.min()! / Double(views)
         result.extra["50 steps, hours (from min)"] = seconds.min()! * 50 / 3600
+
+    case "mpi-step":
+        // One MultiDiffusion step at 512x2048 (as panorama-step) in an MPI job: run it under
+        // `mpirun -np N … --threads T`, or alone. Rank 0 reports; the others only compute.
+        let world = benchmarkWorld
+        let model = try StableDiffusionModel(folder: folderURL)
+        var pipeline = PanoramaPipeline(model: model)
+        pipeline.processes = world.flatMap { $0.size > 1 ? $0 : nil }
+        var settings = PanoramaSettings(prompt: "snowy mountains at sunset", width: 2048, height: 512)
+        settings.seed = 1
+        try pipeline.validate(settings)
+        var loop = try pipeline.denoisingLoop(settings)
+        let timing = TimedDistributor(inner: pipeline.processes.map { GroupDistributor(world: $0) as any WorkDistributor } ?? LocalDistributor())
+        loop.distributor = timing
+        let warmups = o.warmups ?? 0
+        probe = LoadProbe()
+        let (sent, received) = (world?.bytesSent ?? 0, world?.bytesReceived ?? 0)
+        let seconds = time(warmups: warmups, runs: o.runs ?? 1) { _ = loop.next() }
+        let steps = Double(warmups + (o.runs ?? 1))
+        let views = loop.views.count
+        let flops = unetFlops(model.unet.config, batch: 2, height: 64, width: 64, tokens: 77) * Double(views)
+        let ranks = world?.size ?? 1
+        result = RowResult(row: row, what: "one MultiDiffusion DDIM step, 512x2048, \(views) views, CFG, on \(ranks) process\(ranks == 1 ? "" : "es") x \(o.threads) thread\(o.threads == 1 ? "" : "s")",
+                           seconds: seconds, warmups: warmups, gflop: flops.gflop)
+        result.extra["processes"] = ranks
+        result.extra["threads per process"] = o.threads
+        result.extra["views"] = views
+        // every rank's UNet time per step, and the time in the gather (its own wait for the
+        // slowest rank included), as seen by rank 0
+        let computes = (world.map { w in w.allGather(withUnsafeBytes(of: timing.computeSeconds / steps) { Array($0) }) }
+            ?? [withUnsafeBytes(of: timing.computeSeconds / steps) { Array($0) }]).map { $0.withUnsafeBytes { $0.load(as: Double.self) } }
+        result.extra["UNet seconds per step, slowest process"] = computes.max()!
+        result.extra["UNet seconds per step, fastest process"] = computes.min()!
+        result.extra["gather seconds per step (rank 0, wait included)"] = (timing.totalSeconds - timing.computeSeconds) / steps
+        result.extra["bytes sent per step (rank 0)"] = Double((world?.bytesSent ?? 0) - sent) / steps
+        result.extra["bytes received per step (rank 0)"] = Double((world?.bytesReceived ?? 0) - received) / steps
+        result.extra["prediction bytes per view"] = 4 * model.unet.config.inChannels * 64 * 64
+        if let world, world.size > 1 {
+            // the same gather alone: what the network costs without waiting for a slower rank
+            let share = [UInt8](repeating: 1, count: views * 4 * model.unet.config.inChannels * 64 * 64 / world.size)
+            world.barrier()
+            let gathers = time(warmups: 1, runs: 5) { _ = world.allGather(share) }
+            result.extra["gather alone, seconds (min of 5)"] = gathers.min()!
+        }
 
     case "compose-step":
         // A background and three regions on 512x2048: the sea on the left, mountains on the right,
@@ -530,5 +575,28 @@ func evictFromPageCache(_ folder: URL) {
         fdatasync(fd)
         _ = posix_fadvise(fd, 0, 0, Int32(POSIX_FADV_DONTNEED))
         close(fd)
+    }
+}
+
+/// The MPI job this benchmark process is part of (started once), or nil when not launched by mpirun.
+nonisolated(unsafe) let benchmarkWorld: MPI? = MPI.launched() ? (try? MPI.start()) : nil
+
+/// A distributor that times the UNet batches it runs here (`computeSeconds`) and the whole of
+/// each distribution (`totalSeconds`: the batches, the wait for the slowest process, the gather).
+final class TimedDistributor: WorkDistributor, @unchecked Sendable {
+    let inner: any WorkDistributor
+    private(set) var computeSeconds = 0.0, totalSeconds = 0.0
+
+    init(inner: any WorkDistributor) { self.inner = inner }
+
+    func distribute(costs: [Int], _ work: (Int) -> [Tensor]) -> [[Tensor]] {
+        let start = Date()
+        let result = inner.distribute(costs: costs) { i in
+            let t = Date()
+            defer { computeSeconds += Date().timeIntervalSince(t) }
+            return work(i)
+        }
+        totalSeconds += Date().timeIntervalSince(start)
+        return result
     }
 }

@@ -13,7 +13,7 @@ let usage = """
                                [--file-format float32|bfloat16]
                                [--target N] [--phase encode|denoise|decode] [--state DIR]
                                [--synthetic-latents] [--fp32-gemm own|openblas]
-    rows: \(rowNames.joined(separator: ", ")), all (every row but upscale); `flops` prints the counted FLOPs only
+    rows: \(rowNames.joined(separator: ", ")), all (every row but upscale and mpi-step); `flops` prints the counted FLOPs only
       --json           print JSON (one object per row, an array for several rows) instead of a table
       --runs/--warmups timed and untimed repetitions (defaults per row: unet 3+1, vae-decode-512 3+1,
                        vae-decode-4096 1+0, the -tiled decodes as their whole-image rows, text-encoder 10+1, panorama-step 1+0, compose-step 1+0, load 1, sgemm 5+1,
@@ -141,7 +141,7 @@ do {
         print(flopReport(layout: options.layout))
     } else if rows == ["all"] || rows.count > 1 {
         // Several rows: one fresh process each, with the options passed through.
-        let expanded = rows.flatMap { $0 == "all" ? rowNames.filter { !(options.skip4096 && $0.hasPrefix("vae-decode-4096")) && $0 != "upscale" } : [$0] }
+        let expanded = rows.flatMap { $0 == "all" ? rowNames.filter { !(options.skip4096 && $0.hasPrefix("vae-decode-4096")) && $0 != "upscale" && $0 != "mpi-step" } : [$0] }
         let passed = Array(CommandLine.arguments.dropFirst()).filter { !rowNames.contains($0) && $0 != "all" && $0 != "--json" }
         _ = try RandomWeights.ensure(cache: options.cache, layout: options.layout)
         for row in expanded {
@@ -151,7 +151,11 @@ do {
         if options.json { print(jsonText(results.map(\.json))) } else { print(table(results)) }
     } else {
         let result = try runRow(rows[0], options)
-        if options.json { print(jsonText(result.json)) } else { print(table([result])) }
+        // in an MPI job rank 0 reports
+        if benchmarkWorld?.isPrimary ?? true {
+            if options.json { print(jsonText(result.json)) } else { print(table([result])) }
+        }
+        benchmarkWorld?.finalize()
     }
 } catch {
     log("panorama-benchmarks: \(error)")
