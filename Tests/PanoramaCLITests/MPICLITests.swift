@@ -13,9 +13,9 @@ final class MPICLITests: XCTestCase {
     static let tinyModel = CLITests.tinyModel
     var folder: URL!
 
-    /// Open MPI's launcher, or nil (the test is then skipped, or fails under CI's
-    /// PANORAMA_REQUIRE_MPI_TESTS=1).
-    static let mpirun: String? = ["/usr/bin/mpirun", "/usr/local/bin/mpirun"].first {
+    /// Open MPI's launcher (Debian's own name for it first: `mpirun` may be MPICH's when both are
+    /// installed), or nil: the tests are then skipped, or fail under CI's PANORAMA_REQUIRE_MPI_TESTS=1.
+    static let mpirun: String? = ["/usr/bin/mpirun.openmpi", "/usr/bin/mpirun", "/usr/local/bin/mpirun"].first {
         FileManager.default.isExecutableFile(atPath: $0)
     }
 
