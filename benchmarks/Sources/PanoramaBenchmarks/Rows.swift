@@ -48,6 +48,8 @@ struct Options {
     var target = 2048
     /// `vae-layers`: latent width (64 = the 512x512 decode, 512 = the 512x4096 one).
     var latentWidth = 64
+    /// `mpi-step`: the canvas width in pixels (height 512).
+    var canvasWidth = 2048
     /// `unet-layers` / `vae-layers`: replay only this kind of layer (conv, linear, attention, …).
     var only: String?
     var verbose = false
@@ -263,7 +265,7 @@ func runRow(_ row: String, _ o: Options) throws -> RowResult {
         let model = try StableDiffusionModel(folder: folderURL)
         var pipeline = PanoramaPipeline(model: model)
         pipeline.processes = world.flatMap { $0.size > 1 ? $0 : nil }
-        var settings = PanoramaSettings(prompt: "snowy mountains at sunset", width: 2048, height: 512)
+        var settings = PanoramaSettings(prompt: "snowy mountains at sunset", width: o.canvasWidth, height: 512)
         settings.seed = 1
         try pipeline.validate(settings)
         var loop = try pipeline.denoisingLoop(settings)
@@ -277,7 +279,7 @@ func runRow(_ row: String, _ o: Options) throws -> RowResult {
         let views = loop.views.count
         let flops = unetFlops(model.unet.config, batch: 2, height: 64, width: 64, tokens: 77) * Double(views)
         let ranks = world?.size ?? 1
-        result = RowResult(row: row, what: "one MultiDiffusion DDIM step, 512x2048, \(views) views, CFG, on \(ranks) process\(ranks == 1 ? "" : "es") x \(o.threads) thread\(o.threads == 1 ? "" : "s")",
+        result = RowResult(row: row, what: "one MultiDiffusion DDIM step, 512x\(o.canvasWidth), \(views) views, CFG, on \(ranks) process\(ranks == 1 ? "" : "es") x \(o.threads) thread\(o.threads == 1 ? "" : "s")",
                            seconds: seconds, warmups: warmups, gflop: flops.gflop)
         result.extra["processes"] = ranks
         result.extra["threads per process"] = o.threads

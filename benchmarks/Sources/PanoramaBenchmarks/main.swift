@@ -11,7 +11,7 @@ let usage = """
                                [--cache DIR] [--layout DIR] [--sgemm-gflops X] [--skip-4096] [--cold]
                                [--precision fp32|bf16] [--no-winograd] [--attention-key-block N]
                                [--file-format float32|bfloat16]
-                               [--target N] [--phase encode|denoise|decode] [--state DIR]
+                               [--target N] [--canvas-width N] [--phase encode|denoise|decode] [--state DIR]
                                [--synthetic-latents] [--fp32-gemm own|openblas]
     rows: \(rowNames.joined(separator: ", ")), all (every row but upscale and mpi-step); `flops` prints the counted FLOPs only
       --json           print JSON (one object per row, an array for several rows) instead of a table
@@ -43,6 +43,7 @@ let usage = """
       --file-format F  the -tiled decodes and `upscale`: temporary files as float32 or bfloat16
       --memory-limit M the -tiled decodes: maps of at most M MiB stay in memory (default VAETiling's)
                        (default: the tiled VAE's own choice, float32 unless the disk is too small)
+      --canvas-width N `mpi-step`: canvas width in pixels, height 512 (default 2048)
       --latent-width N `vae-layers`: latent width (64: the 512x512 decode; 512: the 512x4096 one)
       --only KIND      `unet-layers`/`vae-layers`: replay only conv, linear, attention, groupnorm or layernorm
       --verbose        `unet-layers`/`vae-layers`: print every layer's time to standard error
@@ -99,6 +100,7 @@ func parse(_ arguments: [String]) throws -> (rows: [String], options: Options) {
             o.fileFormat = f
         case "--memory-limit": o.memoryLimit = max(0, try int()) << 20
         case "--target": o.target = max(512, try int() / 64 * 64)
+        case "--canvas-width": o.canvasWidth = max(512, try int() / 64 * 64)
         case "--precision":
             let v = try value()
             guard let p = Precision(rawValue: v) else { throw BenchmarkError("--precision: fp32 or bf16, not \(v)") }
