@@ -153,28 +153,33 @@ public struct DenoisingLoop<S: Scheduler>: DenoisingProcess, Sequence {
         let batches = Swift.stride(from: 0, to: views.count, by: viewBatchSize).map {
             $0..<Swift.min(views.count, $0 + viewBatchSize)
         }
-        let windows = views.map { latents.crop($0) }
-        // The UNet batches (the cost of a step) may run on other processes; the scheduler then
+        // The UNet batches (the cost of a step) may run in other processes; the scheduler then
         // steps every window here, in order, drawing noise as one process would.
-        let predictions = distributor.distribute(costs: batches.map { $0.count * (guidance.isActive ? 2 : 1) }) { b in
-            predictNoise(batches[b].map { windows[$0] }, at: batches[b].map { views[$0] }, timestep: t)
-        }
-        for (b, batch) in batches.enumerated() {
+        // (what the UNet batches read, copied: they may not capture the loop being stepped)
+        let step = (unet: unet, scheduler: scheduler, guidance: guidance, conditioning: conditioning, canvas: latents,
+                    views: views)
+        distributor.distribute(costs: batches.map { $0.count * (guidance.isActive ? 2 : 1) }, { b in
+            guidedNoise(unet: step.unet, scheduler: step.scheduler,
+                        items: batches[b].map { (step.canvas.crop(step.views[$0]), step.guidance) }, timestep: t,
+                        conditioning: step.conditioning.map { extra in batches[b].map { extra.crop(step.views[$0]) } })
+        }, use: { b, predictions in
+            let batch = batches[b]
             let noise = !canvasNoise && drawsNoise
-                ? generator.randn([batch.count] + windows[batch.lowerBound].shape.dropFirst()) : nil
+                ? generator.randn([batch.count, c, views[batch.lowerBound].height, views[batch.lowerBound].width]) : nil
             for (k, v) in batch.enumerated() {
+                let window = step.canvas.crop(views[v])
                 let stepped: Tensor
                 if canvasNoise {
-                    (stepped, noiseScale) = scheduler.stepMean(predictions[b][k], timestep: t, sample: windows[v],
+                    (stepped, noiseScale) = scheduler.stepMean(predictions[k], timestep: t, sample: window,
                                                                state: &states[v])
                 } else {
-                    stepped = scheduler.step(predictions[b][k], timestep: t, sample: windows[v],
+                    stepped = scheduler.step(predictions[k], timestep: t, sample: window,
                                              state: &states[v], noise: noise?.batch(k))
                 }
                 fuser.add(stepped, at: views[v], weight: viewWeights[v])
                 if let past = scheduler.pixelHistory(of: states[v]) { historyFuser?.add(past, at: views[v]) }
             }
-        }
+        })
         latents = fuser.fused()
         if canvasNoise && drawsNoise {
             latents = latents.addingNoise(generator.randn(latents.shape), scale: noiseScale)
@@ -227,12 +232,6 @@ public struct DenoisingLoop<S: Scheduler>: DenoisingProcess, Sequence {
         latents = checkpoint.latents
         generator = checkpoint.restoredGenerator
         stepIndex = checkpoint.stepIndex
-    }
-
-    /// The guided noise prediction for each window, [1, C, h, w] each.
-    private func predictNoise(_ windows: [Tensor], at windowViews: [LatentView], timestep t: Int) -> [Tensor] {
-        guidedNoise(unet: unet, scheduler: scheduler, items: windows.map { ($0, guidance) }, timestep: t,
-                    conditioning: conditioning.map { canvas in windowViews.map { canvas.crop($0) } })
     }
 }
 

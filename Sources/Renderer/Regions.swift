@@ -304,11 +304,11 @@ public struct RegionDenoisingLoop<S: Scheduler>: DenoisingProcess, Sequence {
             }
             work.append((items, inputs, owners))
         }
-        let predictions = distributor.distribute(costs: work.map { $0.inputs.reduce(0) { $0 + ($1.guidance.isActive ? 2 : 1) } }) {
-            guidedNoise(unet: unet, scheduler: scheduler, items: work[$0].inputs, timestep: t)
-        }
-        for (b, (items, _, owners)) in work.enumerated() {
-            let eps = predictions[b]
+        let model = (unet: unet, scheduler: scheduler)  // copied: the UNet batches may not capture the loop
+        distributor.distribute(costs: work.map { $0.inputs.reduce(0) { $0 + ($1.guidance.isActive ? 2 : 1) } }, {
+            guidedNoise(unet: model.unet, scheduler: model.scheduler, items: work[$0].inputs, timestep: t)
+        }, use: { b, eps in
+            let (items, _, owners) = work[b]
             let noise = !canvasNoise && drawsNoise
                 ? generator.randn([items.count, channels, views[0].height, views[0].width]) : nil
             for (i, owner) in owners.enumerated() {
@@ -326,7 +326,7 @@ public struct RegionDenoisingLoop<S: Scheduler>: DenoisingProcess, Sequence {
                 }
                 fuser.add(stepped, at: views[v], weight: layout.fusionWeights[v][slot])
             }
-        }
+        })
         latents = fuser.fused()
         if canvasNoise && drawsNoise {
             latents = latents.addingNoise(generator.randn(latents.shape), scale: noiseScale)

@@ -8,17 +8,19 @@ import Tensors
 /// predictions in the same order, so the canvas is the same bit for bit however the batches
 /// were spread, and every process holds the whole state a resumable render saves.
 public protocol WorkDistributor: Sendable {
-    /// `work(i)` for every `i` in `0..<costs.count`, each computed by one process; every result,
-    /// in order, on every process. `costs` are relative (e.g. UNet samples) and balance the split.
-    func distribute(costs: [Int], _ work: (Int) -> [Tensor]) -> [[Tensor]]
+    /// Computes `work(i)` for every `i` in `0..<costs.count`, each in one process, and hands every
+    /// result to `use` in every process, in order of `i`. `costs` are relative (e.g. UNet samples)
+    /// and balance the split.
+    func distribute(costs: [Int], _ work: (Int) -> [Tensor], use: (Int, [Tensor]) -> Void)
 }
 
-/// Every batch in this process, in order.
+/// Every batch in this process, each used as soon as it is computed (one batch's predictions in
+/// memory at a time).
 public struct LocalDistributor: WorkDistributor {
     public init() {}
 
-    public func distribute(costs: [Int], _ work: (Int) -> [Tensor]) -> [[Tensor]] {
-        costs.indices.map(work)
+    public func distribute(costs: [Int], _ work: (Int) -> [Tensor], use: (Int, [Tensor]) -> Void) {
+        for i in costs.indices { use(i, work(i)) }
     }
 }
 
@@ -31,26 +33,23 @@ public struct LocalDistributor: WorkDistributor {
 /// allreduce, is what keeps the canvas bit-identical to one process: a floating-point sum
 /// depends on its grouping, and an allreduce's grouping depends on the number of processes.
 /// The price is bytes: every window's prediction (C x 64 x 64 floats for SD at 512 px) instead
-/// of two canvases per step; see benchmarks/README.md for the figures and a model of the cost.
+/// of two canvases per step, and every prediction of the step in memory at once; see
+/// benchmarks/README.md for the figures and a model of the cost.
 public struct GroupDistributor: WorkDistributor {
     public let world: any ProcessGroup
 
     public init(world: any ProcessGroup) { self.world = world }
 
-    public func distribute(costs: [Int], _ work: (Int) -> [Tensor]) -> [[Tensor]] {
-        guard world.size > 1 else { return costs.indices.map(work) }
+    public func distribute(costs: [Int], _ work: (Int) -> [Tensor], use: (Int, [Tensor]) -> Void) {
         let bounds = costs.balancedShares(world.size)
         let mine = (bounds[world.rank]..<bounds[world.rank + 1]).map(work)
-        let gathered = world.allGather(TensorPacking.pack(mine))
-        var all: [[Tensor]] = []
-        all.reserveCapacity(costs.count)
-        for (r, bytes) in gathered.enumerated() {
+        var i = 0
+        for (r, bytes) in world.allGather(TensorPacking.pack(mine)).enumerated() {
             // the bytes came from this program on another rank
             guard let batches = TensorPacking.unpack(bytes), batches.count == bounds[r + 1] - bounds[r] else {
                 preconditionFailure("the predictions from rank \(r) are malformed")
             }
-            all += batches
+            for batch in batches { use(i, batch); i += 1 }
         }
-        return all
     }
 }
