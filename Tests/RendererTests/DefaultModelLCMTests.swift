@@ -63,7 +63,7 @@ final class DefaultModelLCMTests: XCTestCase {
                                    { DefaultModelTests.lowerBlueShare($0) })
     }
 
-    /// 4096x512, seeds 1–5: the Laplacian energy of the 4-step LCM panorama with the canvas-wide
+    /// 2048x512, seeds 1–5: the Laplacian energy of the 4-step LCM panorama with the canvas-wide
     /// noise is at least 0.85x that of the model's own 20-step DDIM panorama (its preset: guidance
     /// 5, Gaussian window weights); the per-window rule's ratio is printed for comparison.
     func testFourStepPanoramasStaySharp() throws {
@@ -72,19 +72,19 @@ final class DefaultModelLCMTests: XCTestCase {
         var canvas: [Double] = [], perWindow: [Double] = []
         for seed in UInt64(1)...5 {
             let prompt = "snowy mountains at sunset"
-            var ddim = PanoramaSettings(prompt: prompt, width: 4096, height: 512)
+            var ddim = PanoramaSettings(prompt: prompt, width: 2048, height: 512)
             ddim.steps = 20
             ddim.guidanceScale = 5
             ddim.seed = seed
             ddim.windowWeighting = .gaussian
             let reference = try Self.render(base, ddim).laplacianEnergy
-            var s = Self.settings(prompt, seed: seed, width: 4096)
+            var s = Self.settings(prompt, seed: seed, width: 2048)
             canvas.append(try Self.render(lcm, s).laplacianEnergy / reference)
             s.noiseFusion = .perWindow
             perWindow.append(try Self.render(lcm, s).laplacianEnergy / reference)
         }
         let show = { (v: [Double]) in v.map { String(format: "%.2f", $0) }.joined(separator: " ") }
-        print("4096x512 LCM 4 steps, Laplacian energy / DDIM 20 steps': canvas noise \(show(canvas)), per-window noise \(show(perWindow))")
+        print("2048x512 LCM 4 steps, Laplacian energy / DDIM 20 steps': canvas noise \(show(canvas)), per-window noise \(show(perWindow))")
         for (seed, ratio) in canvas.enumerated() {
             XCTAssertGreaterThanOrEqual(ratio, 0.85, "seed \(seed + 1): canvas-noise sharpness ratio \(ratio)")
         }
