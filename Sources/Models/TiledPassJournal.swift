@@ -76,7 +76,7 @@ public final class TiledPassJournal: @unchecked Sendable {
     private var identity = FNV1a()
     private var input = Tensor(zeros: [1])
     /// The record a resumed pass continues (until its layer is restored).
-    private var resume: Record?
+    private var resume: JournalRecord?
     /// Files the last record names; released stores' files among them wait in `orphaned`.
     private var pinned: Set<String> = []
     /// Files of released stores that the last record names, with their sizes.
@@ -107,7 +107,7 @@ public final class TiledPassJournal: @unchecked Sendable {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
 
         guard let data = FileManager.default.contents(atPath: path("record.json")) else { return clear() }
-        guard data.count < 1 << 20, let record = try? JSONDecoder().decode(Record.self, from: data),
+        guard data.count < 1 << 20, let record = try? JSONDecoder().decode(JournalRecord.self, from: data),
               record.format == Self.format, record.version == Self.version else {
             note("\(directory.path): the \(kind.rawValue) journal's record is unreadable; starting the \(kind.rawValue) over")
             return clear()
@@ -154,7 +154,7 @@ public final class TiledPassJournal: @unchecked Sendable {
             return Data(buffer: p)
         }
         try atomicWrite(data, "result.bin")
-        var record = Record(identity: identity.hex, layers: layers, layer: layers, tiles: 1, tile: 0)
+        var record = JournalRecord(identity: identity.hex, layers: layers, layer: layers, tiles: 1, tile: 0)
         (record.result, record.resultChecksum) = (result.shape, h.hex)
         try atomicWrite(try JSONEncoder().encode(record), "record.json")
     }
@@ -305,7 +305,7 @@ public final class TiledPassJournal: @unchecked Sendable {
         for map in [input, residual, output].compactMap({ $0 }) where map.producer >= 0 && !map.store!.isFileBacked {
             try copy(map)
         }
-        var record = Record(identity: identity.hex, layers: layers, layer: index, tiles: tiles, tile: tile)
+        var record = JournalRecord(identity: identity.hex, layers: layers, layer: index, tiles: tiles, tile: tile)
         record.input = entry(input)
         record.inputStatistics = input.producer >= 0 ? input.statistics.map(SavedStatistics.init) : nil
         record.residual = residual.map(entry)
@@ -468,14 +468,13 @@ public final class TiledPassJournal: @unchecked Sendable {
 
     private func writeRedo(_ y: Tensor, layer index: Int, tile: Int, rect: TileRect) throws {
         var h = FNV1a()
-        var data = y.withUnsafeBufferPointer { p -> Data in
-            for x in p { h.add(UInt64(x.bitPattern)) }
-            return Data(buffer: p)
-        }
+        y.withUnsafeBufferPointer { for x in $0 { h.add(UInt64(x.bitPattern)) } }
         let header = [Self.redoMagic, identity.value, UInt64(index), UInt64(tile), UInt64(y.shape[1]),
                       UInt64(rect.rows.lowerBound), UInt64(rect.rows.count), UInt64(rect.columns.lowerBound),
                       UInt64(rect.columns.count), h.value]
-        data.insert(contentsOf: header.withUnsafeBufferPointer { Data(buffer: $0) }, at: 0)
+        var data = Data(capacity: 80 + 4 * y.count)
+        header.withUnsafeBufferPointer { data.append($0) }
+        y.withUnsafeBufferPointer { data.append($0) }
         try atomicWrite(data, "redo.bin")
         CanvasStore.accountKeptFile(data.count - redoBytes)
         redoBytes = data.count
@@ -533,7 +532,7 @@ public enum TiledPassJournalError: Error, CustomStringConvertible {
 }
 
 /// What `record.json` holds.
-struct Record: Codable {
+struct JournalRecord: Codable {
     var format = TiledPassJournal.format, version = TiledPassJournal.version
     var identity: String
     var layers: Int, layer: Int, tiles: Int, tile: Int
