@@ -434,8 +434,11 @@ struct GenerationOptions: ParsableArguments {
         }
         try denoised(loop.latents)
         progress.note("decoding")
-        let image = try composite(RGBImage(decoded: try pipeline.decode(loop.latents, circular: settings.circular,
-                                                                         method: settings.decodeMethod)))
+        let journal = vaeJournal(.decode, pipeline: pipeline, settings: settings, progress: progress)
+        let decoded = try withJournal(journal, .decode, loop: loop, progress: progress) {
+            try pipeline.decode(loop.latents, circular: settings.circular, method: settings.decodeMethod, journal: journal)
+        }
+        let image = try composite(RGBImage(decoded: decoded))
         if Job.isPrimary { try PNG.write(image, to: output, text: [(key: "parameters", value: parameters)] + extraText) }
         return image
     }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Imaging
+import Models
 import Renderer
 import Tensors
 
@@ -15,7 +16,7 @@ struct ResumeOptions: ParsableArguments {
     @Flag(name: .long, help: "Continue the render stopped with this command's state (refused when the model, LoRAs or settings differ from the state's).")
     var resume = false
 
-    @Flag(name: .long, help: "Keep the state file after the render finishes (it is removed by default).")
+    @Flag(name: .long, help: "Keep the state file (and its STATE.vae folder: a finished upscale's encoded input) after the render finishes (they are removed by default).")
     var keepState = false
 }
 
@@ -28,6 +29,11 @@ struct Resume: ParsableCommand {
             each step: the canvas, the samplers' and the random generator's states and its settings. \
             A render stopped by Ctrl-C, a kill or a reboot continues from its last completed step, \
             with the settings in the state, and writes the same picture as a render that never stopped.
+
+            The tiled VAE decode after the last step (and upscale's encode before the first) keeps a \
+            journal in the folder STATE.vae beside the state: its maps and a record after its tiles. \
+            A decode stopped there continues from its last recorded tile, not from the start; an \
+            encode stopped there continues when the same command runs again.
 
             Example:
               panorama resume panorama-2048x512-1234.png.state
@@ -72,6 +78,9 @@ final class ResumeSession: @unchecked Sendable {
     var picture = 0
     /// State writes so far, their time and the last one's size (reported at the end).
     var writes = 0, writeSeconds = 0.0, bytes = 0
+
+    /// The folder of the tiled VAE passes' journals: STATE.vae.
+    var journalFolder: URL { URL(fileURLWithPath: stateURL.path + ".vae") }
 
     init(stateURL: URL, resumed: RenderState?, keep: Bool, record: RenderState.Record) {
         (self.stateURL, self.resumed, self.keep, self.record) = (stateURL, resumed, keep, record)
@@ -211,6 +220,7 @@ extension GenerationOptions {
         session.record.picture = session.picture
         session.record.identity = identity
         guard let state = session.resumed, state.record.picture == session.picture else { return }
+        (session.record.step, session.record.steps) = (state.record.step, state.record.steps)
         let differences = RenderState.differences(state: state.record.identity, now: identity)
         guard differences.isEmpty else {
             throw ResumeRefusal("--resume: \(session.stateURL.path) was made with other settings; it differs in\n  "
@@ -242,7 +252,10 @@ extension GenerationOptions {
             progress.note(String(format: "state: %@ saved after each of %d steps in %.1f ms on average", formatBytes(size),
                                  session.writes, 1000 * session.writeSeconds / Double(session.writes)))
         }
-        if !session.keep { try? FileManager.default.removeItem(at: session.stateURL) }
+        if !session.keep {
+            try? FileManager.default.removeItem(at: session.stateURL)
+            try? FileManager.default.removeItem(at: session.journalFolder)
+        }
         // temporary files of state writes that a kill interrupted
         let folder = session.stateURL.deletingLastPathComponent(), name = session.stateURL.lastPathComponent
         for file in (try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? []
@@ -257,12 +270,59 @@ extension ResumeSession {
     nonisolated(unsafe) static var loaded: (url: URL, state: RenderState)?
 }
 
+extension GenerationOptions {
+    /// The journal that makes this picture's tiled VAE pass `kind` resumable, in STATE.vae/KIND
+    /// beside the state; nil without a session, or (with a note) when its files would not fit
+    /// that disk. PANORAMA_VAE_CHECKPOINT_SECONDS sets how often maps kept in memory are copied
+    /// into it (default 60; maps in files are recorded after every tile regardless).
+    func vaeJournal(_ kind: TiledPassJournal.Kind, pipeline: PanoramaPipeline, settings: PanoramaSettings,
+                    progress: ProgressReporter) -> TiledPassJournal? {
+        // An MPI job's processes divide the pass's tiles, and a journal follows one process's
+        // tiles: its VAE passes start over after a stop (its steps resume as anywhere).
+        guard let session = ResumeSession.current, Job.processes == nil else { return nil }
+        let need = pipeline.journalBytes(settings, encoding: kind == .encode)
+        guard need > 0 else { return nil }
+        let folder = session.stateURL.deletingLastPathComponent().path
+        if let free = freeDiskSpace(folder), need > free - max(1 << 30, free / 20) {
+            progress.note("the \(kind.rawValue)'s journal would need \(formatBytes(need)) in \(folder), which has \(formatBytes(free)) free: "
+                          + "the \(kind.rawValue) runs without one (a stop in it starts it over)")
+            return nil
+        }
+        let interval = ProcessInfo.processInfo.environment["PANORAMA_VAE_CHECKPOINT_SECONDS"].flatMap(Double.init) ?? 60
+        return TiledPassJournal(directory: session.journalFolder.appendingPathComponent(kind.rawValue),
+                                checkpointInterval: max(0, interval), note: { progress.note($0) })
+    }
+
+    /// Runs a journaled VAE pass: the state records a decode under way (with its journal), a stop
+    /// says how to continue, and afterwards the journal's cost is reported.
+    func withJournal<T>(_ journal: TiledPassJournal?, _ kind: TiledPassJournal.Kind, loop: (any ResumableProcess)?,
+                        progress: ProgressReporter, _ body: () throws -> T) throws -> T {
+        guard let journal, let session = ResumeSession.current else { return try body() }
+        if kind == .decode, let loop {
+            session.record.decoding = journal.directory.path
+            try RenderState(record: session.record, checkpoint: loop.checkpoint()).write(to: session.stateURL)
+            stateSaved()
+        }
+        vaePassStarted(kind, journal: journal.directory, stateURL: session.stateURL)
+        let result = try body()
+        vaePassEnded()
+        session.record.decoding = nil
+        if journal.records > 0 {
+            progress.note(String(format: "%@ journal: %d records in %.2f s, %@ of in-memory maps copied", kind.rawValue,
+                                 journal.records, journal.recordSeconds, formatBytes(journal.copiedBytes)))
+        }
+        return result
+    }
+}
+
 // MARK: - SIGINT / SIGTERM
 
 /// What the handler prints: prepared beforehand, as a signal handler may only write(2) and _exit.
 nonisolated(unsafe) private var stopMessage: UnsafeMutablePointer<CChar>?
 nonisolated(unsafe) private var stopMessageLength = 0
 nonisolated(unsafe) private var savedMessage: String = ""
+/// The message once a state exists (restored after a VAE pass's own).
+nonisolated(unsafe) private var continueMessage: String = ""
 
 private func setStopMessage(_ text: String) {
     let bytes = Array(text.utf8CString)
@@ -286,6 +346,7 @@ private func installStopHandlers(stateURL: URL) {
     }
     let path = ResumeSession.quoted(stateURL.path)
     savedMessage = "\nstopped; the last completed step is saved in \(stateURL.path)\nto continue: panorama resume \(path)\n"
+    continueMessage = savedMessage
     setStopMessage("\nstopped before the first step completed; nothing was saved\n")
     let handler: @convention(c) (Int32) -> Void = { signal in
         if let stopMessage { _ = write(2, stopMessage, stopMessageLength) }
@@ -293,6 +354,22 @@ private func installStopHandlers(stateURL: URL) {
     }
     signal(SIGINT, handler)
     signal(SIGTERM, handler)
+}
+
+/// During a journaled VAE pass a stop keeps its progress: a decode continues with `panorama
+/// resume`, an encode before the first step by running the command again.
+private func vaePassStarted(_ kind: TiledPassJournal.Kind, journal: URL, stateURL: URL) {
+    if kind == .decode {
+        setStopMessage("\nstopped in the decode; its progress is saved in \(journal.path)\n"
+                       + "to continue: panorama resume \(ResumeSession.quoted(stateURL.path))\n")
+    } else if !savedMessage.isEmpty {
+        setStopMessage("\nstopped in the encode, before the first step; its progress is saved in \(journal.path)\n"
+                       + "to continue: run the same command again\n")
+    }
+}
+
+private func vaePassEnded() {
+    setStopMessage(savedMessage.isEmpty ? continueMessage : "\nstopped before the first step completed; nothing was saved\n")
 }
 
 /// Called after every state write: from now on a stop says how to continue.

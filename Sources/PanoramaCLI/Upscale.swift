@@ -64,7 +64,12 @@ struct Upscale: ParsableCommand {
         let extra = [Infotext.Field("Denoising strength", String(strength)),
                      Infotext.Field("Upscaled from", "\(source.width)x\(source.height)")]
         try options.forEachPicture(settings, outputs: outputs, progress: &progress) { settings, outputURL, progress in
-            var loop = try pipeline.imageToImageLoop(settings, image: image, strength: strength)
+            // the encode keeps a journal: a stop in it, and a resumed upscale, do not start it over
+            let journal = options.vaeJournal(.encode, pipeline: pipeline, settings: settings, progress: progress)
+            var loop = try options.withJournal(journal, .encode, loop: nil, progress: progress) {
+                try pipeline.imageToImageLoop(settings, image: image, strength: strength, journal: journal)
+            }
+            if journal?.reusedResult == true { progress.note("encoding: the encoded input kept in \(journal!.directory.path) is used") }
             progress.note("\(settings.spotDiffusion ? "about " : "")\(loop.views.count) windows x \(loop.stepCount) of \(settings.steps) steps (strength \(strength))")
             let parameters = try options.parameters(settings, model: model, extra: extra)
             let picture = try options.finish(&loop, pipeline: pipeline, settings: settings, progress: &progress, output: outputURL,

@@ -10,6 +10,21 @@ public protocol Autoencoder: Sendable {
     func decode(_ latents: Tensor, circular: Bool, method: DecodeMethod) throws -> Tensor
     /// Latents of an image [1, 3, H, W] in [-1, 1] (the KL VAE: its distribution's mean).
     func encode(_ image: Tensor, circular: Bool, method: DecodeMethod) throws -> Tensor
+    /// `decode(_:circular:method:)`, resumable through `journal` where the pass is long enough
+    /// to need it (the KL VAE's tiled pass; others ignore the journal).
+    func decode(_ latents: Tensor, circular: Bool, method: DecodeMethod, journal: TiledPassJournal?) throws -> Tensor
+    /// `encode(_:circular:method:)`, resumable through `journal` as `decode(_:circular:method:journal:)`.
+    func encode(_ image: Tensor, circular: Bool, method: DecodeMethod, journal: TiledPassJournal?) throws -> Tensor
+}
+
+extension Autoencoder {
+    public func decode(_ latents: Tensor, circular: Bool, method: DecodeMethod, journal: TiledPassJournal?) throws -> Tensor {
+        try decode(latents, circular: circular, method: method)
+    }
+
+    public func encode(_ image: Tensor, circular: Bool, method: DecodeMethod, journal: TiledPassJournal?) throws -> Tensor {
+        try encode(image, circular: circular, method: method)
+    }
 }
 
 extension AutoencoderKL: Autoencoder {
@@ -19,13 +34,19 @@ extension AutoencoderKL: Autoencoder {
     /// edges, so the edges join exactly. `.whole` is diffusers' decode: one pass over the canvas,
     /// and in 360° mode 8 latent columns from the opposite edge padded on each side and cropped after.
     public func decode(_ latents: Tensor, circular: Bool, method: DecodeMethod) throws -> Tensor {
+        try decode(latents, circular: circular, method: method, journal: nil)
+    }
+
+    /// As `decode(_:circular:method:)`; a tiled pass records its progress in `journal` and
+    /// continues the pass the journal holds (see `TiledPassJournal`).
+    public func decode(_ latents: Tensor, circular: Bool, method: DecodeMethod, journal: TiledPassJournal?) throws -> Tensor {
         let scaled = latents / scalingFactor
         switch method {
         case .tiled(var tiling):
             let pixels = scaled.shape[2] * scaled.shape[3] * 64
             if !circular && pixels <= tiling.wholeImagePixels { return decode(scaled) }
             tiling.circular = circular
-            return try decode(scaled, tiling: tiling)
+            return try decode(scaled, tiling: tiling, journal: journal)
         case .whole:
             guard circular else { return decode(scaled) }
             let w = scaled.shape[3], pad = min(PanoramaPipeline.circularDecodePadding, w)
@@ -41,10 +62,15 @@ extension AutoencoderKL: Autoencoder {
     /// The mean of the tiled encode's latent distribution, scaled; tiles as `method`'s tiling when
     /// it decodes in tiles (so with the same temporary-file format), else `VAETiling()`.
     public func encode(_ image: Tensor, circular: Bool, method: DecodeMethod) throws -> Tensor {
+        try encode(image, circular: circular, method: method, journal: nil)
+    }
+
+    /// As `encode(_:circular:method:)`, resumable through `journal`.
+    public func encode(_ image: Tensor, circular: Bool, method: DecodeMethod, journal: TiledPassJournal?) throws -> Tensor {
         var tiling = VAETiling()
         if case .tiled(let t) = method { tiling = t }
         tiling.circular = circular
-        return try encode(image, tiling: tiling).mean * scalingFactor
+        return try encode(image, tiling: tiling, journal: journal).mean * scalingFactor
     }
 }
 

@@ -26,19 +26,20 @@ extension PanoramaPipeline {
     /// same latents (its `image` argument accepts them), the two agree exactly.
     /// The encode uses the settings' tiling when they decode in tiles (so with the same
     /// temporary-file format), else `VAETiling()`.
-    public func imageToImageLoop(_ settings: PanoramaSettings, image: Tensor, strength: Double) throws -> DenoisingLoop<AnyScheduler> {
+    public func imageToImageLoop(_ settings: PanoramaSettings, image: Tensor, strength: Double,
+                                 journal: TiledPassJournal? = nil) throws -> DenoisingLoop<AnyScheduler> {
         try Self.checkStrength(strength)
-        return try imageToImageLoop(settings, latents: try encode(image, settings), strength: strength)
+        return try imageToImageLoop(settings, latents: try encode(image, settings, journal: journal), strength: strength)
     }
 
     /// `image` [1, 3, H, W] in [-1, 1] at the settings' size as img2img starts from it: with the
     /// model's VAE the mean of the tiled encode's latent distribution, scaled by its scaling factor.
-    public func encode(_ image: Tensor, _ settings: PanoramaSettings) throws -> Tensor {
+    public func encode(_ image: Tensor, _ settings: PanoramaSettings, journal: TiledPassJournal? = nil) throws -> Tensor {
         let expected = [1, 3, settings.height, settings.width]
         guard image.shape == expected else {
             throw RenderError.invalidSize("the image is \(image.shape) but the settings ask for \(expected)")
         }
-        return try autoencoder.encode(image, circular: settings.circular, method: settings.decodeMethod.shared(by: processes))
+        return try autoencoder.encode(image, circular: settings.circular, method: settings.decodeMethod.shared(by: processes), journal: journal)
     }
 
     /// As `imageToImageLoop(_:image:strength:)`, from already encoded (and scaled) latents. An

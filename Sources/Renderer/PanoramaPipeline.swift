@@ -333,9 +333,22 @@ public struct PanoramaPipeline: Sendable {
     }
 
     /// Decodes final latents to an image [1, 3, H, W] in [-1, 1] with the pipeline's autoencoder
-    /// (see `AutoencoderKL.decode(_:circular:method:)` for the model's VAE).
-    public func decode(_ latents: Tensor, circular: Bool, method: DecodeMethod = .tiled(VAETiling())) throws -> Tensor {
-        try autoencoder.decode(latents, circular: circular, method: method.shared(by: processes))
+    /// (see `AutoencoderKL.decode(_:circular:method:)` for the model's VAE); a tiled pass of the
+    /// model's VAE is resumable through `journal`.
+    public func decode(_ latents: Tensor, circular: Bool, method: DecodeMethod = .tiled(VAETiling()),
+                       journal: TiledPassJournal? = nil) throws -> Tensor {
+        try autoencoder.decode(latents, circular: circular, method: method.shared(by: processes), journal: journal)
+    }
+
+    /// The most bytes a journaled tiled pass of the model's VAE keeps in its journal's directory
+    /// for `settings` (`encoding`: the encode of an input image; see
+    /// `AutoencoderKL.temporaryFileBytes(height:width:tiling:encoding:journaled:)`); 0 when the
+    /// pipeline's autoencoder or decode method keeps no journal.
+    public func journalBytes(_ settings: PanoramaSettings, encoding: Bool) -> Int {
+        guard decodesWithModelVAE, case .tiled(var tiling) = settings.decodeMethod else { return 0 }
+        tiling.circular = settings.circular
+        return model.vae.temporaryFileBytes(height: settings.height, width: settings.width, tiling: tiling, encoding: encoding,
+                                            journaled: true)
     }
 
     /// Who runs the denoising loops' UNet batches.

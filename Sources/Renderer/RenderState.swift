@@ -109,6 +109,9 @@ public struct RenderState: Sendable {
         /// Everything that determines this picture (settings, model and LoRA hashes, inputs),
         /// field by field, compared with a resumed run's.
         public var identity: [String: String]
+        /// Set when the steps are done and the tiled VAE decode is under way: the directory of
+        /// its journal (`TiledPassJournal`), which a resumed run continues from.
+        public var decoding: String?
 
         public init(command: String, arguments: [String], directory: String, seed: String, picture: Int, pictures: Int,
                     outputs: [String], step: Int, steps: Int, identity: [String: String]) {

@@ -38,6 +38,8 @@ public final class CanvasStore: @unchecked Sendable {
     private let pixelStride: Int
     /// The store whose memory or file an overlay uses, kept alive by it; nil for a store of its own.
     private let base: CanvasStore?
+    /// Called when a store of its own is released (a named file's owner decides whether to keep it).
+    public var onRelease: (() -> Void)?
 
     private static let accounting = NSLock()
     nonisolated(unsafe) private static var fileBytes = 0, peakBytes = 0
@@ -47,6 +49,10 @@ public final class CanvasStore: @unchecked Sendable {
 
     /// Starts `peakFileBytes` over from the bytes held now.
     public static func resetPeakFileBytes() { accounting.withLock { peakBytes = fileBytes } }
+
+    /// Counts `bytes` of files that outlive their stores (a journal keeps them to resume from)
+    /// in `peakFileBytes` (negative when they go).
+    public static func accountKeptFile(_ bytes: Int) { account(bytes) }
 
     private static func account(_ bytes: Int) {
         accounting.withLock {
@@ -88,6 +94,36 @@ public final class CanvasStore: @unchecked Sendable {
             file = fd
             Self.account(bytes)
         }
+    }
+
+    /// A file-backed map in the named file `path`, which outlives the store (a tiled pass's journal
+    /// keeps it to resume from; `onRelease` may remove it). `create`: a new zero-filled file
+    /// (replacing one at `path`); else an existing one, which must hold exactly this map.
+    public init(channels: Int, height: Int, width: Int, path: String, fileFormat: FileFormat, create: Bool) throws {
+        precondition(channels > 0 && height > 0 && width > 0, "CanvasStore: empty map")
+        (self.channels, self.height, self.width, self.pixelStride, self.base) = (channels, height, width, channels, nil)
+        memory = nil
+        format = fileFormat
+        let bytes = channels * height * width * fileFormat.size
+        let fd = open(path, create ? O_RDWR | O_CREAT | O_TRUNC : O_RDWR, 0o600)
+        guard fd >= 0 else {
+            throw CanvasStoreError(description: "cannot \(create ? "create" : "open") \(path): \(String(cString: strerror(errno)))")
+        }
+        var info = stat()
+        if create {
+            guard ftruncate(fd, off_t(bytes)) == 0 else {
+                let reason = String(cString: strerror(errno))
+                close(fd)
+                throw CanvasStoreError(description: "cannot reserve \(bytes >> 20) MiB in \(path): \(reason)")
+            }
+        } else {
+            guard fstat(fd, &info) == 0, (info.st_mode & mode_t(S_IFMT)) == mode_t(S_IFREG), Int(info.st_size) == bytes else {
+                close(fd)
+                throw CanvasStoreError(description: "\(path) does not hold a \(channels)x\(height)x\(width) map of \(fileFormat.rawValue) values")
+            }
+        }
+        file = fd
+        Self.account(bytes)
     }
 
     /// `count` zeroed floats straight from the kernel, in transparent huge pages where the system
@@ -141,6 +177,7 @@ public final class CanvasStore: @unchecked Sendable {
             close(file)
             Self.account(-pixelStride * height * width * format.size)
         }
+        onRelease?()
     }
 
     /// Rows `rows` and columns `columns` as [1, C, rows, columns]. With `wrap`, columns outside

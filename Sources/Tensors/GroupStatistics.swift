@@ -20,6 +20,14 @@ public struct GroupStatistics: Sendable, Equatable {
         count = 0
     }
 
+    /// Statistics saved earlier (a resumed tiled pass continues its partial sums bit for bit);
+    /// nil when the arrays do not have `groups` entries or a sum is not finite.
+    public init?(groups: Int, sum: [Double], sumOfSquares: [Double], count: Int) {
+        guard groups > 0, sum.count == groups, sumOfSquares.count == groups, count >= 0,
+              (sum + sumOfSquares).allSatisfy(\.isFinite) else { return nil }
+        (self.groups, self.sum, self.sumOfSquares, self.count) = (groups, sum, sumOfSquares, count)
+    }
+
     /// Adds the elements of `x`, [1, C, h, w] with C divisible by `groups`.
     public mutating func accumulate(_ x: Tensor) {
         precondition(x.rank == 4 && x.shape[0] == 1, "GroupStatistics: expected [1, C, h, w], got \(x.shape)")

@@ -154,6 +154,63 @@ extension CLITests {
         for seed in 11...13 { try assertSameFile("ref-\(seed).png", "out-\(seed).png") }
     }
 
+    /// The tiled VAE passes resume from their journals (STATE.vae): an upscale killed in its
+    /// encode continues it when run again, stopped by Ctrl-C in its decode continues the decode
+    /// from the journal's last tile with `panorama resume` (not from its first layer), and the PNG
+    /// is identical to an uninterrupted run's.
+    func testResumeInsideTheVAEPassesIsByteIdentical() throws {
+        var pixels: [UInt8] = []
+        for y in 0..<256 { for x in 0..<320 { pixels += [UInt8(x % 256), UInt8(y % 256), UInt8((x + y) % 256)] } }
+        try PNG.write(RGBImage(width: 320, height: 256, pixels: pixels), to: folder.appendingPathComponent("in.png"))
+        let args = ["upscale", "--model", Self.tinyModel, "--prompt", "a lake", "--seed", "11", "--input", "in.png", "--scale", "8",
+                    "--steps", "2", "--strength", "0.6", "--stride", "32", "--scheduler", "lcm", "--guidance", "1"]
+        _ = try reference(args + ["-o", "ref.png", "--quiet"])
+        var rng = SplitMix(7)
+        let journal = folder.appendingPathComponent("out.png.state.vae")
+        /// Runs `command` (records after every tile), stops it with `signal` a seeded instant after
+        /// `record` appears, and returns its exit status and stderr.
+        func stopped(_ command: [String], at record: String, _ signal: Int32) throws -> (Int32, String) {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+                .appendingPathComponent("panorama")
+            process.arguments = command
+            process.currentDirectoryURL = folder
+            process.environment = ProcessInfo.processInfo.environment.merging(["PANORAMA_VAE_CHECKPOINT_SECONDS": "0"]) { $1 }
+            let log = folder.appendingPathComponent("stderr-\(UUID().uuidString)")
+            FileManager.default.createFile(atPath: log.path, contents: nil)
+            process.standardError = try FileHandle(forWritingTo: log)
+            process.standardOutput = FileHandle.nullDevice
+            try process.run()
+            let path = journal.appendingPathComponent(record).path
+            let deadline = Date().addingTimeInterval(300)
+            while process.isRunning && !FileManager.default.fileExists(atPath: path) && Date() < deadline { usleep(2_000) }
+            usleep(useconds_t((0.3 + 1.2 * rng.unit()) * 1e6))
+            XCTAssertTrue(process.isRunning, "\(command) still runs when stopped")
+            kill(process.processIdentifier, signal)
+            process.waitUntilExit()
+            return (process.terminationStatus, String(decoding: try Data(contentsOf: log), as: UTF8.self))
+        }
+        // killed in the encode (no state yet)
+        _ = try stopped(args + ["-o", "out.png"], at: "encode/record.json", SIGKILL)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: folder.appendingPathComponent("out.png.state").path))
+        // the command again: the encode continues; Ctrl-C in the decode
+        let (status, stderr) = try stopped(args + ["-o", "out.png"], at: "decode/record.json", SIGINT)
+        XCTAssertTrue(stderr.contains("encoding: resumed at layer"), stderr)
+        XCTAssertEqual(status, 130, stderr)
+        XCTAssertTrue(stderr.contains("stopped in the decode; its progress is saved in") && stderr.contains("to continue: panorama resume"),
+                      stderr)
+        let resumed = try run(["resume", "out.png.state"])
+        XCTAssertEqual(resumed.status, 0, resumed.stderr)
+        try assertSameFile("ref.png", "out.png")
+        // it continued the decode, not from its first layer
+        let note = resumed.stderr.split(separator: "\n").first { $0.contains("decoding: resumed at layer") }
+        XCTAssertNotNil(note, resumed.stderr)
+        let layer = note.flatMap { $0.split(separator: " ").drop { $0 != "layer" }.dropFirst().first }.flatMap { Int($0) }
+        XCTAssertGreaterThan(layer ?? 0, 1, resumed.stderr)
+        print("upscale stopped in the VAE passes: \(stderr.split(separator: "\n").filter { $0.contains("resumed at") }), then \(note ?? "?")")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: journal.path), "the journals go with the state")
+    }
+
     /// A stopped render's state is refused by a command whose settings or model differ, saying
     /// what differs; `--resume` with the same command continues it.
     func testResumeRefusesOtherSettingsAndContinuesTheSame() throws {

@@ -13,7 +13,7 @@ import Weights
 /// The rows `panorama-benchmarks` measures, in the order `all` runs them (`all` leaves out `upscale`).
 let rowNames = ["sgemm", "text-encoder", "unet", "unet-layers", "vae-decode-512", "vae-layers", "vae-decode-4096",
                 "vae-decode-512-tiled", "vae-decode-4096-tiled", "panorama-step", "compose-step", "load", "load-lora", "lcm-512", "lcm-4096", "lcm-4096-taesd", "preview",
-                "upscale", "mpi-step"]
+                "upscale", "mpi-step", "vae-decode-journal"]
 
 /// Command-line settings shared by every row.
 struct Options {
@@ -194,6 +194,43 @@ func runRow(_ row: String, _ o: Options) throws -> RowResult {
             result.extra["temporary files, GiB: peak"] = Double(CanvasStore.peakFileBytes) / Double(1 << 30)
             result.extra["temporary file format"] = tiling.fileFormat.rawValue
         }
+
+    case "vae-decode-journal":
+        // What resumability costs a long decode: the tiled decode of a 64x128 latent (512x1024)
+        // with and without a TiledPassJournal, runs interleaved (the fastest of each counts), maps
+        // in files (--memory-limit, default 0, as in a huge decode) or in memory.
+        let vae = try AutoencoderKL(config: folder.config(AutoencoderKLConfig.self, for: "vae"),
+                                    weights: folder.weights(for: "vae"))
+        let latents = generator.randn([1, 4, 64, 128])
+        var tiling = VAETiling(memoryLimit: o.memoryLimit ?? 0, fileFormat: o.fileFormat ?? .float32)
+        tiling.temporaryDirectory = FileManager.default.temporaryDirectory.path
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vae-journal-\(getpid())")
+        var plain: [Double] = [], journaled: [Double] = [], peaks = (0, 0)
+        var journal = TiledPassJournal(directory: directory)
+        probe = LoadProbe()
+        for _ in 0..<(o.runs ?? 2) {
+            CanvasStore.resetPeakFileBytes()
+            plain += try time(warmups: 0, runs: 1) { _ = try vae.decode(latents, tiling: tiling) }
+            peaks.0 = CanvasStore.peakFileBytes
+            CanvasStore.resetPeakFileBytes()
+            journal = TiledPassJournal(directory: directory)
+            journaled += try time(warmups: 0, runs: 1) { _ = try vae.decode(latents, tiling: tiling, journal: journal) }
+            peaks.1 = CanvasStore.peakFileBytes
+        }
+        journal.remove()
+        let flops = vaeDecodeFlops(vae.config, batch: 1, height: 64, width: 128)
+        result = RowResult(row: row, what: "VAE decode 64x128 latent -> 512x1024, tiled (maps \(tiling.memoryLimit == 0 ? "in files" : "up to \(tiling.memoryLimit >> 20) MiB in memory")), with a journal",
+                           seconds: journaled, warmups: 0, gflop: flops.gflop)
+        result.extra["without a journal, s (fastest)"] = plain.min()!
+        result.extra["with a journal, s (fastest)"] = journaled.min()!
+        result.extra["overhead, %"] = 100 * (journaled.min()! / plain.min()! - 1)
+        result.extra["journal records"] = Double(journal.records)
+        result.extra["journal records and copies, s"] = journal.recordSeconds
+        result.extra["in-memory maps copied, MiB"] = Double(journal.copiedBytes >> 20)
+        result.extra["files, GiB: without a journal"] = Double(peaks.0) / Double(1 << 30)
+        result.extra["files, GiB: with a journal"] = Double(peaks.1) / Double(1 << 30)
+        result.extra["files, GiB: journal bound"] = Double(vae.temporaryFileBytes(height: 512, width: 1024, tiling: tiling, encoding: false,
+                                                                                   journaled: true)) / Double(1 << 30)
 
     case "unet-layers", "vae-layers":
         // The layers of the unet / vae-decode-512 rows replayed kind by kind (see LayerReplay).

@@ -143,7 +143,7 @@ do {
         print(flopReport(layout: options.layout))
     } else if rows == ["all"] || rows.count > 1 {
         // Several rows: one fresh process each, with the options passed through.
-        let expanded = rows.flatMap { $0 == "all" ? rowNames.filter { !(options.skip4096 && $0.hasPrefix("vae-decode-4096")) && $0 != "upscale" && $0 != "mpi-step" } : [$0] }
+        let expanded = rows.flatMap { $0 == "all" ? rowNames.filter { !(options.skip4096 && $0.hasPrefix("vae-decode-4096")) && $0 != "upscale" && $0 != "vae-decode-journal" && $0 != "mpi-step" } : [$0] }
         let passed = Array(CommandLine.arguments.dropFirst()).filter { !rowNames.contains($0) && $0 != "all" && $0 != "--json" }
         _ = try RandomWeights.ensure(cache: options.cache, layout: options.layout)
         for row in expanded {
