@@ -1,15 +1,16 @@
 import ArgumentParser
 import Cluster
 import Foundation
-import Renderer
 import Models
+import Renderer
 import Tensors
 
 /// This process's place in an MPI job (`mpirun -np N panorama …`); a single process otherwise.
 ///
 /// Every process parses the same arguments, loads the model, encodes the prompts and runs the
-/// whole loop; only the UNet batches of each step are divided (`MPIDistributor`), and everything
-/// else is computed identically everywhere. Rank 0 alone prints and writes files. A process that
+/// whole loop; the UNet batches of each step (`GroupDistributor`) and the tiled VAE's rows of
+/// tiles (`VAETiling.processes`) are divided, and everything else is computed identically
+/// everywhere. Rank 0 alone prints and writes files. A process that
 /// fails ends the job (MPI_Abort) with a message naming its rank, so none waits forever for it.
 enum Job {
     nonisolated(unsafe) private(set) static var world: MPI?

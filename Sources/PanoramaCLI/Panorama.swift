@@ -6,7 +6,7 @@ struct Panorama: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "panorama",
         abstract: "Wide images with Stable Diffusion and MultiDiffusion, on the CPU.",
-        discussion: "Render, compose, upscale, outpaint, inpaint and resume also run as an MPI job, one picture spread over many processes and machines: mpirun -np N panorama render … (see README, \"Many machines\").",
+        discussion: "Render, compose, upscale, outpaint, inpaint and resume also run as an MPI job, one picture spread over many processes and machines: mpirun -np N panorama render … (see README, \"Many processes and machines: MPI\").",
         subcommands: [Render.self, Compose.self, Upscale.self, Outpaint.self, Inpaint.self, Info.self, Tokenize.self, Presets.self, Serve.self, Resume.self],
         defaultSubcommand: Render.self)
 
