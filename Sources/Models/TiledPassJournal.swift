@@ -10,8 +10,8 @@ import Tensors
 /// and the tiles done, the partial GroupNorm sums of the output (Doubles as their bits), the
 /// statistics of the layer's input and which files hold the live maps. Maps kept in memory are
 /// copied (float32, exactly) into files of the directory only at checkpoints — when a layer's
-/// output goes to a file anyway, or every `checkpointInterval` seconds — so in-memory passes pay
-/// for the copies at most that often. A resnet's second convolution writes over its residual's
+/// output goes to a file anyway, or every `checkpointInterval` seconds but not more often than
+/// keeps the copies under about 5 % of the time. A resnet's second convolution writes over its residual's
 /// map: a tile cut short there has destroyed inputs it needs, so such a tile goes to `redo.bin`
 /// (with its position and a checksum) before it goes into the map, and a resumed pass replays it
 /// instead of computing it.
@@ -43,9 +43,12 @@ public final class TiledPassJournal: @unchecked Sendable {
     }
 
     public let directory: URL
-    /// Seconds between copies of the maps kept in memory (records of passes whose maps are in
-    /// files follow every tile regardless).
+    /// Seconds between copies of the maps kept in memory, at least (and at least 19 times the
+    /// last copy's duration); records of layers whose maps are in files follow every tile.
     public var checkpointInterval: TimeInterval
+    /// The most of the pass's time that copying in-memory maps may take (checkpoints are spaced
+    /// by the last copying one's duration accordingly); 1: no limit beyond `checkpointInterval`.
+    public var copyTimeShare = 0.05
     /// The caller's part of the identity (e.g. the model's hash), besides the VAE's own fingerprint.
     public let context: String
     /// Progress notes: a resumed position, a record discarded.
@@ -84,6 +87,7 @@ public final class TiledPassJournal: @unchecked Sendable {
     /// The size of `redo.bin` (counted in `CanvasStore.peakFileBytes` as the maps are).
     private var redoBytes = 0
     private var lastCheckpoint = Date()
+    private var lastCheckpointSeconds = 0.0
 
     static let format = "panorama-tiled-pass", version = 1
 
@@ -95,7 +99,7 @@ public final class TiledPassJournal: @unchecked Sendable {
         removeOrphans(everything: true)
         dropRedo()
         (resume, pinned, resumedAt, reusedResult, records, recordSeconds, copiedBytes) = (nil, [], nil, false, 0, 0, 0)
-        lastCheckpoint = Date()
+        (lastCheckpoint, lastCheckpointSeconds) = (Date(), 0)
         var h = model
         h.add("\(Self.format) \(Self.version) \(kind.rawValue) \(context) groups \(groups) precision \(Compute.precision.rawValue)")
         // the temporary directory only says where unjournaled maps go: not part of the identity
@@ -251,7 +255,12 @@ public final class TiledPassJournal: @unchecked Sendable {
 
     var resumesAfterFirstLayer: Bool { (resume?.layer ?? 0) > 0 }
 
-    private var due: Bool { Date().timeIntervalSince(lastCheckpoint) >= checkpointInterval }
+    /// A checkpoint is due `checkpointInterval` after the last, and not before the last copying
+    /// one's duration allows under `copyTimeShare`.
+    private var due: Bool {
+        let spacing = copyTimeShare >= 1 ? 0 : (1 / max(copyTimeShare, 1e-3) - 1) * lastCheckpointSeconds
+        return Date().timeIntervalSince(lastCheckpoint) >= max(checkpointInterval, spacing)
+    }
 
     /// Whether a record can name `map` without copying anything: the pass's input (rebuilt from
     /// the input tensor), a map in a file, or one whose copy is complete.
@@ -301,7 +310,7 @@ public final class TiledPassJournal: @unchecked Sendable {
         // residual completed before it started can stand for it
         if let output, output.isOverlay, !output.store!.isFileBacked, output.written > 0,
            let residual, !(residual.mirror != nil && residual.mirrored == residual.written) { return }
-        let start = Date()
+        let (start, copiedBefore) = (Date(), copiedBytes)
         for map in [input, residual, output].compactMap({ $0 }) where map.producer >= 0 && !map.store!.isFileBacked {
             try copy(map)
         }
@@ -315,8 +324,11 @@ public final class TiledPassJournal: @unchecked Sendable {
         pinned = record.files
         removeOrphans()
         lastCheckpoint = Date()
+        let seconds = lastCheckpoint.timeIntervalSince(start)
+        // the 5 % rule follows the checkpoints that copied (a bare record takes a millisecond)
+        if copiedBytes > copiedBefore { lastCheckpointSeconds = seconds }
         records += 1
-        recordSeconds += lastCheckpoint.timeIntervalSince(start)
+        recordSeconds += seconds
     }
 
     /// Brings the float32 copy of an in-memory map up to the tiles it holds.
@@ -466,40 +478,65 @@ public final class TiledPassJournal: @unchecked Sendable {
 
     private static let redoMagic: UInt64 = 0x4F44_4552_4F4E_4150  // "PANOREDO"
 
+    /// Writes the tile in place (no temporary file: the map is written only after this
+    /// returns, so a redo entry cut short, which fails its checksum, leaves the residual intact
+    /// and the tile is computed again). The file keeps the largest size it had.
     private func writeRedo(_ y: Tensor, layer index: Int, tile: Int, rect: TileRect) throws {
+        let header = y.withUnsafeBufferPointer { p in
+            [Self.redoMagic, identity.value, UInt64(index), UInt64(tile), UInt64(y.shape[1]),
+             UInt64(rect.rows.lowerBound), UInt64(rect.rows.count), UInt64(rect.columns.lowerBound),
+             UInt64(rect.columns.count), Self.checksum(UnsafeRawBufferPointer(p))]
+        }
+        let fd = open(path("redo.bin"), O_RDWR | O_CREAT, 0o600)
+        guard fd >= 0 else { throw TiledPassJournalError.io("cannot write \(path("redo.bin")): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        try header.withUnsafeBytes { try Self.write(fd, $0, at: 0) }
+        try y.withUnsafeBufferPointer { try Self.write(fd, UnsafeRawBufferPointer($0), at: 80) }
+        let size = 80 + 4 * y.count
+        if size > redoBytes {
+            CanvasStore.accountKeptFile(size - redoBytes)
+            redoBytes = size
+        }
+    }
+
+    private static func write(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: Int) throws {
+        var done = 0
+        while done < bytes.count {
+            let n = pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset + done))
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { throw TiledPassJournalError.io("cannot write the redo file: \(String(cString: strerror(errno)))") }
+            done += n
+        }
+    }
+
+    /// FNV-1a over the bytes as 64-bit words (the tail zero-padded).
+    private static func checksum(_ bytes: UnsafeRawBufferPointer) -> UInt64 {
         var h = FNV1a()
-        y.withUnsafeBufferPointer { for x in $0 { h.add(UInt64(x.bitPattern)) } }
-        let header = [Self.redoMagic, identity.value, UInt64(index), UInt64(tile), UInt64(y.shape[1]),
-                      UInt64(rect.rows.lowerBound), UInt64(rect.rows.count), UInt64(rect.columns.lowerBound),
-                      UInt64(rect.columns.count), h.value]
-        var data = Data(capacity: 80 + 4 * y.count)
-        header.withUnsafeBufferPointer { data.append($0) }
-        y.withUnsafeBufferPointer { data.append($0) }
-        try atomicWrite(data, "redo.bin")
-        CanvasStore.accountKeptFile(data.count - redoBytes)
-        redoBytes = data.count
+        let words = bytes.count / 8
+        for k in 0..<words { h.add(bytes.loadUnaligned(fromByteOffset: 8 * k, as: UInt64.self)) }
+        var tail: UInt64 = 0
+        for k in (8 * words)..<bytes.count { tail |= UInt64(bytes[k]) << (8 * UInt64(k - 8 * words)) }
+        h.add(tail)
+        return h.value
     }
 
     /// The tile `redo.bin` holds, when it is this pass's tile `tile` of layer `index`, whole.
     private func readRedo(layer index: Int, tile: Int, rect: TileRect, channels: Int) -> Tensor? {
         let count = channels * rect.rows.count * rect.columns.count
-        guard let data = FileManager.default.contents(atPath: path("redo.bin")), data.count == 80 + 4 * count else { return nil }
+        guard let data = FileManager.default.contents(atPath: path("redo.bin")), data.count >= 80 + 4 * count else { return nil }
         let header = (0..<10).map { k in data.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 8 * k, as: UInt64.self) } }
         let expected = [Self.redoMagic, identity.value, UInt64(index), UInt64(tile), UInt64(channels),
                         UInt64(rect.rows.lowerBound), UInt64(rect.rows.count), UInt64(rect.columns.lowerBound),
                         UInt64(rect.columns.count)]
         guard Array(header[0..<9]) == expected else { return nil }
         var y = Tensor(zeros: [1, channels, rect.rows.count, rect.columns.count])
-        var h = FNV1a()
         y.withUnsafeMutableBufferPointer { p in
             data.withUnsafeBytes { raw in
-                for i in 0..<count {
-                    p[i] = raw.loadUnaligned(fromByteOffset: 80 + 4 * i, as: Float.self)
-                    h.add(UInt64(p[i].bitPattern))
-                }
+                UnsafeMutableRawBufferPointer(p).copyMemory(from: UnsafeRawBufferPointer(rebasing: raw[80..<(80 + 4 * count)]))
             }
         }
-        return h.value == header[9] ? y : nil
+        let sum = y.withUnsafeBufferPointer { Self.checksum(UnsafeRawBufferPointer($0)) }
+        return sum == header[9] ? y : nil
     }
 
     private func readResult(shape: [Int], checksum: String?) -> Tensor? {

@@ -9,7 +9,7 @@ import Tensors
 /// step so that a stopped render continues where it stopped.
 struct ResumeOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp(
-        "Where the render's state is saved after every step (default: the output's path with .state appended; with --count, the first picture's or --output's).",
+        "Where the render's state is saved after every step (default: the output's path with .state appended; with --count, the first picture's or --output's); the tiled VAE's journal goes beside it, in FILE.vae.",
         valueName: "file"))
     var state: String?
 
@@ -274,7 +274,8 @@ extension GenerationOptions {
     /// The journal that makes this picture's tiled VAE pass `kind` resumable, in STATE.vae/KIND
     /// beside the state; nil without a session, or (with a note) when its files would not fit
     /// that disk. PANORAMA_VAE_CHECKPOINT_SECONDS sets how often maps kept in memory are copied
-    /// into it (default 60; maps in files are recorded after every tile regardless).
+    /// into it (default: every 60 s, and at most 5 % of the time; maps in files are recorded
+    /// after every tile regardless).
     func vaeJournal(_ kind: TiledPassJournal.Kind, pipeline: PanoramaPipeline, settings: PanoramaSettings,
                     progress: ProgressReporter) -> TiledPassJournal? {
         // An MPI job's processes divide the pass's tiles, and a journal follows one process's
@@ -288,9 +289,12 @@ extension GenerationOptions {
                           + "the \(kind.rawValue) runs without one (a stop in it starts it over)")
             return nil
         }
-        let interval = ProcessInfo.processInfo.environment["PANORAMA_VAE_CHECKPOINT_SECONDS"].flatMap(Double.init) ?? 60
-        return TiledPassJournal(directory: session.journalFolder.appendingPathComponent(kind.rawValue),
-                                checkpointInterval: max(0, interval), note: { progress.note($0) })
+        let interval = ProcessInfo.processInfo.environment["PANORAMA_VAE_CHECKPOINT_SECONDS"].flatMap(Double.init)
+        let journal = TiledPassJournal(directory: session.journalFolder.appendingPathComponent(kind.rawValue),
+                                       checkpointInterval: max(0, interval ?? 60), note: { progress.note($0) })
+        // an interval asked for is kept, however much the copies cost (tests: 0, after every tile)
+        if interval != nil { journal.copyTimeShare = 1 }
+        return journal
     }
 
     /// Runs a journaled VAE pass: the state records a decode under way (with its journal), a stop
@@ -305,7 +309,7 @@ extension GenerationOptions {
         }
         vaePassStarted(kind, journal: journal.directory, stateURL: session.stateURL)
         let result = try body()
-        vaePassEnded()
+        vaePassEnded(kind)
         session.record.decoding = nil
         if journal.records > 0 {
             progress.note(String(format: "%@ journal: %d records in %.2f s, %@ of in-memory maps copied", kind.rawValue,
@@ -368,8 +372,10 @@ private func vaePassStarted(_ kind: TiledPassJournal.Kind, journal: URL, stateUR
     }
 }
 
-private func vaePassEnded() {
-    setStopMessage(savedMessage.isEmpty ? continueMessage : "\nstopped before the first step completed; nothing was saved\n")
+private func vaePassEnded(_ kind: TiledPassJournal.Kind) {
+    setStopMessage(savedMessage.isEmpty ? continueMessage : kind == .encode
+        ? "\nstopped before the first step completed; the encoded input is kept: running the same command again does not encode it again\n"
+        : "\nstopped before the first step completed; nothing was saved\n")
 }
 
 /// Called after every state write: from now on a stop says how to continue.

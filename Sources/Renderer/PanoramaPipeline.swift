@@ -343,9 +343,11 @@ public struct PanoramaPipeline: Sendable {
     /// The most bytes a journaled tiled pass of the model's VAE keeps in its journal's directory
     /// for `settings` (`encoding`: the encode of an input image; see
     /// `AutoencoderKL.temporaryFileBytes(height:width:tiling:encoding:journaled:)`); 0 when the
-    /// pipeline's autoencoder or decode method keeps no journal.
+    /// pipeline's autoencoder, decode method or picture size makes no tiled pass.
     public func journalBytes(_ settings: PanoramaSettings, encoding: Bool) -> Int {
         guard decodesWithModelVAE, case .tiled(var tiling) = settings.decodeMethod else { return 0 }
+        // small pictures decode in one whole-image pass (see `AutoencoderKL.decode(_:circular:method:)`)
+        if !encoding && !settings.circular && settings.width * settings.height <= tiling.wholeImagePixels { return 0 }
         tiling.circular = settings.circular
         return model.vae.temporaryFileBytes(height: settings.height, width: settings.width, tiling: tiling, encoding: encoding,
                                             journaled: true)

@@ -213,7 +213,9 @@ func runRow(_ row: String, _ o: Options) throws -> RowResult {
             plain += try time(warmups: 0, runs: 1) { _ = try vae.decode(latents, tiling: tiling) }
             peaks.0 = CanvasStore.peakFileBytes
             CanvasStore.resetPeakFileBytes()
-            journal = TiledPassJournal(directory: directory)
+            let interval = ProcessInfo.processInfo.environment["PANORAMA_VAE_CHECKPOINT_SECONDS"].flatMap(Double.init)
+            journal = TiledPassJournal(directory: directory, checkpointInterval: interval ?? 60)
+            if interval != nil { journal.copyTimeShare = 1 }  // as the command does
             journaled += try time(warmups: 0, runs: 1) { _ = try vae.decode(latents, tiling: tiling, journal: journal) }
             peaks.1 = CanvasStore.peakFileBytes
         }
