@@ -238,33 +238,20 @@ final class TiledPassJournalTests: XCTestCase {
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: directory.path), [], "a finished decode leaves nothing")
     }
 
-    /// What the journal costs (printed; the outputs are the same bits): a decode of 512x1024
-    /// pixels with its maps in memory and in files, without a journal, with the default
-    /// 60-second checkpoints, and checkpointing after every tile.
-    func testJournalOverhead() throws {
+    /// A journaled pass that is never stopped returns the plain pass's bits, checkpointing after
+    /// every tile or only when due, with maps in memory or in files. (Its cost is the benchmark
+    /// row `vae-decode-journal`'s.)
+    func testAnUnstoppedJournaledPassEqualsThePlainOne() throws {
         var g = TorchGenerator(seed: 23)
-        let z = g.randn([1, 4, 64, 128])
+        let z = g.randn([1, 4, 32, 64])
         for limit in [Int.max, 0] {
             let tiling = VAETiling(memoryLimit: limit)
             let plain = try vae.decode(z, tiling: tiling)
-            // the fastest of three runs each, interleaved: the machine is shared
-            var best: [Double] = [.infinity, .infinity, .infinity]
-            var last: [TiledPassJournal?] = [nil, nil, nil]
-            for _ in 0..<3 {
-                for (k, interval) in [nil, 60.0, 0].enumerated() {
-                    let j = interval.map { journal(interval: $0) }
-                    let start = Date()
-                    let out = try vae.decode(z, tiling: tiling, journal: j)
-                    best[k] = min(best[k], Date().timeIntervalSince(start))
-                    XCTAssertTrue(out.data == plain.data)
-                    last[k] = j
-                }
-            }
-            for k in 1...2 {
-                let j = last[k]!
-                print(String(format: "journal overhead, maps %@, checkpoints every %.0f s: %.2f s against %.2f s without (%+.0f %%); %d records in %.2f s, %d MiB copied",
-                             limit == 0 ? "in files" : "in memory", j.checkpointInterval, best[k], best[0], 100 * (best[k] / best[0] - 1),
-                             j.records, j.recordSeconds, j.copiedBytes >> 20))
+            for interval in [60.0, 0] {
+                let j = journal(interval: interval)
+                XCTAssertTrue(try vae.decode(z, tiling: tiling, journal: j).data == plain.data, "limit \(limit), interval \(interval)")
+                XCTAssertGreaterThan(j.records, 0)
+                j.remove()
             }
         }
     }
