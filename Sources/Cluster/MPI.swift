@@ -55,7 +55,7 @@ public final class MPI: ProcessGroup, @unchecked Sendable {
             errors.append(cString(error))
         }
         guard errors.isEmpty else {
-            throw MPIError.unavailable(errors.joined(separator: "; ") + "; install Open MPI (Debian: apt install openmpi-bin libopenmpi-dev) or MPICH, or set PANORAMA_MPI_LIBRARY to its libmpi.so")
+            throw MPIError.unavailable(errors.joined(separator: "; ") + "; install Open MPI (Debian: apt install openmpi-bin) or MPICH (apt install mpich), or set PANORAMA_MPI_LIBRARY to its libmpi.so")
         }
         var rank: Int32 = 0, size: Int32 = 0
         let status = panorama_mpi_init(&rank, &size)
