@@ -22,7 +22,7 @@ final class MPICLITests: XCTestCase {
     override func setUpWithError() throws {
         guard Self.mpirun != nil else {
             if ProcessInfo.processInfo.environment["PANORAMA_REQUIRE_MPI_TESTS"] == "1" {
-                XCTFail("mpirun is missing (apt install openmpi-bin libopenmpi-dev)")
+                XCTFail("mpirun is missing (apt install openmpi-bin)")
             }
             throw XCTSkip("mpirun is not installed")
         }
