@@ -13,7 +13,7 @@ import Weights
 /// The rows `panorama-benchmarks` measures, in the order `all` runs them (`all` leaves out `upscale`).
 let rowNames = ["sgemm", "text-encoder", "unet", "unet-layers", "vae-decode-512", "vae-layers", "vae-decode-4096",
                 "vae-decode-512-tiled", "vae-decode-4096-tiled", "panorama-step", "compose-step", "load", "load-lora", "lcm-512", "lcm-4096", "lcm-4096-taesd", "preview",
-                "upscale", "mpi-step", "vae-decode-journal"]
+                "upscale", "mpi-step", "mpi-decode", "vae-decode-journal"]
 
 /// Command-line settings shared by every row.
 struct Options {
@@ -194,6 +194,34 @@ func runRow(_ row: String, _ o: Options) throws -> RowResult {
             result.extra["temporary files, GiB: peak"] = Double(CanvasStore.peakFileBytes) / Double(1 << 30)
             result.extra["temporary file format"] = tiling.fileFormat.rawValue
         }
+
+    case "mpi-decode":
+        // The tiled decode of a 512x`--canvas-width` picture (default VAETiling) with its rows of
+        // tiles shared by the MPI job it runs in; a hash of the output's bits to compare runs.
+        let world = benchmarkWorld
+        let vae = try AutoencoderKL(config: folder.config(AutoencoderKLConfig.self, for: "vae"),
+                                    weights: folder.weights(for: "vae"))
+        let latents = generator.randn([1, 4, 64, o.canvasWidth / 8])
+        var tiling = VAETiling(fileFormat: o.fileFormat ?? .float32)
+        if let limit = o.memoryLimit { tiling.memoryLimit = limit }
+        tiling.processes = world.flatMap { $0.size > 1 ? $0 : nil }
+        var out = latents
+        let warmups = o.warmups ?? 0
+        probe = LoadProbe()
+        let (sent, received) = (world?.bytesSent ?? 0, world?.bytesReceived ?? 0)
+        let seconds = try time(warmups: warmups, runs: o.runs ?? 1) { out = try vae.decode(latents, tiling: tiling) }
+        let passes = Double(warmups + (o.runs ?? 1))
+        let flops = vaeDecodeFlops(vae.config, batch: 1, height: 64, width: o.canvasWidth / 8)
+        let ranks = world?.size ?? 1
+        result = RowResult(row: row, what: "tiled VAE decode 64x\(o.canvasWidth / 8) latent -> 512x\(o.canvasWidth), on \(ranks) process\(ranks == 1 ? "" : "es") x \(o.threads) thread\(o.threads == 1 ? "" : "s")",
+                           seconds: seconds, warmups: warmups, gflop: flops.gflop)
+        var hash = FNV1a()
+        out.withUnsafeBufferPointer { for x in $0 { hash.add(UInt64(x.bitPattern)) } }
+        result.extra["output bits, FNV-1a"] = hash.hex
+        result.extra["processes"] = ranks
+        result.extra["threads per process"] = o.threads
+        result.extra["bytes sent per decode (rank 0)"] = Double((world?.bytesSent ?? 0) - sent) / passes
+        result.extra["bytes received per decode (rank 0)"] = Double((world?.bytesReceived ?? 0) - received) / passes
 
     case "vae-decode-journal":
         // What resumability costs a long decode: the tiled decode of a 64x128 latent (512x1024)

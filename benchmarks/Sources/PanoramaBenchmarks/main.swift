@@ -13,7 +13,7 @@ let usage = """
                                [--file-format float32|bfloat16]
                                [--target N] [--canvas-width N] [--phase encode|denoise|decode] [--state DIR]
                                [--synthetic-latents] [--fp32-gemm own|openblas]
-    rows: \(rowNames.joined(separator: ", ")), all (every row but upscale and mpi-step); `flops` prints the counted FLOPs only
+    rows: \(rowNames.joined(separator: ", ")), all (every row but upscale, vae-decode-journal, mpi-step and mpi-decode); `flops` prints the counted FLOPs only
       --json           print JSON (one object per row, an array for several rows) instead of a table
       --runs/--warmups timed and untimed repetitions (defaults per row: unet 3+1, vae-decode-512 3+1,
                        vae-decode-4096 1+0, the -tiled decodes as their whole-image rows, text-encoder 10+1, panorama-step 1+0, compose-step 1+0, load 1, sgemm 5+1,
@@ -43,7 +43,7 @@ let usage = """
       --file-format F  the -tiled decodes and `upscale`: temporary files as float32 or bfloat16
       --memory-limit M the -tiled decodes: maps of at most M MiB stay in memory (default VAETiling's)
                        (default: the tiled VAE's own choice, float32 unless the disk is too small)
-      --canvas-width N `mpi-step`: canvas width in pixels, height 512 (default 2048)
+      --canvas-width N `mpi-step`, `mpi-decode`: canvas width in pixels, height 512 (default 2048)
       --latent-width N `vae-layers`: latent width (64: the 512x512 decode; 512: the 512x4096 one)
       --only KIND      `unet-layers`/`vae-layers`: replay only conv, linear, attention, groupnorm or layernorm
       --verbose        `unet-layers`/`vae-layers`: print every layer's time to standard error
@@ -143,7 +143,7 @@ do {
         print(flopReport(layout: options.layout))
     } else if rows == ["all"] || rows.count > 1 {
         // Several rows: one fresh process each, with the options passed through.
-        let expanded = rows.flatMap { $0 == "all" ? rowNames.filter { !(options.skip4096 && $0.hasPrefix("vae-decode-4096")) && $0 != "upscale" && $0 != "vae-decode-journal" && $0 != "mpi-step" } : [$0] }
+        let expanded = rows.flatMap { $0 == "all" ? rowNames.filter { !(options.skip4096 && $0.hasPrefix("vae-decode-4096")) && $0 != "upscale" && $0 != "vae-decode-journal" && $0 != "mpi-step" && $0 != "mpi-decode" } : [$0] }
         let passed = Array(CommandLine.arguments.dropFirst()).filter { !rowNames.contains($0) && $0 != "all" && $0 != "--json" }
         _ = try RandomWeights.ensure(cache: options.cache, layout: options.layout)
         for row in expanded {
