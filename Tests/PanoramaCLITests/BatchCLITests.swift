@@ -44,7 +44,7 @@ extension CLITests {
         try assertFails(common + ["--count", "0"], saying: ["--count must be between 1 and 10000"])
         try assertFails(common + ["--grid"], saying: ["--grid needs --count of 2 or more"])
         try assertFails(common + ["--count", "2", "--seed", "18446744073709551615"], saying: ["leaves no room for 2 consecutive seeds"])
-        FileManager.default.createFile(atPath: folder.appendingPathComponent("taken-5.png").path, contents: Data())
+        _ = FileManager.default.createFile(atPath: folder.appendingPathComponent("taken-5.png").path, contents: Data())
         try assertFails(common + ["--count", "2", "--seed", "4", "-o", "taken.png"], saying: ["taken-5.png exists"])
         XCTAssertFalse(pngFiles.contains("taken-4.png"), "nothing is rendered when a later name is taken")
     }

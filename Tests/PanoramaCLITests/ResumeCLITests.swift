@@ -177,7 +177,7 @@ extension CLITests {
             process.currentDirectoryURL = folder
             process.environment = ProcessInfo.processInfo.environment.merging(["PANORAMA_VAE_CHECKPOINT_SECONDS": "0"]) { $1 }
             let log = folder.appendingPathComponent("stderr-\(UUID().uuidString)")
-            FileManager.default.createFile(atPath: log.path, contents: nil)
+            _ = FileManager.default.createFile(atPath: log.path, contents: nil)
             process.standardError = try FileHandle(forWritingTo: log)
             process.standardOutput = FileHandle.nullDevice
             try process.run()
