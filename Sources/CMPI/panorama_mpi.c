@@ -31,8 +31,6 @@ static int (*o_allgatherv)(const void *, int, ompi_handle, void *, const int *, 
 static int (*m_allgatherv)(const void *, int, mpich_handle, void *, const int *, const int *, mpich_handle, mpich_handle);
 static int (*o_allgather)(const void *, int, ompi_handle, void *, int, ompi_handle, ompi_handle);
 static int (*m_allgather)(const void *, int, mpich_handle, void *, int, mpich_handle, mpich_handle);
-static int (*o_bcast)(void *, int, ompi_handle, int, ompi_handle);
-static int (*m_bcast)(void *, int, mpich_handle, int, mpich_handle);
 static int (*o_sendrecv)(const void *, int, ompi_handle, int, int, void *, int, ompi_handle, int, int, ompi_handle, void *);
 static int (*m_sendrecv)(const void *, int, mpich_handle, int, int, void *, int, mpich_handle, int, int, mpich_handle, void *);
 static int (*o_barrier)(ompi_handle), (*m_barrier)(mpich_handle);
@@ -59,23 +57,14 @@ static int unload(void) {
 
 int panorama_mpi_load(const char *path, char *error, size_t error_size) {
     if (library) return 0;
-    // Open MPI 3-5 (libmpi.so.40), MPICH 3-4 and its derivatives (libmpi.so.12, libmpich.so.12).
-    const char *names[] = {"libmpi.so.40", "libmpi.so.12", "libmpich.so.12", "libmpi.so", "libmpich.so"};
-    size_t tried = path ? 1 : sizeof names / sizeof names[0];
-    const char *last = "";
-    for (size_t i = 0; i < tried && !library; i++) {
-        const char *name = path ? path : names[i];
-        // RTLD_GLOBAL: Open MPI's components are libraries that resolve their symbols from libmpi.
-        library = dlopen(name, RTLD_NOW | RTLD_GLOBAL);
-        if (library) snprintf(library_name, sizeof library_name, "%s", name);
-        else last = dlerror();
-    }
+    // RTLD_GLOBAL: Open MPI's components are libraries that resolve their symbols from libmpi.
+    library = dlopen(path, RTLD_NOW | RTLD_GLOBAL);
     if (!library) {
-        snprintf(error, error_size, "no MPI library could be loaded (%s%s)",
-                 path ? "" : "tried libmpi.so.40, libmpi.so.12, libmpich.so.12, libmpi.so, libmpich.so; last: ",
-                 last ? last : "unknown error");
+        const char *why = dlerror();
+        snprintf(error, error_size, "%s", why ? why : "cannot load it");
         return -1;
     }
+    snprintf(library_name, sizeof library_name, "%s", path);
     ompi_comm_world = dlsym(library, "ompi_mpi_comm_world");
     abi = ompi_comm_world ? ABI_OPENMPI : ABI_MPICH;
     if (abi == ABI_OPENMPI) {
@@ -106,13 +95,13 @@ int panorama_mpi_load(const char *path, char *error, size_t error_size) {
     if (abi == ABI_OPENMPI) {
         FIND(o_comm_rank, "MPI_Comm_rank"); FIND(o_comm_size, "MPI_Comm_size");
         FIND(o_allgatherv, "MPI_Allgatherv"); FIND(o_allgather, "MPI_Allgather");
-        FIND(o_bcast, "MPI_Bcast"); FIND(o_sendrecv, "MPI_Sendrecv");
+        FIND(o_sendrecv, "MPI_Sendrecv");
         FIND(o_barrier, "MPI_Barrier"); FIND(o_abort, "MPI_Abort");
         proc_null = -2;  // Open MPI's MPI_PROC_NULL
     } else {
         FIND(m_comm_rank, "MPI_Comm_rank"); FIND(m_comm_size, "MPI_Comm_size");
         FIND(m_allgatherv, "MPI_Allgatherv"); FIND(m_allgather, "MPI_Allgather");
-        FIND(m_bcast, "MPI_Bcast"); FIND(m_sendrecv, "MPI_Sendrecv");
+        FIND(m_sendrecv, "MPI_Sendrecv");
         FIND(m_barrier, "MPI_Barrier"); FIND(m_abort, "MPI_Abort");
         proc_null = -1;  // MPICH's MPI_PROC_NULL
     }
@@ -146,11 +135,6 @@ int panorama_mpi_allgatherv(const void *send, int count, void *recv, const int *
 int panorama_mpi_allgather(const void *send, int count, void *recv) {
     if (abi == ABI_OPENMPI) return o_allgather(send, count, ompi_byte, recv, count, ompi_byte, ompi_comm_world);
     return m_allgather(send, count, mpich_byte, recv, count, mpich_byte, mpich_comm_world);
-}
-
-int panorama_mpi_bcast(void *buffer, int count, int root) {
-    if (abi == ABI_OPENMPI) return o_bcast(buffer, count, ompi_byte, root, ompi_comm_world);
-    return m_bcast(buffer, count, mpich_byte, root, mpich_comm_world);
 }
 
 int panorama_mpi_sendrecv(const void *send, int send_count, int destination,

@@ -3,7 +3,7 @@ import Tensors
 /// Who computes the UNet batches of a denoising step.
 ///
 /// Within a step every batch of windows is independent, so the batches can be spread over
-/// processes (see the `Cluster` library's MPI distributor). Everything else in a step — input
+/// processes (`GroupDistributor`, given an MPI job by the `Cluster` library). Everything else in a step — input
 /// preparation, the scheduler, its noise, the fusion — runs on every process from the same
 /// predictions in the same order, so the canvas is the same bit for bit however the batches
 /// were spread, and every process holds the whole state a resumable render saves.

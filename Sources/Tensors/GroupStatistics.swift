@@ -81,10 +81,8 @@ public struct GroupStatistics: Sendable, Equatable {
         var values = [Double](repeating: 0, count: 1 + 2 * groups)
         values.withUnsafeMutableBytes { $0.copyBytes(from: bytes) }
         guard values[0] >= 0, values[0] < 9e15, values[0] == values[0].rounded() else { return nil }
-        self.groups = groups
-        count = Int(values[0])
-        sum = Array(values[1...groups])
-        sumOfSquares = Array(values[(groups + 1)...])
+        self.init(groups: groups, sum: Array(values[1...groups]), sumOfSquares: Array(values[(groups + 1)...]),
+                  count: Int(values[0]))
     }
 
     /// Mean and 1/sqrt(biased variance + eps) of each group.

@@ -34,7 +34,7 @@ final class ClusterTests: XCTestCase {
     func testTensorPackingRoundTripsBitForBit() throws {
         let a = Tensor(shape: [1, 4, 3, 2], data: (0..<24).map { Float($0) * 0.37 - 2 })
         let b = Tensor(shape: [1, 1], data: [Float.nan])
-        let c = Tensor(shape: [2, 3], data: [.infinity, -0.0, 1e-40, 3, 4, .greatestFiniteMagnitude])
+        let c = Tensor(shape: [2, 3], data: [.infinity, -0.0, .leastNonzeroMagnitude, 3, 4, .greatestFiniteMagnitude])
         let batches = [[a, b], [], [c]]
         let unpacked = try XCTUnwrap(TensorPacking.unpack(TensorPacking.pack(batches)))
         XCTAssertEqual(unpacked.count, 3)

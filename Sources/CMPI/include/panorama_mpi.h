@@ -8,8 +8,8 @@
 /// every reduction the renderer needs is done by the caller in a fixed order, so the results
 /// do not depend on the number of processes.
 
-/// Loads the MPI library (`path`, or the usual names of Open MPI's and MPICH's libraries when
-/// NULL) and finds its functions. 0 on success; otherwise `error` says what failed.
+/// Loads the MPI library at `path` (a file name dlopen finds, or a path) and finds its
+/// functions. 0 on success; otherwise `error` says what failed and nothing stays loaded.
 int panorama_mpi_load(const char *path, char *error, size_t error_size);
 
 /// The library's name as loaded, and which ABI it has ("Open MPI" or "MPICH").
@@ -25,9 +25,6 @@ int panorama_mpi_allgatherv(const void *send, int count, void *recv, const int *
 
 /// MPI_Allgather of `count` bytes from every rank.
 int panorama_mpi_allgather(const void *send, int count, void *recv);
-
-/// MPI_Bcast of bytes from `root`.
-int panorama_mpi_bcast(void *buffer, int count, int root);
 
 /// MPI_Sendrecv of bytes (a rank of -1 skips that half).
 int panorama_mpi_sendrecv(const void *send, int send_count, int destination,

@@ -650,7 +650,7 @@ func evictFromPageCache(_ folder: URL) {
 }
 
 /// The MPI job this benchmark process is part of (started once), or nil when not launched by mpirun.
-nonisolated(unsafe) let benchmarkWorld: MPI? = MPI.launched() ? (try? MPI.start()) : nil
+let benchmarkWorld: MPI? = MPI.launched() ? (try? MPI.start()) : nil
 
 /// A distributor that times the UNet batches it runs here (`computeSeconds`) and the whole of
 /// each distribution (`totalSeconds`: the batches, the wait for the slowest process, the gather).
